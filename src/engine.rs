@@ -1,0 +1,325 @@
+//! The engine: ticks in, alerts out.
+//!
+//! [`Engine::apply`] runs one tick through validation, the instrument's
+//! state and every rule that applies to it, on the caller's thread: no
+//! queue, no allocation unless an alert is raised. Instruments live in a
+//! sharded concurrent map, so ticks for different instruments from many
+//! threads rarely meet on a lock, and no lock is held beyond one tick.
+//!
+//! Rulesets are swapped atomically ([`Engine::install`]). Each instrument
+//! is re-bound to a new ruleset under its own lock, before its next tick:
+//! every tick is evaluated by exactly one ruleset, and a rule whose
+//! definition did not change keeps its state and windows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
+
+use crate::ingest::{validate_values, TickError};
+use crate::model::{AlertSink, InstrumentId, Tick, TickValues};
+use crate::rules::{EvalCtx, RuleSet};
+use crate::state::{BoundRule, InstrumentState, Instruments, WindowSet};
+
+/// Limits and options of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most distinct instruments; the tick that would add one more is
+    /// rejected.
+    pub max_instruments: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_instruments: 100_000,
+        }
+    }
+}
+
+/// Rolling state for every instrument and the ruleset that evaluates it.
+pub struct Engine {
+    instruments: Instruments,
+    states: DashMap<InstrumentId, InstrumentState, FxBuildHasher>,
+    ruleset: ArcSwap<RuleSet>,
+    /// Serialises installs so versions are assigned in swap order.
+    install_lock: Mutex<()>,
+    last_version: AtomicU64,
+}
+
+impl Engine {
+    /// An engine running `ruleset` as version 1.
+    pub fn new(config: EngineConfig, mut ruleset: RuleSet) -> Self {
+        ruleset.version = 1;
+        Engine {
+            instruments: Instruments::new(config.max_instruments),
+            states: DashMap::with_hasher(FxBuildHasher),
+            ruleset: ArcSwap::from_pointee(ruleset),
+            install_lock: Mutex::new(()),
+            last_version: AtomicU64::new(1),
+        }
+    }
+
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
+    /// The ruleset in force now.
+    pub fn ruleset(&self) -> Arc<RuleSet> {
+        self.ruleset.load_full()
+    }
+
+    /// The id for `symbol`, adding the instrument on first sight.
+    ///
+    /// # Errors
+    /// A malformed symbol, or the instrument cap reached.
+    pub fn resolve(&self, symbol: &str, received_ns: i64) -> Result<InstrumentId, TickError> {
+        if let Some(id) = self.instruments.get(symbol) {
+            return Ok(id);
+        }
+        let (id, symbol, _) = self.instruments.intern(symbol)?;
+        self.states
+            .entry(id)
+            .or_insert_with(|| InstrumentState::new(id, symbol, received_ns));
+        Ok(id)
+    }
+
+    /// Validates, resolves and applies one tick: the convenient entry for
+    /// decoders that have a symbol rather than an id.
+    ///
+    /// # Errors
+    /// As [`Engine::resolve`] and [`Engine::apply`]; nothing changes.
+    pub fn ingest(
+        &self,
+        symbol: &str,
+        event_time_ns: i64,
+        seq: u64,
+        values: TickValues,
+        received_ns: i64,
+        out: &mut impl AlertSink,
+    ) -> Result<InstrumentId, TickError> {
+        validate_values(event_time_ns, &values)?;
+        let instrument = self.resolve(symbol, received_ns)?;
+        self.apply(
+            &Tick {
+                instrument,
+                event_time_ns,
+                seq,
+                values,
+            },
+            received_ns,
+            out,
+        )?;
+        Ok(instrument)
+    }
+
+    /// Applies one tick and evaluates the rules that watch its instrument,
+    /// emitting alerts into `out` in rule order.
+    ///
+    /// # Errors
+    /// Invalid values, a duplicate sequence number (at or below the last
+    /// applied), or an event time before the instrument's newest. A
+    /// rejected tick changes nothing.
+    #[inline]
+    pub fn apply(&self, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) -> Result<(), TickError> {
+        validate_values(tick.event_time_ns, &tick.values)?;
+        let mut entry = match self.states.get_mut(&tick.instrument) {
+            Some(entry) => entry,
+            None => {
+                let symbol = self
+                    .instruments
+                    .symbol(tick.instrument)
+                    .ok_or(TickError::Symbol(crate::state::SymbolError::Empty))?;
+                self.states
+                    .entry(tick.instrument)
+                    .or_insert_with(|| InstrumentState::new(tick.instrument, symbol, received_ns))
+            }
+        };
+        let state = &mut *entry;
+        if let Some(last) = state.last_seq {
+            if tick.seq <= last {
+                return Err(TickError::Duplicate { seq: tick.seq, last });
+            }
+        }
+        if let Some(newest_ns) = state.last_event_ns {
+            if tick.event_time_ns < newest_ns {
+                return Err(TickError::Late {
+                    event_time_ns: tick.event_time_ns,
+                    newest_ns,
+                });
+            }
+        }
+        // Loaded under the instrument's lock: see `install`.
+        let ruleset = self.ruleset.load();
+        if state.ruleset_version != ruleset.version {
+            rebind(state, &ruleset, tick.event_time_ns, out);
+        }
+        state.last_seq = Some(tick.seq);
+        state.last_event_ns = Some(tick.event_time_ns);
+        state.last_received_ns = received_ns;
+        state.last.update(&tick.values);
+        state.windows.observe(tick.event_time_ns, &tick.values);
+
+        let InstrumentState {
+            symbol,
+            last,
+            windows,
+            rules,
+            next_deadline_ns,
+            ..
+        } = state;
+        let ctx = EvalCtx {
+            now_ns: tick.event_time_ns,
+            tick: Some(tick),
+            last,
+            windows,
+            symbol,
+            ruleset_version: ruleset.version,
+            last_received_ns: received_ns,
+        };
+        let kind = tick.kind();
+        let mut deadline = i64::MAX;
+        for bound in rules.iter_mut() {
+            if bound.rule.triggers.contains(kind) {
+                bound.rule.on_tick(&ctx, &mut bound.state, out);
+            }
+            if let Some(due) = bound.rule.deadline(received_ns, &bound.state) {
+                deadline = deadline.min(due);
+            }
+        }
+        *next_deadline_ns = deadline;
+        Ok(())
+    }
+
+    /// Runs every timer due at `now_ns`: halts ending, `for` periods
+    /// completing without a tick, feeds gone silent. Call it periodically
+    /// with the clock (live) or with event time (replay).
+    pub fn check_timers(&self, now_ns: i64, out: &mut impl AlertSink) {
+        let ruleset = self.ruleset.load();
+        for mut entry in self.states.iter_mut() {
+            let state = entry.value_mut();
+            if state.next_deadline_ns > now_ns {
+                continue;
+            }
+            if state.ruleset_version != ruleset.version {
+                rebind(state, &ruleset, now_ns, out);
+            }
+            let InstrumentState {
+                symbol,
+                last,
+                windows,
+                rules,
+                next_deadline_ns,
+                last_received_ns,
+                ..
+            } = state;
+            let ctx = EvalCtx {
+                now_ns,
+                tick: None,
+                last,
+                windows,
+                symbol,
+                ruleset_version: ruleset.version,
+                last_received_ns: *last_received_ns,
+            };
+            let mut deadline = i64::MAX;
+            for bound in rules.iter_mut() {
+                bound.rule.on_timer(&ctx, &mut bound.state, out);
+                if let Some(due) = bound.rule.deadline(*last_received_ns, &bound.state) {
+                    deadline = deadline.min(due);
+                }
+            }
+            *next_deadline_ns = deadline;
+        }
+    }
+
+    /// Swaps in a new ruleset and re-binds every instrument to it. Rules
+    /// with an unchanged definition keep their state; open conditions of
+    /// removed or changed rules are closed with `resolved` alerts into
+    /// `out`. Returns the installed ruleset with its version.
+    pub fn install(&self, mut ruleset: RuleSet, now_ns: i64, out: &mut impl AlertSink) -> Arc<RuleSet> {
+        let _serial = self.install_lock.lock().unwrap_or_else(|p| p.into_inner());
+        ruleset.version = self.last_version.fetch_add(1, Ordering::SeqCst) + 1;
+        let ruleset = Arc::new(ruleset);
+        // Stored before re-binding: a tick that takes an instrument's lock
+        // after its re-bind loads this ruleset, so it never re-binds back.
+        self.ruleset.store(ruleset.clone());
+        for mut entry in self.states.iter_mut() {
+            let state = entry.value_mut();
+            if state.ruleset_version != ruleset.version {
+                rebind(state, &ruleset, now_ns, out);
+            }
+        }
+        ruleset
+    }
+
+    /// Reads one instrument's state.
+    pub fn with_state<R>(&self, symbol: &str, f: impl FnOnce(&InstrumentState) -> R) -> Option<R> {
+        let id = self.instruments.get(symbol)?;
+        self.states.get(&id).map(|s| f(&s))
+    }
+
+    pub fn instrument_count(&self) -> usize {
+        self.instruments.len()
+    }
+}
+
+/// Binds an instrument to `ruleset`: keeps the windows and rule states
+/// that carry over, starts the rest fresh, and closes what removed or
+/// changed rules had open.
+fn rebind(state: &mut InstrumentState, ruleset: &RuleSet, now_ns: i64, out: &mut impl AlertSink) {
+    let old_rules = std::mem::take(&mut state.rules);
+    let mut old_windows: HashMap<_, _> = std::mem::take(&mut state.windows).into_windows().into_iter().collect();
+    let mut windows = WindowSet::with_slots(ruleset.windows.len());
+    let mut carried = vec![false; old_rules.len()];
+    let mut rules = Vec::new();
+    for rule in &ruleset.rules {
+        if !rule.scope.matches(&state.symbol) {
+            continue;
+        }
+        let previous = old_rules
+            .iter()
+            .position(|b| b.rule.id == rule.id && b.rule.content_hash == rule.content_hash);
+        let rule_state = match previous {
+            Some(i) => {
+                carried[i] = true;
+                old_rules[i].state.clone()
+            }
+            None => rule.initial_state(),
+        };
+        for &slot in &rule.slots {
+            let (key, needs) = ruleset.windows[slot.0 as usize];
+            windows.insert(slot, key, needs, old_windows.remove(&key));
+        }
+        rules.push(BoundRule {
+            rule: rule.clone(),
+            state: rule_state,
+        });
+    }
+    let ctx = EvalCtx {
+        now_ns,
+        tick: None,
+        last: &state.last,
+        windows: &windows,
+        symbol: &state.symbol,
+        ruleset_version: ruleset.version,
+        last_received_ns: state.last_received_ns,
+    };
+    for (bound, kept) in old_rules.iter().zip(carried) {
+        if !kept {
+            bound.rule.on_removed(&ctx, &bound.state, out);
+        }
+    }
+    state.rules = rules;
+    state.windows = windows;
+    state.ruleset_version = ruleset.version;
+    state.next_deadline_ns = state
+        .rules
+        .iter()
+        .filter_map(|b| b.rule.deadline(state.last_received_ns, &b.state))
+        .min()
+        .unwrap_or(i64::MAX);
+}

@@ -1,0 +1,33 @@
+//! Airbag: real-time risk alerting for trading venues.
+//!
+//! Market data streams in; Airbag keeps rolling state per instrument,
+//! evaluates declarative risk rules on every tick, and raises alerts that
+//! margin engines, matching engines and people act on: BTC falls 8% in
+//! 3 seconds, and the tick that completes the fall raises a `critical`
+//! alert with action `halt`.
+//!
+//! # Layout
+//!
+//! Data flows one way: ingest → state → rules → alerts.
+//!
+//! - [`model`]: the vocabulary: exact decimals ([`model::Fixed`]), ticks,
+//!   alerts. No I/O.
+//! - [`ingest`]: validation every tick passes before it touches state.
+//! - [`state`]: the symbol table, per-instrument state, rolling windows.
+//! - [`rules`]: rule files → compiled rules; each kind's logic and state;
+//!   the expression language.
+//! - [`engine`]: applies ticks and timers to state and rules; swaps
+//!   rulesets.
+//! - [`clock`]: time as an input.
+//!
+//! Read in this order: `model` → `engine` → `rules::kinds` → `state::window`.
+
+pub mod clock;
+pub mod engine;
+pub mod ingest;
+pub mod model;
+pub mod rules;
+pub mod server;
+pub mod state;
+
+pub use engine::{Engine, EngineConfig};

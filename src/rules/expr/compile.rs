@@ -1,0 +1,472 @@
+//! Type checking: the untyped syntax tree to number and condition trees,
+//! with the windows and fields they read.
+
+use crate::model::KindMask;
+use crate::state::{Field, WindowKey, WindowNeeds, WindowSlot};
+
+use super::eval::{CmpOp, Cond, Num};
+use super::parser::{BinOp, Node, NodeKind};
+use super::ratio::Ratio;
+use super::ExprError;
+
+/// Every function, for error messages.
+pub(super) const FUNCTIONS: [&str; 13] = [
+    "max", "min", "sum", "count", "mean", "first", "vwap", "volume", "drawdown", "rally", "change", "range", "abs",
+];
+
+const FIELD_LIST: &str = "price, size, notional, bid, ask, mid, spread, mark, index";
+const FUNCTION_LIST: &str = "max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs";
+
+/// What compiling an expression produced, before its windows are given
+/// registry slots (the slots in `root` and `explain` are local indices
+/// into `windows`).
+pub(super) struct Compiled {
+    pub root: Cond,
+    pub windows: Vec<(WindowKey, WindowNeeds)>,
+    pub triggers: KindMask,
+    pub explain: Vec<(String, Num)>,
+}
+
+pub(super) fn compile(src: &str, root: &Node<'_>) -> Result<Compiled, ExprError> {
+    let mut c = Compiler {
+        src,
+        windows: Vec::new(),
+        triggers: KindMask::NONE,
+        explain: Vec::new(),
+    };
+    if !root.is_condition() {
+        return Err(ExprError {
+            column: root.col,
+            message: format!(
+                "the expression must be a condition, such as `price > 100` or `drawdown(price, 3s) >= 8%`, but it is {}",
+                c.describe(root)
+            ),
+        });
+    }
+    let cond = c.cond(root, "")?;
+    if c.triggers == KindMask::NONE {
+        return Err(ExprError {
+            column: 1,
+            message: "the condition reads no market data: use at least one field (such as `price`) or window function (such as `max(price, 3s)`)".into(),
+        });
+    }
+    Ok(Compiled {
+        root: cond,
+        windows: c.windows,
+        triggers: c.triggers,
+        explain: c.explain,
+    })
+}
+
+struct Compiler<'s> {
+    src: &'s str,
+    windows: Vec<(WindowKey, WindowNeeds)>,
+    triggers: KindMask,
+    explain: Vec<(String, Num)>,
+}
+
+fn err(column: usize, message: impl Into<String>) -> ExprError {
+    ExprError {
+        column,
+        message: message.into(),
+    }
+}
+
+fn is_zero(n: &Num) -> bool {
+    matches!(n, Num::Lit(v) if v.compare(Ratio::ZERO).is_eq())
+}
+
+impl Compiler<'_> {
+    /// Source text of a node, whitespace runs collapsed to one space.
+    fn text(&self, node: &Node<'_>) -> String {
+        self.src[node.start..node.end]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The node's text for a message, shortened when long.
+    fn quoted(&self, node: &Node<'_>) -> String {
+        let text = self.text(node);
+        if text.chars().count() > 40 {
+            let short: String = text.chars().take(37).collect();
+            format!("`{short}...`")
+        } else {
+            format!("`{text}`")
+        }
+    }
+
+    /// What a node is, for "expected X, found Y" messages.
+    fn describe(&self, node: &Node<'_>) -> String {
+        let q = self.quoted(node);
+        match &node.kind {
+            NodeKind::Number(_) => format!("the number {q}"),
+            NodeKind::Fraction(_) => format!("the fraction {q}"),
+            NodeKind::Duration(_) => format!("the duration {q}"),
+            NodeKind::Ident(name) if Field::from_name(name).is_some() => format!("the field {q}"),
+            NodeKind::Ident(_) => q,
+            _ if node.is_condition() => format!("the condition {q}"),
+            _ => format!("the number {q}"),
+        }
+    }
+
+    fn read_field(&mut self, field: Field) {
+        self.triggers = self.triggers.union(KindMask::of(field.tick_kind()));
+    }
+
+    /// A local slot for a window (shared with an identical earlier one).
+    fn window(&mut self, field: Field, span_ns: i64, needs: WindowNeeds) -> WindowSlot {
+        self.read_field(field);
+        let key = WindowKey { field, span_ns };
+        if let Some(i) = self.windows.iter().position(|(k, _)| *k == key) {
+            self.windows[i].1 = self.windows[i].1.union(needs);
+            return WindowSlot(i as u16);
+        }
+        self.windows.push((key, needs));
+        WindowSlot((self.windows.len() - 1) as u16)
+    }
+
+    fn cond(&mut self, node: &Node<'_>, place: &str) -> Result<Cond, ExprError> {
+        match &node.kind {
+            NodeKind::Not(inner) => Ok(Cond::Not(Box::new(self.cond(inner, "after `not`")?))),
+            NodeKind::Binary { op, lhs, rhs, .. } if op.is_logical() => {
+                let l = self.cond(lhs, &format!("on the left of `{}`", op.symbol()))?;
+                let r = self.cond(rhs, &format!("on the right of `{}`", op.symbol()))?;
+                let pair = Box::new((l, r));
+                Ok(if *op == BinOp::And {
+                    Cond::And(pair)
+                } else {
+                    Cond::Or(pair)
+                })
+            }
+            NodeKind::Binary { op, lhs, rhs, .. } if op.is_comparison() => {
+                let l = self.num(lhs, &format!("on the left of `{}`", op.symbol()))?;
+                let r = self.num(rhs, &format!("on the right of `{}`", op.symbol()))?;
+                self.explain_side(lhs, &l);
+                self.explain_side(rhs, &r);
+                let cmp = match op {
+                    BinOp::Lt => CmpOp::Lt,
+                    BinOp::Le => CmpOp::Le,
+                    BinOp::Gt => CmpOp::Gt,
+                    BinOp::Ge => CmpOp::Ge,
+                    BinOp::Eq => CmpOp::Eq,
+                    _ => CmpOp::Ne,
+                };
+                Ok(Cond::Cmp(cmp, Box::new((l, r))))
+            }
+            _ => Err(err(
+                node.col,
+                format!(
+                    "expected a condition {place}, found {}: compare it with something, as in `price > 100`",
+                    self.describe(node)
+                ),
+            )),
+        }
+    }
+
+    fn explain_side(&mut self, node: &Node<'_>, value: &Num) {
+        let name = self.text(node);
+        if !self.explain.iter().any(|(n, _)| *n == name) {
+            self.explain.push((name, value.clone()));
+        }
+    }
+
+    fn num(&mut self, node: &Node<'_>, place: &str) -> Result<Num, ExprError> {
+        match &node.kind {
+            NodeKind::Number(v) | NodeKind::Fraction(v) => Ok(Num::Lit(*v)),
+            NodeKind::Duration(_) => Err(err(
+                node.col,
+                format!(
+                    "expected a number {place}, found the duration {}: durations can only be window arguments, as in `max(price, 3s)`",
+                    self.quoted(node)
+                ),
+            )),
+            NodeKind::Ident(name) => match Field::from_name(name) {
+                Some(field) => {
+                    self.read_field(field);
+                    Ok(Num::Last(field))
+                }
+                None if FUNCTIONS.contains(name) => Err(err(
+                    node.col,
+                    format!("`{name}` is a function: call it with its arguments, as in `{}`", example(name)),
+                )),
+                None => Err(unknown_field(node.col, name)),
+            },
+            NodeKind::Call { name, args } => self.call(node, name, args),
+            NodeKind::Neg(inner) => {
+                let x = self.num(inner, "after `-`")?;
+                match x {
+                    Num::Lit(v) => v
+                        .neg()
+                        .map(Num::Lit)
+                        .ok_or_else(|| err(node.col, "this number is too large")),
+                    x => Ok(Num::Neg(Box::new(x))),
+                }
+            }
+            NodeKind::Binary { op, op_col, lhs, rhs } if !node.is_condition() => {
+                let l = self.num(lhs, &format!("on the left of `{}`", op.symbol()))?;
+                let r = self.num(rhs, &format!("on the right of `{}`", op.symbol()))?;
+                if *op == BinOp::Div && is_zero(&r) {
+                    return Err(err(*op_col, "division by zero"));
+                }
+                if let (Num::Lit(a), Num::Lit(b)) = (&l, &r) {
+                    let folded = match op {
+                        BinOp::Add => a.add(*b),
+                        BinOp::Sub => a.sub(*b),
+                        BinOp::Mul => a.mul(*b),
+                        _ => a.div(*b),
+                    };
+                    return folded
+                        .map(|v| Num::Lit(v.reduced()))
+                        .ok_or_else(|| err(*op_col, "this constant is too large to compute exactly"));
+                }
+                let pair = Box::new((l, r));
+                Ok(match op {
+                    BinOp::Add => Num::Add(pair),
+                    BinOp::Sub => Num::Sub(pair),
+                    BinOp::Mul => Num::Mul(pair),
+                    _ => Num::Div(pair),
+                })
+            }
+            _ => Err(err(
+                node.col,
+                format!(
+                    "expected a number {place}, found {}: conditions can only be combined with `and`, `or` and `not`",
+                    self.describe(node)
+                ),
+            )),
+        }
+    }
+
+    fn arity(&self, node: &Node<'_>, name: &str, args: &[Node<'_>], want: usize) -> Result<(), ExprError> {
+        if args.len() == want {
+            return Ok(());
+        }
+        let what = match want {
+            1 if name == "abs" => "1 argument (a number)",
+            1 => "1 argument (a window)",
+            _ => "2 arguments (a field and a window)",
+        };
+        Err(err(
+            node.col,
+            format!(
+                "`{name}` takes {what}, as in `{}`, but was given {}",
+                example(name),
+                args.len()
+            ),
+        ))
+    }
+
+    /// The first argument of a window function: a field name.
+    fn field_arg(&self, node: &Node<'_>, function: &str) -> Result<Field, ExprError> {
+        if let NodeKind::Ident(name) = node.kind {
+            return Field::from_name(name).ok_or_else(|| unknown_field(node.col, name));
+        }
+        Err(err(
+            node.col,
+            format!(
+                "the first argument of `{function}` must be a field name ({FIELD_LIST}), found {}",
+                self.describe(node)
+            ),
+        ))
+    }
+
+    /// A window argument: a positive duration literal, in nanoseconds.
+    fn window_arg(&self, node: &Node<'_>, function: &str) -> Result<i64, ExprError> {
+        let expected = format!("expected a duration such as `3s` as the window of `{function}`");
+        match &node.kind {
+            NodeKind::Duration(ns) if *ns > 0 => Ok(*ns),
+            NodeKind::Duration(_) => Err(err(
+                node.col,
+                format!("the window of `{function}` must be longer than zero"),
+            )),
+            NodeKind::Neg(inner) if matches!(inner.kind, NodeKind::Duration(_)) => Err(err(
+                node.col,
+                format!("the window of `{function}` must be a positive duration"),
+            )),
+            NodeKind::Number(_) => Err(err(
+                node.col,
+                format!(
+                    "{expected}, found the number {}: a duration needs a unit (ns, us, ms, s, m, h or d)",
+                    self.quoted(node)
+                ),
+            )),
+            NodeKind::Binary { .. } | NodeKind::Neg(_) if !node.is_condition() && contains_duration(node) => Err(err(
+                node.col,
+                format!(
+                    "{expected}, found {}: arithmetic on durations is not supported",
+                    self.quoted(node)
+                ),
+            )),
+            _ => Err(err(node.col, format!("{expected}, found {}", self.describe(node)))),
+        }
+    }
+
+    fn call(&mut self, node: &Node<'_>, name: &str, args: &[Node<'_>]) -> Result<Num, ExprError> {
+        let plain = |c: &mut Self, needs: WindowNeeds| -> Result<(Field, WindowSlot), ExprError> {
+            c.arity(node, name, args, 2)?;
+            let field = c.field_arg(&args[0], name)?;
+            let span = c.window_arg(&args[1], name)?;
+            Ok((field, c.window(field, span, needs)))
+        };
+        let both = WindowNeeds::MAX.union(WindowNeeds::MIN);
+        Ok(match name {
+            "max" => Num::Max(plain(self, WindowNeeds::MAX)?.1),
+            "min" => Num::Min(plain(self, WindowNeeds::MIN)?.1),
+            "sum" => Num::Sum(plain(self, WindowNeeds::SLOTS)?.1),
+            "count" => Num::Count(plain(self, WindowNeeds::SLOTS)?.1),
+            "first" => Num::First(plain(self, WindowNeeds::SLOTS)?.1),
+            "mean" => {
+                self.arity(node, name, args, 2)?;
+                if let NodeKind::Call { name: inner, args: inner_args } = &args[0].kind {
+                    return self.period_mean(&args[0], inner, inner_args, &args[1]);
+                }
+                Num::Mean(plain(self, WindowNeeds::SLOTS)?.1)
+            }
+            "drawdown" => {
+                let (f, slot) = plain(self, WindowNeeds::MAX)?;
+                Num::Drawdown(f, slot)
+            }
+            "rally" => {
+                let (f, slot) = plain(self, WindowNeeds::MIN)?;
+                Num::Rally(f, slot)
+            }
+            "change" => {
+                let (f, slot) = plain(self, WindowNeeds::SLOTS)?;
+                Num::Change(f, slot)
+            }
+            "range" => Num::Range(plain(self, both)?.1),
+            "vwap" | "volume" => {
+                self.arity(node, name, args, 1)?;
+                let span = self.window_arg(&args[0], name)?;
+                if name == "vwap" {
+                    Num::Vwap(self.window(Field::Price, span, WindowNeeds::SLOTS))
+                } else {
+                    Num::Sum(self.window(Field::Size, span, WindowNeeds::SLOTS))
+                }
+            }
+            "abs" => {
+                self.arity(node, name, args, 1)?;
+                match self.num(&args[0], "as the argument of `abs`")? {
+                    Num::Lit(v) => Num::Lit(v.abs().ok_or_else(|| err(node.col, "this number is too large"))?),
+                    x => Num::Abs(Box::new(x)),
+                }
+            }
+            _ if Field::from_name(name).is_some() => {
+                return Err(err(
+                    node.col,
+                    format!(
+                        "`{name}` is a field, not a function: write `{name}` alone for its newest value, or use a window function such as `max({name}, 3s)`"
+                    ),
+                ))
+            }
+            _ => return Err(unknown_function(node.col, name)),
+        })
+    }
+
+    /// `mean(sum(f, W), L)` or `mean(volume(W), L)`: `sum(f, L) × W / L`.
+    fn period_mean(
+        &mut self,
+        inner_node: &Node<'_>,
+        inner: &str,
+        inner_args: &[Node<'_>],
+        span_node: &Node<'_>,
+    ) -> Result<Num, ExprError> {
+        let (field, period) = match inner {
+            "sum" => {
+                self.arity(inner_node, inner, inner_args, 2)?;
+                (self.field_arg(&inner_args[0], inner)?, self.window_arg(&inner_args[1], inner)?)
+            }
+            "volume" => {
+                self.arity(inner_node, inner, inner_args, 1)?;
+                (Field::Size, self.window_arg(&inner_args[0], inner)?)
+            }
+            _ if !FUNCTIONS.contains(&inner) && Field::from_name(inner).is_none() => {
+                return Err(unknown_function(inner_node.col, inner))
+            }
+            _ => {
+                return Err(err(
+                    inner_node.col,
+                    format!(
+                        "`mean` cannot take `{inner}(...)`: its first argument is a field, as in `mean(price, 5m)`, or a per-period sum, as in `mean(sum(size, 1s), 5m)` or `mean(volume(1s), 5m)`"
+                    ),
+                ))
+            }
+        };
+        let span = self.window_arg(span_node, "mean")?;
+        if period > span {
+            return Err(err(
+                inner_node.col,
+                format!(
+                    "the period of `{inner}` ({}) is longer than the window of `mean` ({})",
+                    crate::rules::units::format_duration(period),
+                    crate::rules::units::format_duration(span)
+                ),
+            ));
+        }
+        let per = Ratio::new(i128::from(period), i128::from(span))
+            .map(Ratio::reduced)
+            .ok_or_else(|| err(span_node.col, "the window of `mean` must be longer than zero"))?;
+        Ok(Num::PeriodMean {
+            slot: self.window(field, span, WindowNeeds::SLOTS),
+            per,
+        })
+    }
+}
+
+fn contains_duration(node: &Node<'_>) -> bool {
+    match &node.kind {
+        NodeKind::Duration(_) => true,
+        NodeKind::Neg(inner) => contains_duration(inner),
+        NodeKind::Binary { lhs, rhs, .. } => contains_duration(lhs) || contains_duration(rhs),
+        _ => false,
+    }
+}
+
+fn example(name: &str) -> &'static str {
+    match name {
+        "max" => "max(price, 3s)",
+        "min" => "min(price, 3s)",
+        "sum" => "sum(size, 1s)",
+        "count" => "count(price, 1s)",
+        "mean" => "mean(price, 5m)",
+        "first" => "first(price, 1m)",
+        "vwap" => "vwap(1m)",
+        "volume" => "volume(1s)",
+        "drawdown" => "drawdown(price, 3s)",
+        "rally" => "rally(price, 3s)",
+        "change" => "change(price, 1m)",
+        "range" => "range(price, 1m)",
+        _ => "abs(change(price, 1m))",
+    }
+}
+
+fn lowercase_hint(name: &str) -> &'static str {
+    let lower = name.to_lowercase();
+    if lower != name
+        && (Field::from_name(&lower).is_some()
+            || FUNCTIONS.contains(&lower.as_str())
+            || ["and", "or", "not"].contains(&lower.as_str()))
+    {
+        "; names are lowercase"
+    } else {
+        ""
+    }
+}
+
+fn unknown_field(column: usize, name: &str) -> ExprError {
+    err(
+        column,
+        format!("unknown field `{name}` (known: {FIELD_LIST}){}", lowercase_hint(name)),
+    )
+}
+
+fn unknown_function(column: usize, name: &str) -> ExprError {
+    err(
+        column,
+        format!(
+            "unknown function `{name}` (known: {FUNCTION_LIST}){}",
+            lowercase_hint(name)
+        ),
+    )
+}

@@ -1,0 +1,154 @@
+//! The expression form of rule conditions (`when = "..."`).
+//!
+//! A condition such as
+//! `drawdown(price, 3s) >= 8% and volume(1s) > 5 * mean(volume(1s), 5m)`
+//! is parsed, type-checked and compiled once, at load time, by [`compile`]
+//! into a [`CompiledExpr`]. The language is described for rule authors in
+//! `rules/EXPRESSIONS.md`; in short:
+//!
+//! - numbers `5`, `2.5`, fractions `8%`, `50bp`; durations `3s`, `500ms`,
+//!   `5m` only as window arguments;
+//! - fields (newest value): `price size notional bid ask mid spread mark
+//!   index`;
+//! - window functions `max min sum count mean first` `(field, W)`,
+//!   `vwap(W)`, `volume(W)`; relative moves `drawdown rally change range`
+//!   `(field, W)`; per-period means `mean(sum(f, W), L)`,
+//!   `mean(volume(W), L)`; `abs(x)`;
+//! - `+ - * /`, unary `-`, comparisons `< <= > >= == !=` (not chaining),
+//!   `and or not`, parentheses.
+//!
+//! Pipeline: [`lexer`] (tokens with 1-based character columns), [`parser`]
+//! (untyped tree, size and depth limits), [`compile`](self::compile)
+//! (types, windows, constant folding) and [`eval`] (separate number and
+//! condition trees, evaluated without allocating).
+//!
+//! Numbers are exact rationals ([`ratio`]): no floating point and no
+//! rounding anywhere in a comparison, so `drawdown(price, 3s) >= 8%` holds
+//! when a price falls from 100 to exactly 92 and not at 92.01. Missing data
+//! (a field no tick has carried yet, an empty window, division by zero, a
+//! result too large to hold exactly) makes a value unknown; conditions are
+//! three-valued and a rule fires only on a definite true.
+
+mod compile;
+mod eval;
+mod lexer;
+mod parser;
+mod ratio;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use crate::model::{AlertValue, KindMask};
+use crate::rules::context::{EvalCtx, WindowRegistry};
+use crate::state::WindowSlot;
+
+use self::eval::{Cond, Num};
+
+/// Most syntax-tree nodes (values, operators, calls) one expression may
+/// have.
+pub const MAX_NODES: usize = 256;
+/// Deepest nesting of one expression (parentheses, calls, operators).
+pub const MAX_DEPTH: usize = 32;
+
+/// A parse or type error, with the 1-based character column it points at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {message}")]
+pub struct ExprError {
+    pub column: usize,
+    pub message: String,
+}
+
+/// A condition compiled once at load time.
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    text: Box<str>,
+    root: Cond,
+    slots: Vec<WindowSlot>,
+    triggers: KindMask,
+    /// Each comparison side, by its source text, for [`CompiledExpr::values`].
+    explain: Vec<(Cow<'static, str>, Num)>,
+}
+
+/// Compiles `text`, asking `registry` for the windows it reads (only once
+/// the whole expression has compiled, so a failed expression requests
+/// nothing).
+///
+/// # Errors
+/// The first error found, with its column.
+pub fn compile(text: &str, registry: &mut WindowRegistry) -> Result<CompiledExpr, ExprError> {
+    let tokens = lexer::lex(text)?;
+    let tree = parser::parse(text, &tokens)?;
+    let compiled = compile::compile(text, &tree)?;
+    let slots: Vec<WindowSlot> = compiled
+        .windows
+        .iter()
+        .map(|&(key, needs)| registry.request(key, needs))
+        .collect();
+    let map = |local: WindowSlot| slots[local.0 as usize];
+    let mut root = compiled.root;
+    root.map_slots(&map);
+    let explain = compiled
+        .explain
+        .into_iter()
+        .map(|(name, mut num)| {
+            num.map_slots(&map);
+            (Cow::Owned(name), num)
+        })
+        .collect();
+    Ok(CompiledExpr {
+        text: text.into(),
+        root,
+        slots,
+        triggers: compiled.triggers,
+        explain,
+    })
+}
+
+impl CompiledExpr {
+    /// The tick kinds that can change the value: those carrying the fields
+    /// it reads.
+    pub fn triggers(&self) -> KindMask {
+        self.triggers
+    }
+
+    /// Every window slot it reads, each once.
+    pub fn slots(&self) -> &[WindowSlot] {
+        &self.slots
+    }
+
+    /// The expression as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the condition is definitely true (unknown counts as not
+    /// true). Allocates nothing.
+    #[inline]
+    pub fn eval(&self, ctx: &EvalCtx<'_>) -> bool {
+        self.root.eval(ctx) == Some(true)
+    }
+
+    /// The three-valued result: `None` when unknown.
+    pub fn eval_tri(&self, ctx: &EvalCtx<'_>) -> Option<bool> {
+        self.root.eval(ctx)
+    }
+
+    /// The value of each comparison side, named by its source text
+    /// (`drawdown(price, 3s)`, `8%`), truncated to 8 decimals; fractions
+    /// as fractions (8% is 0.08). Unknown values are left out; a name used
+    /// by several comparisons appears once.
+    pub fn values(&self, ctx: &EvalCtx<'_>) -> Vec<AlertValue> {
+        self.explain
+            .iter()
+            .filter_map(|(name, num)| {
+                let value = num.eval(ctx)?.to_fixed()?;
+                Some(AlertValue {
+                    name: name.clone(),
+                    value,
+                })
+            })
+            .collect()
+    }
+}

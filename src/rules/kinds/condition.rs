@@ -1,0 +1,120 @@
+//! Edge triggering for condition rules.
+//!
+//! A condition rule raises `fired` when its [`Measure`] becomes true and
+//! `resolved` when it stops being true, never one alert per tick while it
+//! stays true. Two options shape that:
+//!
+//! - `for` (hold): the measure must stay true for this long before the rule
+//!   fires. A timer fires it at exactly `since + hold` when no tick arrives
+//!   in between; a tick that finds the measure false first cancels it.
+//! - `cooldown`: after firing for an instrument, the rule does not fire
+//!   again for it until this much event time has passed. A rising edge
+//!   inside the cooldown is ignored; the rule fires on the first tick after
+//!   the cooldown that still finds the measure true.
+
+use crate::model::{AlertKind, AlertSink, KindMask};
+use crate::rules::context::EvalCtx;
+use crate::rules::CompiledRule;
+
+use super::measures::Measure;
+
+/// An edge-triggered condition rule.
+#[derive(Debug)]
+pub struct Condition {
+    pub measure: Measure,
+}
+
+/// Per-instrument state of a condition rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConditionState {
+    /// The rule has fired and not yet resolved.
+    pub active: bool,
+    /// When the measure became true, while waiting out `for`.
+    pub pending_since_ns: Option<i64>,
+    /// When the rule last fired (for `cooldown`).
+    pub last_fired_ns: Option<i64>,
+}
+
+impl ConditionState {
+    pub fn deadline(&self, rule: &CompiledRule) -> Option<i64> {
+        match self.pending_since_ns {
+            Some(since) if !self.active && rule.hold_ns > 0 => Some(since.saturating_add(rule.hold_ns)),
+            _ => None,
+        }
+    }
+
+    fn cooling_down(&self, rule: &CompiledRule, at_ns: i64) -> bool {
+        rule.cooldown_ns > 0 && self.last_fired_ns.is_some_and(|t| at_ns - t < rule.cooldown_ns)
+    }
+}
+
+impl Condition {
+    pub fn triggers(&self) -> KindMask {
+        self.measure.triggers()
+    }
+
+    #[inline]
+    pub fn on_tick(
+        &self,
+        rule: &CompiledRule,
+        ctx: &EvalCtx<'_>,
+        state: &mut ConditionState,
+        out: &mut impl AlertSink,
+    ) {
+        if state.pending_since_ns.is_some() {
+            self.on_timer(rule, &EvalCtx { tick: None, ..*ctx }, state, out);
+        }
+        let now = ctx.now_ns;
+        if self.measure.holds(ctx) {
+            if state.active {
+                return;
+            }
+            if rule.hold_ns > 0 {
+                let since = *state.pending_since_ns.get_or_insert(now);
+                if now - since < rule.hold_ns {
+                    return;
+                }
+            }
+            if state.cooling_down(rule, now) {
+                return;
+            }
+            self.fire(rule, ctx, state, now, out);
+        } else {
+            state.pending_since_ns = None;
+            if state.active {
+                state.active = false;
+                out.emit(
+                    ctx.alert(rule, AlertKind::Resolved, now, self.measure.values(ctx))
+                        .without_actions(),
+                );
+            }
+        }
+    }
+
+    pub fn on_timer(
+        &self,
+        rule: &CompiledRule,
+        ctx: &EvalCtx<'_>,
+        state: &mut ConditionState,
+        out: &mut impl AlertSink,
+    ) {
+        let Some(due) = state.deadline(rule) else { return };
+        if ctx.now_ns >= due && !state.cooling_down(rule, due) {
+            self.fire(rule, ctx, state, due, out);
+        }
+    }
+
+    fn fire(
+        &self,
+        rule: &CompiledRule,
+        ctx: &EvalCtx<'_>,
+        state: &mut ConditionState,
+        at_ns: i64,
+        out: &mut impl AlertSink,
+    ) {
+        state.active = true;
+        state.pending_since_ns = None;
+        state.last_fired_ns = Some(at_ns);
+        out.emit(ctx.alert(rule, AlertKind::Fired, at_ns, self.measure.values(ctx)));
+    }
+}

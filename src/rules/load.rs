@@ -1,0 +1,236 @@
+//! Loading rules: a folder of TOML files (or named texts) into one
+//! [`RuleSet`], or every error found, each with file, line and column.
+//!
+//! All or nothing: a single error anywhere means no ruleset.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::compile::compile_rule;
+use super::context::WindowRegistry;
+use super::ruleset::{RuleSet, SourceFile};
+use super::spec::RuleFileSpec;
+use super::RuleSource;
+
+/// Largest rule file accepted, in bytes.
+pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
+/// Most rules in one ruleset.
+pub const MAX_RULES: usize = 10_000;
+
+/// A problem in a rule file, located for the person who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: String,
+    /// 1-based; 0 when the problem is with the file as a whole.
+    pub line: usize,
+    /// 1-based, in characters; 0 when the problem is with the file as a whole.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Loads every `*.toml` file directly in `dir` (hidden files are skipped,
+/// so a Kubernetes ConfigMap's `..data` folder is not read twice), in file
+/// name order.
+///
+/// # Errors
+/// Every problem found, in file order; an unreadable folder is one error.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
+    let shown = dir.display().to_string();
+    let whole = |message: String| {
+        vec![RuleError {
+            file: shown.clone(),
+            line: 0,
+            column: 0,
+            message,
+        }]
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read rules folder: {e}")))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| whole(format!("cannot read rules folder: {e}")))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".toml") {
+            continue;
+        }
+        // Follows symlinks: ConfigMap files are links into `..data`.
+        if entry.path().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut files = Vec::with_capacity(names.len());
+    let mut errors = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() > MAX_RULE_FILE_BYTES => errors.push(RuleError {
+                file: name,
+                line: 0,
+                column: 0,
+                message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", bytes.len()),
+            }),
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => files.push((name, text)),
+                Err(e) => errors.push(RuleError {
+                    file: name,
+                    line: 0,
+                    column: 0,
+                    message: format!("not UTF-8: {e}"),
+                }),
+            },
+            Err(e) => errors.push(RuleError {
+                file: name,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    match compile_texts(&files) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// Compiles named rule texts (file name, contents) into one ruleset.
+///
+/// # Errors
+/// Every problem found, in the order of the texts.
+pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleError>> {
+    let mut errors = Vec::new();
+    let mut registry = WindowRegistry::default();
+    let mut rules = Vec::new();
+    let mut sources = Vec::new();
+    let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    for (name, text) in files {
+        sources.push(SourceFile {
+            name: name.clone(),
+            sha256: hex(&Sha256::digest(text.as_bytes())),
+        });
+        let at = |offset: usize, message: String| {
+            let (line, column) = line_col(text, offset);
+            RuleError {
+                file: name.clone(),
+                line,
+                column,
+                message,
+            }
+        };
+        if text.len() > MAX_RULE_FILE_BYTES {
+            errors.push(RuleError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", text.len()),
+            });
+            continue;
+        }
+        let spec: RuleFileSpec = match toml::from_str(text) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                errors.push(at(offset, e.message().trim_end().to_string()));
+                continue;
+            }
+        };
+        // The same file as plain TOML values, to hash each rule's definition.
+        let tables: Vec<toml::Value> = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|mut t| t.remove("rule"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        if spec.rule.is_empty() {
+            errors.push(at(0, "no `[[rule]]` tables in this file".to_string()));
+        }
+        for (i, rule) in spec.rule.iter().enumerate() {
+            let start = rule.span().start;
+            let (line, _) = line_col(text, start);
+            let id = rule.get_ref().id.get_ref().clone();
+            if let Some((file, first_line)) = seen.get(&id) {
+                errors.push(at(
+                    rule.get_ref().id.span().start,
+                    format!("duplicate rule id `{id}`: first defined at {file}:{first_line}"),
+                ));
+                continue;
+            }
+            seen.insert(id, (name.clone(), line));
+            let hash = tables.get(i).map_or(0, rule_hash);
+            let source = RuleSource {
+                file: name.clone(),
+                line,
+            };
+            match compile_rule(rule.get_ref(), start, &mut registry, source, hash) {
+                Ok(compiled) => rules.push(Arc::new(compiled)),
+                Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
+            }
+        }
+    }
+    if rules.len() > MAX_RULES {
+        errors.push(RuleError {
+            file: "(ruleset)".into(),
+            line: 0,
+            column: 0,
+            message: format!("{} rules; the limit is {MAX_RULES}", rules.len()),
+        });
+    }
+    if registry.len() >= usize::from(u16::MAX) {
+        errors.push(RuleError {
+            file: "(ruleset)".into(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "rules ask for {} distinct windows; the limit is {}",
+                registry.len(),
+                u16::MAX - 1
+            ),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(RuleSet {
+        version: 0,
+        rules,
+        windows: registry.into_table(),
+        sources,
+    })
+}
+
+fn rule_hash(table: &toml::Value) -> u64 {
+    let canonical = toml::to_string(table).unwrap_or_default();
+    let digest = Sha256::digest(canonical.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,125 @@
+//! The rule file format, as serde types that remember where each value was
+//! written so that errors can point at it.
+//!
+//! A file holds one or more `[[rule]]` tables; `rules/README.md` documents
+//! every key. Unknown keys are errors. Whether a key applies to the rule's
+//! kind is checked when the rule is compiled.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One rule file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFileSpec {
+    #[serde(default)]
+    pub rule: Vec<Spanned<RuleSpec>>,
+}
+
+/// A number written as a TOML integer, float or string. Floats are taken by
+/// their shortest decimal form (`0.1` is exactly 0.1).
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum NumberSpec {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl NumberSpec {
+    pub fn as_text(&self) -> String {
+        match self {
+            NumberSpec::Int(v) => v.to_string(),
+            NumberSpec::Float(v) => v.to_string(),
+            NumberSpec::Text(v) => v.clone(),
+        }
+    }
+}
+
+/// One `[[rule]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: Spanned<String>,
+    /// A named kind (`drawdown`, `circuit_breaker`, ...); or give `when`.
+    pub kind: Option<Spanned<String>>,
+    /// A condition in the expression language.
+    pub when: Option<Spanned<String>>,
+    pub description: Option<String>,
+    /// Symbols or globs (`BTC-*`); absent means every instrument.
+    pub instruments: Option<Vec<Spanned<String>>>,
+    /// Symbols or globs to leave out.
+    pub exclude: Option<Vec<Spanned<String>>>,
+    pub severity: Option<Spanned<String>>,
+    pub actions: Option<Vec<Spanned<String>>>,
+    pub cooldown: Option<Spanned<String>>,
+    #[serde(rename = "for")]
+    pub hold: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+    pub labels: Option<BTreeMap<String, String>>,
+
+    // Parameters of the named kinds.
+    pub field: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+    pub threshold: Option<Spanned<String>>,
+    pub ticks: Option<Spanned<i64>>,
+    pub tick_size: Option<Spanned<NumberSpec>>,
+    pub max_spread: Option<Spanned<String>>,
+    pub baseline: Option<Spanned<String>>,
+    pub factor: Option<Spanned<NumberSpec>>,
+    pub after: Option<Spanned<String>>,
+    pub reference_window: Option<Spanned<String>>,
+    pub reference_price: Option<Spanned<NumberSpec>>,
+    pub tiers: Option<Spanned<Vec<Spanned<TierSpec>>>>,
+    pub direction: Option<Spanned<String>>,
+    pub latch: Option<Spanned<String>>,
+    pub band: Option<Spanned<String>>,
+    pub limit_for: Option<Spanned<String>>,
+    pub pause: Option<Spanned<String>>,
+}
+
+/// One tier of a circuit breaker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    #[serde(rename = "move")]
+    pub min_move: Spanned<String>,
+    pub halt: Spanned<String>,
+    pub severity: Option<Spanned<String>>,
+    pub actions: Option<Vec<Spanned<String>>>,
+}
+
+impl RuleSpec {
+    /// The kind-specific keys that are present, with where they start: to
+    /// reject keys that do not apply to the rule's kind.
+    pub fn parameter_keys(&self) -> Vec<(&'static str, usize)> {
+        fn at<T>(name: &'static str, v: &Option<Spanned<T>>) -> Option<(&'static str, usize)> {
+            v.as_ref().map(|s| (name, s.span().start))
+        }
+        [
+            at("field", &self.field),
+            at("window", &self.window),
+            at("threshold", &self.threshold),
+            at("ticks", &self.ticks),
+            at("tick_size", &self.tick_size),
+            at("max_spread", &self.max_spread),
+            at("baseline", &self.baseline),
+            at("factor", &self.factor),
+            at("after", &self.after),
+            at("reference_window", &self.reference_window),
+            at("reference_price", &self.reference_price),
+            at("tiers", &self.tiers),
+            at("direction", &self.direction),
+            at("latch", &self.latch),
+            at("band", &self.band),
+            at("limit_for", &self.limit_for),
+            at("pause", &self.pause),
+            at("for", &self.hold),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}

@@ -1,0 +1,4 @@
+//! The gRPC service: a thin layer over the engine. The only module that
+//! knows protobuf.
+
+pub mod proto;

@@ -1,0 +1,178 @@
+//! One instrument's state: last values, sequence and time marks, its
+//! rolling windows and the state of every rule that applies to it.
+
+use std::sync::Arc;
+
+use crate::model::{Fixed, InstrumentId, TickValues};
+use crate::rules::{CompiledRule, RuleState};
+
+use super::window::{Field, Window, WindowKey, WindowNeeds};
+
+/// The newest value of every field, whatever tick carried it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastValues {
+    pub price: Option<Fixed>,
+    pub size: Option<Fixed>,
+    pub bid: Option<Fixed>,
+    pub ask: Option<Fixed>,
+    pub bid_size: Option<Fixed>,
+    pub ask_size: Option<Fixed>,
+    pub mark: Option<Fixed>,
+    pub index: Option<Fixed>,
+}
+
+impl LastValues {
+    #[inline]
+    pub fn update(&mut self, values: &TickValues) {
+        match *values {
+            TickValues::Trade { price, size, .. } => {
+                self.price = Some(price);
+                self.size = Some(size);
+            }
+            TickValues::Quote {
+                bid,
+                ask,
+                bid_size,
+                ask_size,
+            } => {
+                self.bid = Some(bid);
+                self.ask = Some(ask);
+                self.bid_size = Some(bid_size);
+                self.ask_size = Some(ask_size);
+            }
+            TickValues::Mark { price } => self.mark = Some(price),
+            TickValues::Index { price } => self.index = Some(price),
+        }
+    }
+
+    /// The newest value of `field`, if a tick has carried it.
+    #[inline]
+    pub fn field(&self, field: Field) -> Option<Fixed> {
+        match field {
+            Field::Price => self.price,
+            Field::Size => self.size,
+            Field::Notional => self.price?.checked_mul(self.size?),
+            Field::Bid => self.bid,
+            Field::Ask => self.ask,
+            Field::Mid => Some(super::window::mid(self.bid?, self.ask?)),
+            Field::Spread => Some(Fixed::from_raw(self.ask?.raw() - self.bid?.raw())),
+            Field::Mark => self.mark,
+            Field::Index => self.index,
+        }
+    }
+}
+
+/// Index of a window in a ruleset's window table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WindowSlot(pub u16);
+
+/// The windows one instrument keeps: those its rules read, and no others.
+#[derive(Clone, Debug, Default)]
+pub struct WindowSet {
+    /// Ruleset window slot -> index in `windows`, or `u16::MAX` if this
+    /// instrument's rules do not read that window.
+    local: Vec<u16>,
+    windows: Vec<(WindowKey, Window)>,
+}
+
+const ABSENT: u16 = u16::MAX;
+
+impl WindowSet {
+    /// An empty set sized for a ruleset with `slots` windows.
+    pub fn with_slots(slots: usize) -> Self {
+        WindowSet {
+            local: vec![ABSENT; slots],
+            windows: Vec::new(),
+        }
+    }
+
+    /// Adds the window for `slot`, or takes `existing` (state carried over
+    /// from the previous ruleset) when given.
+    pub fn insert(&mut self, slot: WindowSlot, key: WindowKey, needs: WindowNeeds, existing: Option<Window>) {
+        if self.local[slot.0 as usize] != ABSENT {
+            return;
+        }
+        let window = match existing {
+            Some(w) if w.needs() == needs => w,
+            _ => Window::new(key.span_ns, needs),
+        };
+        self.local[slot.0 as usize] = self.windows.len() as u16;
+        self.windows.push((key, window));
+    }
+
+    #[inline]
+    pub fn get(&self, slot: WindowSlot) -> Option<&Window> {
+        match self.local.get(slot.0 as usize) {
+            Some(&i) if i != ABSENT => Some(&self.windows[i as usize].1),
+            _ => None,
+        }
+    }
+
+    /// Moves every window out, for carrying state into a new ruleset.
+    pub fn into_windows(self) -> Vec<(WindowKey, Window)> {
+        self.windows
+    }
+
+    /// Advances every window to `now_ns` and adds the tick's sample to those
+    /// whose field it carries.
+    #[inline]
+    pub fn observe(&mut self, now_ns: i64, values: &TickValues) {
+        for (key, window) in &mut self.windows {
+            window.advance(now_ns);
+            if let Some((value, weight)) = key.field.sample(values) {
+                window.push(now_ns, value, weight);
+            }
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.windows.iter().map(|(_, w)| w.held()).sum()
+    }
+}
+
+/// A rule that applies to this instrument, with its state.
+#[derive(Clone, Debug)]
+pub struct BoundRule {
+    pub rule: Arc<CompiledRule>,
+    pub state: RuleState,
+}
+
+/// Everything the engine keeps for one instrument.
+#[derive(Clone, Debug)]
+pub struct InstrumentState {
+    pub id: InstrumentId,
+    pub symbol: Arc<str>,
+    /// Sequence number of the newest applied tick.
+    pub last_seq: Option<u64>,
+    /// Event time of the newest applied tick.
+    pub last_event_ns: Option<i64>,
+    /// When the newest tick was received (server clock): stale-feed rules
+    /// measure silence from here.
+    pub last_received_ns: i64,
+    pub last: LastValues,
+    /// The ruleset version `windows` and `rules` were bound for; 0 before
+    /// the first binding.
+    pub ruleset_version: u64,
+    pub windows: WindowSet,
+    pub rules: Vec<BoundRule>,
+    /// Earliest time a timer-driven transition is due (a halt ending, a
+    /// hold period, a silent feed); `i64::MAX` when none is.
+    pub next_deadline_ns: i64,
+}
+
+impl InstrumentState {
+    pub fn new(id: InstrumentId, symbol: Arc<str>, received_ns: i64) -> Self {
+        InstrumentState {
+            id,
+            symbol,
+            last_seq: None,
+            last_event_ns: None,
+            last_received_ns: received_ns,
+            last: LastValues::default(),
+            ruleset_version: 0,
+            windows: WindowSet::default(),
+            rules: Vec::new(),
+            next_deadline_ns: i64::MAX,
+        }
+    }
+}
