@@ -647,7 +647,8 @@ impl KindCompiler<'_> {
             _ => &self.spec.reference_window,
         };
         let Some(s) = value else {
-            self.errors.at(self.start, format!("kind needs `{key}`"));
+            let kind = self.spec.kind.as_ref().map_or("", |k| k.get_ref().as_str());
+            self.errors.at(self.start, format!("kind `{kind}` needs `{key}`"));
             return None;
         };
         let ns = duration(s, key, false, self.errors)?;

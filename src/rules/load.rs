@@ -14,7 +14,7 @@ use super::compile::compile_rule;
 use super::context::WindowRegistry;
 use super::ruleset::{RuleSet, SourceFile};
 use super::spec::RuleFileSpec;
-use super::RuleSource;
+use super::{CompiledRule, RuleSource};
 
 /// Largest rule file accepted, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
@@ -132,68 +132,91 @@ pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleErro
     let mut sources = Vec::new();
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
     for (name, text) in files {
+        let first_error = errors.len();
+        compile_file(name, text, &mut registry, &mut rules, &mut seen, &mut errors);
+        // Within a file, errors in reading order.
+        errors[first_error..].sort_by_key(|e| (e.line, e.column));
         sources.push(SourceFile {
             name: name.clone(),
             sha256: hex(&Sha256::digest(text.as_bytes())),
         });
-        let at = |offset: usize, message: String| {
-            let (line, column) = line_col(text, offset);
-            RuleError {
-                file: name.clone(),
-                line,
-                column,
-                message,
-            }
-        };
-        if text.len() > MAX_RULE_FILE_BYTES {
-            errors.push(RuleError {
-                file: name.clone(),
-                line: 0,
-                column: 0,
-                message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", text.len()),
-            });
+    }
+    finish(registry, rules, sources, errors)
+}
+
+fn compile_file(
+    name: &str,
+    text: &str,
+    registry: &mut WindowRegistry,
+    rules: &mut Vec<Arc<CompiledRule>>,
+    seen: &mut HashMap<String, (String, usize)>,
+    errors: &mut Vec<RuleError>,
+) {
+    let at = |offset: usize, message: String| {
+        let (line, column) = line_col(text, offset);
+        RuleError {
+            file: name.to_string(),
+            line,
+            column,
+            message,
+        }
+    };
+    if text.len() > MAX_RULE_FILE_BYTES {
+        errors.push(RuleError {
+            file: name.to_string(),
+            line: 0,
+            column: 0,
+            message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", text.len()),
+        });
+        return;
+    }
+    let spec: RuleFileSpec = match toml::from_str(text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            errors.push(at(offset, e.message().trim_end().to_string()));
+            return;
+        }
+    };
+    // The same file as plain TOML values, to hash each rule's definition.
+    let tables: Vec<toml::Value> = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|mut t| t.remove("rule"))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    if spec.rule.is_empty() {
+        errors.push(at(0, "no `[[rule]]` tables in this file".to_string()));
+    }
+    for (i, rule) in spec.rule.iter().enumerate() {
+        let start = rule.span().start;
+        let (line, _) = line_col(text, start);
+        let id = rule.get_ref().id.get_ref().clone();
+        if let Some((file, first_line)) = seen.get(&id) {
+            errors.push(at(
+                rule.get_ref().id.span().start,
+                format!("duplicate rule id `{id}`: first defined at {file}:{first_line}"),
+            ));
             continue;
         }
-        let spec: RuleFileSpec = match toml::from_str(text) {
-            Ok(spec) => spec,
-            Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                errors.push(at(offset, e.message().trim_end().to_string()));
-                continue;
-            }
+        seen.insert(id, (name.to_string(), line));
+        let hash = tables.get(i).map_or(0, rule_hash);
+        let source = RuleSource {
+            file: name.to_string(),
+            line,
         };
-        // The same file as plain TOML values, to hash each rule's definition.
-        let tables: Vec<toml::Value> = toml::from_str::<toml::Table>(text)
-            .ok()
-            .and_then(|mut t| t.remove("rule"))
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default();
-        if spec.rule.is_empty() {
-            errors.push(at(0, "no `[[rule]]` tables in this file".to_string()));
-        }
-        for (i, rule) in spec.rule.iter().enumerate() {
-            let start = rule.span().start;
-            let (line, _) = line_col(text, start);
-            let id = rule.get_ref().id.get_ref().clone();
-            if let Some((file, first_line)) = seen.get(&id) {
-                errors.push(at(
-                    rule.get_ref().id.span().start,
-                    format!("duplicate rule id `{id}`: first defined at {file}:{first_line}"),
-                ));
-                continue;
-            }
-            seen.insert(id, (name.clone(), line));
-            let hash = tables.get(i).map_or(0, rule_hash);
-            let source = RuleSource {
-                file: name.clone(),
-                line,
-            };
-            match compile_rule(rule.get_ref(), start, &mut registry, source, hash) {
-                Ok(compiled) => rules.push(Arc::new(compiled)),
-                Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
-            }
+        match compile_rule(rule.get_ref(), start, registry, source, hash) {
+            Ok(compiled) => rules.push(Arc::new(compiled)),
+            Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
         }
     }
+}
+
+fn finish(
+    registry: WindowRegistry,
+    rules: Vec<Arc<CompiledRule>>,
+    sources: Vec<SourceFile>,
+    mut errors: Vec<RuleError>,
+) -> Result<RuleSet, Vec<RuleError>> {
     if rules.len() > MAX_RULES {
         errors.push(RuleError {
             file: "(ruleset)".into(),

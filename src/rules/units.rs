@@ -46,6 +46,12 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
             i += 1;
         }
         let unit = &s[unit_start..i];
+        if unit.is_empty() && i < bytes.len() {
+            let bad = s[i..].chars().next().unwrap_or(' ');
+            return Err(format!(
+                "`{s}` is not a duration: unexpected `{bad}` after `{number}` (write e.g. `3s`)"
+            ));
+        }
         let Some(&(_, factor)) = UNITS.iter().find(|(name, _)| *name == unit) else {
             return Err(if unit.is_empty() {
                 format!("`{s}` has no unit: write e.g. `{number}s` or `{number}ms`")
