@@ -209,7 +209,7 @@ impl fmt::Display for Fixed {
             return write!(f, "{sign}{int}");
         }
         let mut width = FIXED_DECIMALS as usize;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             width -= 1;
         }

@@ -3,7 +3,6 @@
 //! Errors carry the byte offset of the value they are about; [`super::load`]
 //! turns offsets into lines and columns.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -157,8 +156,7 @@ pub fn compile_rule(
                     )
                 }
                 Err(e) => {
-                    // +1 for the opening quote of the TOML string.
-                    errors.at(when.span().start + e.column, format!("in `when`: {}", e.message));
+                    errors.at(expression_offset(when, e.column), format!("in `when`: {}", e.message));
                     ("expression", None)
                 }
             }
@@ -232,12 +230,30 @@ pub fn compile_rule(
         mode,
         cooldown_ns,
         hold_ns,
-        labels: spec.labels.clone().unwrap_or_else(BTreeMap::new),
+        labels: spec.labels.clone().unwrap_or_default(),
         logic,
         slots,
         triggers,
         source,
     })
+}
+
+/// The file offset of character `column` (1-based) of an expression
+/// string. Exact when the TOML string has no escapes (its text is the
+/// expression between one or three quote characters on each side);
+/// otherwise the start of the string.
+fn expression_offset(when: &Spanned<String>, column: usize) -> usize {
+    let span = when.span();
+    let text = when.get_ref();
+    let quotes = (span.len().saturating_sub(text.len())) / 2;
+    if span.len() != text.len() + 2 * quotes || !(quotes == 1 || quotes == 3) {
+        return span.start;
+    }
+    let within = text
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| i);
+    span.start + quotes + within
 }
 
 fn severity(s: &Spanned<String>, errors: &mut Errors) -> Option<Severity> {
@@ -543,9 +559,7 @@ impl KindCompiler<'_> {
             .as_ref()
             .and_then(|s| Severity::from_name(s.get_ref()))
             .unwrap_or(Severity::Warning);
-        let Some(tiers_spec) = self.required(&spec.tiers, "tiers", "circuit_breaker") else {
-            return None;
-        };
+        let tiers_spec = self.required(&spec.tiers, "tiers", "circuit_breaker")?;
         if tiers_spec.get_ref().is_empty() || tiers_spec.get_ref().len() > 255 {
             self.errors.at(tiers_spec.span().start, "`tiers` needs 1 to 255 tiers");
         }

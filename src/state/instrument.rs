@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::model::{Fixed, InstrumentId, TickValues};
 use crate::rules::{CompiledRule, RuleState};
 
@@ -71,8 +73,8 @@ pub struct WindowSlot(pub u16);
 pub struct WindowSet {
     /// Ruleset window slot -> index in `windows`, or `u16::MAX` if this
     /// instrument's rules do not read that window.
-    local: Vec<u16>,
-    windows: Vec<(WindowKey, Window)>,
+    local: SmallVec<[u16; 16]>,
+    windows: SmallVec<[(WindowKey, Window); 2]>,
 }
 
 const ABSENT: u16 = u16::MAX;
@@ -81,8 +83,8 @@ impl WindowSet {
     /// An empty set sized for a ruleset with `slots` windows.
     pub fn with_slots(slots: usize) -> Self {
         WindowSet {
-            local: vec![ABSENT; slots],
-            windows: Vec::new(),
+            local: smallvec::smallvec![ABSENT; slots],
+            windows: SmallVec::new(),
         }
     }
 
@@ -109,8 +111,8 @@ impl WindowSet {
     }
 
     /// Moves every window out, for carrying state into a new ruleset.
-    pub fn into_windows(self) -> Vec<(WindowKey, Window)> {
-        self.windows
+    pub fn into_windows(self) -> impl Iterator<Item = (WindowKey, Window)> {
+        self.windows.into_iter()
     }
 
     /// Advances every window to `now_ns` and adds the tick's sample to those
@@ -154,7 +156,7 @@ pub struct InstrumentState {
     /// the first binding.
     pub ruleset_version: u64,
     pub windows: WindowSet,
-    pub rules: Vec<BoundRule>,
+    pub rules: SmallVec<[BoundRule; 4]>,
     /// Earliest time a timer-driven transition is due (a halt ending, a
     /// hold period, a silent feed); `i64::MAX` when none is.
     pub next_deadline_ns: i64,
@@ -171,7 +173,7 @@ impl InstrumentState {
             last: LastValues::default(),
             ruleset_version: 0,
             windows: WindowSet::default(),
-            rules: Vec::new(),
+            rules: SmallVec::new(),
             next_deadline_ns: i64::MAX,
         }
     }

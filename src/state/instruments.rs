@@ -24,6 +24,8 @@ pub enum SymbolError {
     BadCharacter { position: usize },
     #[error("instrument limit of {limit} reached: a new symbol cannot be added")]
     TooManyInstruments { limit: u32 },
+    #[error("no instrument has id {0}")]
+    Unknown(u32),
 }
 
 /// Checks a symbol's shape (not whether it is known).

@@ -4,7 +4,7 @@
 use crate::model::KindMask;
 use crate::state::{Field, WindowKey, WindowNeeds, WindowSlot};
 
-use super::eval::{CmpOp, Cond, Num};
+use super::eval::{CmpOp, Cond, Num, Rel, REL_LIT_LIMIT};
 use super::parser::{BinOp, Node, NodeKind};
 use super::ratio::Ratio;
 use super::ExprError;
@@ -72,6 +72,12 @@ fn err(column: usize, message: impl Into<String>) -> ExprError {
     }
 }
 
+/// Whether a constant fits [`Cond::RelLit`].
+fn small(v: Ratio) -> bool {
+    let (num, den) = v.reduced().parts();
+    num.abs() < REL_LIT_LIMIT && den < REL_LIT_LIMIT
+}
+
 fn is_zero(n: &Num) -> bool {
     matches!(n, Num::Lit(v) if v.compare(Ratio::ZERO).is_eq())
 }
@@ -106,7 +112,7 @@ impl Compiler<'_> {
             NodeKind::Ident(name) if Field::from_name(name).is_some() => format!("the field {q}"),
             NodeKind::Ident(_) => q,
             _ if node.is_condition() => format!("the condition {q}"),
-            _ => format!("the number {q}"),
+            _ => format!("{q}, a number"),
         }
     }
 
@@ -152,7 +158,33 @@ impl Compiler<'_> {
                     BinOp::Eq => CmpOp::Eq,
                     _ => CmpOp::Ne,
                 };
-                Ok(Cond::Cmp(cmp, Box::new((l, r))))
+                Ok(match (l, r) {
+                    (Num::Rel(rel, field, slot), Num::Lit(v)) if small(v) => {
+                        let (num, den) = v.reduced().parts();
+                        Cond::RelLit {
+                            op: cmp,
+                            rel,
+                            field,
+                            slot,
+                            num,
+                            den,
+                        }
+                    }
+                    (Num::Lit(v), Num::Rel(rel, field, slot)) if small(v) => {
+                        let (num, den) = v.reduced().parts();
+                        Cond::RelLit {
+                            op: cmp.flip(),
+                            rel,
+                            field,
+                            slot,
+                            num,
+                            den,
+                        }
+                    }
+                    (l, Num::Lit(v)) => Cond::CmpLit(cmp, Box::new(l), v),
+                    (Num::Lit(v), r) => Cond::CmpLit(cmp.flip(), Box::new(r), v),
+                    (l, r) => Cond::Cmp(cmp, Box::new((l, r))),
+                })
             }
             _ => Err(err(
                 node.col,
@@ -219,6 +251,19 @@ impl Compiler<'_> {
                     return folded
                         .map(|v| Num::Lit(v.reduced()))
                         .ok_or_else(|| err(*op_col, "this constant is too large to compute exactly"));
+                }
+                // A constant factor of a per-period mean joins its factor:
+                // `5 * mean(volume(1s), 5m)` is one multiplication.
+                let scaled = match (op, &l, &r) {
+                    (BinOp::Mul, Num::Lit(k), Num::PeriodMean { slot, per })
+                    | (BinOp::Mul, Num::PeriodMean { slot, per }, Num::Lit(k)) => {
+                        per.mul(*k).map(|per| (*slot, per))
+                    }
+                    (BinOp::Div, Num::PeriodMean { slot, per }, Num::Lit(k)) => per.div(*k).map(|per| (*slot, per)),
+                    _ => None,
+                };
+                if let Some((slot, per)) = scaled {
+                    return Ok(Num::PeriodMean { slot, per: per.reduced() });
                 }
                 let pair = Box::new((l, r));
                 Ok(match op {
@@ -325,17 +370,20 @@ impl Compiler<'_> {
             }
             "drawdown" => {
                 let (f, slot) = plain(self, WindowNeeds::MAX)?;
-                Num::Drawdown(f, slot)
+                Num::Rel(Rel::Drawdown, f, slot)
             }
             "rally" => {
                 let (f, slot) = plain(self, WindowNeeds::MIN)?;
-                Num::Rally(f, slot)
+                Num::Rel(Rel::Rally, f, slot)
             }
             "change" => {
                 let (f, slot) = plain(self, WindowNeeds::SLOTS)?;
-                Num::Change(f, slot)
+                Num::Rel(Rel::Change, f, slot)
             }
-            "range" => Num::Range(plain(self, both)?.1),
+            "range" => {
+                let (f, slot) = plain(self, both)?;
+                Num::Rel(Rel::Range, f, slot)
+            }
             "vwap" | "volume" => {
                 self.arity(node, name, args, 1)?;
                 let span = self.window_arg(&args[0], name)?;

@@ -23,6 +23,17 @@ pub(super) enum CmpOp {
 }
 
 impl CmpOp {
+    /// The operator with its sides swapped: `a < b` is `b > a`.
+    pub(super) fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+
     #[inline]
     fn test(self, ord: Ordering) -> bool {
         match self {
@@ -35,6 +46,58 @@ impl CmpOp {
         }
     }
 }
+
+/// A relative move `(a - b) / d` read from one window (and the newest
+/// value of its field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rel {
+    /// `(max - f) / max`
+    Drawdown,
+    /// `(f - min) / min`
+    Rally,
+    /// `(f - first) / first`
+    Change,
+    /// `(max - min) / min`
+    Range,
+}
+
+impl Rel {
+    /// `(a, b, d)` with the move being `(a - b) / d`, as raw 10^-8 counts
+    /// (the scale cancels).
+    #[inline(always)]
+    fn parts(self, field: Field, slot: WindowSlot, ctx: &EvalCtx<'_>) -> Option<(i64, i64, i64)> {
+        let w = ctx.window(slot)?;
+        Some(match self {
+            Rel::Drawdown => {
+                let max = w.max()?.value.raw();
+                (max, ctx.last.field(field)?.raw(), max)
+            }
+            Rel::Rally => {
+                let min = w.min()?.value.raw();
+                (ctx.last.field(field)?.raw(), min, min)
+            }
+            Rel::Change => {
+                let first = w.first()?.raw();
+                (ctx.last.field(field)?.raw(), first, first)
+            }
+            Rel::Range => {
+                let min = w.min()?.value.raw();
+                (w.max()?.value.raw(), min, min)
+            }
+        })
+    }
+
+    #[inline]
+    fn value(self, field: Field, slot: WindowSlot, ctx: &EvalCtx<'_>) -> Option<Ratio> {
+        let (a, b, d) = self.parts(field, slot, ctx)?;
+        Ratio::new(i128::from(a) - i128::from(b), i128::from(d))
+    }
+}
+
+/// Largest numerator or denominator of a constant that [`Cond::RelLit`]
+/// takes: with `|a - b| < 2^64` and `|d| < 2^63`, both cross products stay
+/// below 2^126.
+pub(super) const REL_LIT_LIMIT: i128 = 1 << 62;
 
 /// A numeric expression. Its value is `None` when unknown.
 #[derive(Clone, Debug)]
@@ -49,15 +112,13 @@ pub(super) enum Num {
     Mean(WindowSlot),
     First(WindowSlot),
     Vwap(WindowSlot),
-    /// `sum × per`: the mean per period (`per` = period / span).
+    /// `sum × per`: the mean per period (`per` = period / span, times any
+    /// constant factor folded in).
     PeriodMean {
         slot: WindowSlot,
         per: Ratio,
     },
-    Drawdown(Field, WindowSlot),
-    Rally(Field, WindowSlot),
-    Change(Field, WindowSlot),
-    Range(WindowSlot),
+    Rel(Rel, Field, WindowSlot),
     Abs(Box<Num>),
     Neg(Box<Num>),
     Add(Box<(Num, Num)>),
@@ -70,6 +131,19 @@ pub(super) enum Num {
 #[derive(Clone, Debug)]
 pub(super) enum Cond {
     Cmp(CmpOp, Box<(Num, Num)>),
+    /// A comparison with a constant (the most common shape, kept flat).
+    CmpLit(CmpOp, Box<Num>, Ratio),
+    /// `rel(field, W) op num / den` (den > 0, both below
+    /// [`REL_LIT_LIMIT`]): the rule authors' favourite, fused into one
+    /// exact cross-multiplication.
+    RelLit {
+        op: CmpOp,
+        rel: Rel,
+        field: Field,
+        slot: WindowSlot,
+        num: i128,
+        den: i128,
+    },
     And(Box<(Cond, Cond)>),
     Or(Box<(Cond, Cond)>),
     Not(Box<Cond>),
@@ -79,12 +153,6 @@ pub(super) enum Cond {
 #[inline]
 fn filled<'w>(ctx: &'w EvalCtx<'_>, slot: WindowSlot) -> Option<&'w Window> {
     ctx.window(slot).filter(|w| w.count() > 0)
-}
-
-/// `(a - b) / d` for raw 10^-8 values: the scale cancels.
-#[inline]
-fn relative(a: i64, b: i64, d: i64) -> Option<Ratio> {
-    Ratio::new(i128::from(a) - i128::from(b), i128::from(d))
 }
 
 impl Num {
@@ -103,23 +171,7 @@ impl Num {
             Num::First(s) => ctx.window(*s)?.first().map(Ratio::fixed),
             Num::Vwap(s) => ctx.window(*s)?.vwap().map(Ratio::fixed),
             Num::PeriodMean { slot, per } => Ratio::raw_fixed(filled(ctx, *slot)?.sum_raw()).mul(*per),
-            Num::Drawdown(f, s) => {
-                let max = ctx.window(*s)?.max()?.value.raw();
-                relative(max, ctx.last.field(*f)?.raw(), max)
-            }
-            Num::Rally(f, s) => {
-                let min = ctx.window(*s)?.min()?.value.raw();
-                relative(ctx.last.field(*f)?.raw(), min, min)
-            }
-            Num::Change(f, s) => {
-                let first = ctx.window(*s)?.first()?.raw();
-                relative(ctx.last.field(*f)?.raw(), first, first)
-            }
-            Num::Range(s) => {
-                let w = ctx.window(*s)?;
-                let (max, min) = (w.max()?.value.raw(), w.min()?.value.raw());
-                relative(max, min, min)
-            }
+            Num::Rel(rel, f, s) => rel.value(*f, *s, ctx),
             Num::Abs(x) => x.eval(ctx)?.abs(),
             Num::Neg(x) => x.eval(ctx)?.neg(),
             Num::Add(b) => b.0.eval(ctx)?.add(b.1.eval(ctx)?),
@@ -141,10 +193,7 @@ impl Num {
             | Num::First(s)
             | Num::Vwap(s)
             | Num::PeriodMean { slot: s, .. }
-            | Num::Drawdown(_, s)
-            | Num::Rally(_, s)
-            | Num::Change(_, s)
-            | Num::Range(s) => *s = map(*s),
+            | Num::Rel(_, _, s) => *s = map(*s),
             Num::Abs(x) | Num::Neg(x) => x.map_slots(map),
             Num::Add(b) | Num::Sub(b) | Num::Mul(b) | Num::Div(b) => {
                 b.0.map_slots(map);
@@ -161,6 +210,26 @@ impl Cond {
                 let a = sides.0.eval(ctx)?;
                 let b = sides.1.eval(ctx)?;
                 Some(op.test(a.compare(b)))
+            }
+            Cond::CmpLit(op, num, lit) => Some(op.test(num.eval(ctx)?.compare(*lit))),
+            Cond::RelLit {
+                op,
+                rel,
+                field,
+                slot,
+                num,
+                den,
+            } => {
+                let (a, b, d) = rel.parts(*field, *slot, ctx)?;
+                // (a - b) / d  op  num / den, den > 0: multiply by d × den,
+                // which reverses the order when d < 0.
+                let lhs = (i128::from(a) - i128::from(b)) * den;
+                let rhs = num * i128::from(d);
+                Some(op.test(match d {
+                    0 => return None,
+                    d if d > 0 => lhs.cmp(&rhs),
+                    _ => rhs.cmp(&lhs),
+                }))
             }
             Cond::Not(c) => c.eval(ctx).map(|v| !v),
             Cond::And(b) => match b.0.eval(ctx) {
@@ -188,6 +257,8 @@ impl Cond {
                 sides.0.map_slots(map);
                 sides.1.map_slots(map);
             }
+            Cond::CmpLit(_, num, _) => num.map_slots(map),
+            Cond::RelLit { slot, .. } => *slot = map(*slot),
             Cond::And(b) | Cond::Or(b) => {
                 b.0.map_slots(map);
                 b.1.map_slots(map);

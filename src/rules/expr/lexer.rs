@@ -183,5 +183,5 @@ fn duration(text: &str, number: &str, unit: &str) -> Result<i64, String> {
             "`{text}`: exponents are not supported, write the number in full"
         ));
     }
-    parse_duration(text).map_err(|e| format!("{e} (durations are written like `3s`, `500ms`, `5m`, `1m30s`)"))
+    parse_duration(text)
 }

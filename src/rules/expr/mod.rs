@@ -2,7 +2,7 @@
 //!
 //! A condition such as
 //! `drawdown(price, 3s) >= 8% and volume(1s) > 5 * mean(volume(1s), 5m)`
-//! is parsed, type-checked and compiled once, at load time, by [`compile`]
+//! is parsed, type-checked and compiled once, at load time, by [`compile()`]
 //! into a [`CompiledExpr`]. The language is described for rule authors in
 //! `rules/EXPRESSIONS.md`; in short:
 //!
@@ -17,17 +17,38 @@
 //! - `+ - * /`, unary `-`, comparisons `< <= > >= == !=` (not chaining),
 //!   `and or not`, parentheses.
 //!
-//! Pipeline: [`lexer`] (tokens with 1-based character columns), [`parser`]
-//! (untyped tree, size and depth limits), [`compile`](self::compile)
-//! (types, windows, constant folding) and [`eval`] (separate number and
-//! condition trees, evaluated without allocating).
+//! Pipeline: `lexer` (tokens with 1-based character columns), `parser`
+//! (untyped tree, at most [`MAX_NODES`] nodes and [`MAX_DEPTH`] levels),
+//! `compile` (types, windows, constant folding) and
+//! `eval` (separate number and condition trees, so evaluation never
+//! checks a type; recursion is bounded by the depth limit; nothing is
+//! allocated). Two shapes are specialised when compiling: a comparison
+//! with a constant keeps the constant inline, and a relative move compared
+//! with a constant (`drawdown(price, 3s) >= 8%`) is fused into one
+//! cross-multiplication of the window's raw values.
 //!
-//! Numbers are exact rationals ([`ratio`]): no floating point and no
-//! rounding anywhere in a comparison, so `drawdown(price, 3s) >= 8%` holds
-//! when a price falls from 100 to exactly 92 and not at 92.01. Missing data
-//! (a field no tick has carried yet, an empty window, division by zero, a
-//! result too large to hold exactly) makes a value unknown; conditions are
-//! three-valued and a rule fires only on a definite true.
+//! # Exactness
+//!
+//! No floating point. Every number is an exact rational `num / den` of two
+//! `i128` (`ratio`): fields and window values are `Fixed` (`raw / 10^8`),
+//! literals are reduced fractions (`8%` is `2 / 25`), relative moves are
+//! `(a - b) / d` on raw values, means are `sum / (count × 10^8)`. `+ - * /`
+//! are exact; comparison is exact cross-multiplication, widened to 256 bits
+//! when the products do not fit `i128`, so it never overflows. Nothing is
+//! rounded between the data and the decision, hence `drawdown(price, 3s)
+//! >= 8%` holds when a price falls from 100 to exactly 92 and not at 92.01,
+//! and `> 8%` holds at any fall above 8%, however small the excess. An
+//! arithmetic result that does not fit `i128` even in lowest terms is
+//! unknown. Only [`CompiledExpr::values`] truncates, for display.
+//!
+//! # Missing data
+//!
+//! A field no tick has carried yet, an empty window (for every window
+//! function, `count` and `sum` included), division by zero and overflow make
+//! a value unknown. Conditions are three-valued (comparisons with an
+//! unknown side and `not` of unknown are unknown; `and` is false if either
+//! side is false, `or` true if either side is true) and
+//! [`CompiledExpr::eval`] is true only for a definite true.
 
 mod compile;
 mod eval;

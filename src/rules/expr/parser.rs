@@ -356,9 +356,17 @@ impl<'a> Parser<'a, '_> {
                     Tok::Comma => continue,
                     Tok::RParen => break t,
                     _ => {
-                        let mut e = self.expected_close(open, t);
-                        e.message = e.message.replacen("expected `)`", "expected `,` or `)`", 1);
-                        return Err(e);
+                        let found = match t.tok {
+                            Tok::End => "the end of the expression".to_string(),
+                            _ => format!("`{}`", self.text(t)),
+                        };
+                        return Err(ExprError {
+                            column: t.col,
+                            message: format!(
+                                "expected `,` or `)` after an argument of `{}`, found {found}",
+                                self.text(name)
+                            ),
+                        });
                     }
                 }
             }

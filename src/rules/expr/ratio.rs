@@ -72,7 +72,7 @@ impl Ratio {
         }
     }
 
-    #[cfg(test)]
+    /// `(num, den)`.
     pub(crate) fn parts(self) -> (i128, i128) {
         (self.num, self.den)
     }
@@ -98,9 +98,9 @@ impl Ratio {
                 return Some(Ratio { num, den: self.den });
             }
         } else if let (Some(a), Some(b), Some(den)) = (
-            self.num.checked_mul(other.den),
-            other.num.checked_mul(self.den),
-            self.den.checked_mul(other.den),
+            mul(self.num, other.den),
+            mul(other.num, self.den),
+            mul(self.den, other.den),
         ) {
             if let Some(num) = a.checked_add(b) {
                 return Some(Ratio { num, den });
@@ -151,7 +151,7 @@ impl Ratio {
 
     #[inline]
     pub(crate) fn mul(self, other: Ratio) -> Option<Ratio> {
-        if let (Some(num), Some(den)) = (self.num.checked_mul(other.num), self.den.checked_mul(other.den)) {
+        if let (Some(num), Some(den)) = (mul(self.num, other.num), mul(self.den, other.den)) {
             return Some(Ratio { num, den });
         }
         self.mul_slow(other)
@@ -190,7 +190,7 @@ impl Ratio {
         if self.den == other.den {
             return self.num.cmp(&other.num);
         }
-        match (self.num.checked_mul(other.den), other.num.checked_mul(self.den)) {
+        match (mul(self.num, other.den), mul(other.num, self.den)) {
             (Some(a), Some(b)) => a.cmp(&b),
             _ => cmp_products(self.num, other.den, other.num, self.den),
         }
@@ -248,6 +248,17 @@ fn frac_digits(rest: i128, den: i128) -> i128 {
         -digits
     } else {
         digits
+    }
+}
+
+/// `a × b`, or `None` on overflow. Operands that fit `i64` (nearly all:
+/// prices, sizes and their differences) take one widening multiply, which
+/// cannot overflow; others use the checked `i128` multiply.
+#[inline(always)]
+fn mul(a: i128, b: i128) -> Option<i128> {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(x), Ok(y)) => Some(i128::from(x) * i128::from(y)),
+        _ => a.checked_mul(b),
     }
 }
 

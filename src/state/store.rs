@@ -1,0 +1,99 @@
+//! Where instrument states live: a slab indexed by [`InstrumentId`].
+//!
+//! Interned ids are dense (0, 1, 2, ...), so a state is found by index,
+//! not by hashing: two array reads, then the instrument's own lock. Each
+//! instrument has its own mutex, so ticks for different instruments on
+//! different threads never wait for each other, and a lock is held for one
+//! tick at most (never across an await). Slots are allocated in chunks of
+//! 1,024 on first use, so an engine capped at millions of instruments costs
+//! nothing until they appear. States are boxed and never move: a batch can
+//! prefetch the states of the ticks it is about to apply.
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use crate::model::InstrumentId;
+
+use super::InstrumentState;
+
+const CHUNK: usize = 1024;
+
+type Slot = OnceLock<Box<Mutex<InstrumentState>>>;
+
+/// Per-instrument states, by id.
+pub struct StateStore {
+    chunks: Box<[OnceLock<Box<[Slot]>>]>,
+}
+
+impl StateStore {
+    /// A store for ids below `capacity`.
+    pub fn new(capacity: u32) -> Self {
+        let chunks = (capacity as usize).div_ceil(CHUNK);
+        StateStore {
+            chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, id: InstrumentId) -> Option<&Slot> {
+        let i = id.0 as usize;
+        self.chunks.get(i / CHUNK)?.get().map(|chunk| &chunk[i % CHUNK])
+    }
+
+    /// The state of `id`, if it has one.
+    #[inline]
+    pub fn get(&self, id: InstrumentId) -> Option<&Mutex<InstrumentState>> {
+        self.slot(id)?.get().map(|b| &**b)
+    }
+
+    /// The state of `id`, created by `init` if it has none. `None` when
+    /// `id` is beyond the capacity.
+    pub fn get_or_insert(
+        &self,
+        id: InstrumentId,
+        init: impl FnOnce() -> InstrumentState,
+    ) -> Option<&Mutex<InstrumentState>> {
+        let i = id.0 as usize;
+        let chunk = self
+            .chunks
+            .get(i / CHUNK)?
+            .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        Some(&**chunk[i % CHUNK].get_or_init(|| Box::new(Mutex::new(init()))))
+    }
+
+    /// Hints the CPU to fetch the start of `id`'s state into cache.
+    #[inline]
+    pub fn prefetch(&self, id: InstrumentId) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(state) = self.get(id) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let base = (state as *const Mutex<InstrumentState>).cast::<i8>();
+            // Prefetching never faults, whatever the address.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(base);
+                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(128));
+                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(192));
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
+    }
+
+    /// Locks every state in id order, one at a time, and calls `f`.
+    pub fn for_each(&self, mut f: impl FnMut(&mut InstrumentState)) {
+        for chunk in self.chunks.iter().filter_map(OnceLock::get) {
+            for state in chunk.iter().filter_map(OnceLock::get) {
+                f(&mut lock(state));
+            }
+        }
+    }
+}
+
+/// Locks a state. A panic while a state was locked cannot leave it
+/// half-updated in a way later ticks depend on for safety, so a poisoned
+/// lock is taken over rather than propagated.
+#[inline]
+pub fn lock(state: &Mutex<InstrumentState>) -> MutexGuard<'_, InstrumentState> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
