@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::compile::compile_rule;
 use super::context::WindowRegistry;
 use super::ruleset::{RuleSet, SourceFile};
+use super::selftest::run_test;
 use super::spec::RuleFileSpec;
 use super::{CompiledRule, RuleSource};
 
@@ -204,9 +205,22 @@ fn compile_file(
             file: name.to_string(),
             line,
         };
-        match compile_rule(rule.get_ref(), start, registry, source, hash) {
+        match compile_rule(rule.get_ref(), start, registry, source.clone(), hash) {
             Ok(compiled) => rules.push(Arc::new(compiled)),
-            Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
+            Err(errs) => {
+                errors.extend(errs.into_iter().map(|e| at(e.offset, e.message)));
+                continue;
+            }
+        }
+        for test in &rule.get_ref().tests {
+            // The rule alone, with its own window table, in a fresh engine.
+            let mut own = WindowRegistry::default();
+            let Ok(alone) = compile_rule(rule.get_ref(), start, &mut own, source.clone(), hash) else {
+                continue;
+            };
+            if let Err(failure) = run_test(alone, own.into_table(), test.get_ref(), test.span().start) {
+                errors.push(at(failure.offset, failure.message));
+            }
         }
     }
 }

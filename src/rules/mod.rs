@@ -8,6 +8,7 @@
 //! - [`expr`]: the expression language (`when = "..."`).
 //! - [`ruleset`]: the immutable compiled [`RuleSet`].
 //! - [`context`]: what a rule sees when it is evaluated.
+//! - [`selftest`]: runs the `[[rule.test]]` tables of a rule file.
 
 pub mod compile;
 pub mod context;
@@ -15,6 +16,7 @@ pub mod expr;
 pub mod kinds;
 pub mod load;
 pub mod ruleset;
+pub mod selftest;
 pub mod spec;
 pub mod units;
 

@@ -78,6 +78,51 @@ pub struct RuleSpec {
     pub band: Option<Spanned<String>>,
     pub limit_for: Option<Spanned<String>>,
     pub pause: Option<Spanned<String>>,
+
+    /// Tests of this rule, run whenever the rule is loaded.
+    #[serde(default, rename = "test")]
+    pub tests: Vec<Spanned<RuleTestSpec>>,
+}
+
+/// A `[[rule.test]]` table: ticks in, the alerts this rule must raise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTestSpec {
+    pub name: Option<String>,
+    /// The symbol the ticks are for; defaults to the rule's first exact
+    /// symbol, or `TEST` when the rule watches every instrument.
+    pub instrument: Option<Spanned<String>>,
+    pub ticks: Vec<Spanned<TestTickSpec>>,
+    #[serde(default)]
+    pub expect: Vec<Spanned<ExpectSpec>>,
+}
+
+/// One step of a rule test: a tick at a time offset, or, with no values,
+/// only the timers run at that time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestTickSpec {
+    /// Offset from the test's start, e.g. `2s`.
+    pub at: Spanned<String>,
+    pub price: Option<Spanned<NumberSpec>>,
+    pub size: Option<Spanned<NumberSpec>>,
+    pub bid: Option<Spanned<NumberSpec>>,
+    pub ask: Option<Spanned<NumberSpec>>,
+    pub mark: Option<Spanned<NumberSpec>>,
+    pub index: Option<Spanned<NumberSpec>>,
+}
+
+/// One alert a rule test expects, in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// `fired`, `resolved`, `tripped`, `resumed`, `rearmed`, `limit`, `paused`.
+    pub kind: String,
+    /// Offset of the alert's event time from the test's start.
+    pub at: Option<String>,
+    /// Values the alert must carry, exactly.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, NumberSpec>,
 }
 
 /// One tier of a circuit breaker.

@@ -13,12 +13,16 @@
 //!   steps of one bucket: a bucket stays while any part of it overlaps the
 //!   span. Windows up to the limit are exact to the nanosecond.
 //!
+//! The running Σ value × weight (for VWAP) is kept in 10^-16 units with
+//! wrapping arithmetic: samples leave exactly as they came, so the total is
+//! right whenever the true total over the window fits in an `i128`.
+//!
 //! Growth of the deques is amortised: once a window has seen its busiest
 //! span, pushing a sample allocates nothing.
 
 use std::collections::VecDeque;
 
-use crate::model::{Fixed, TickValues, FIXED_SCALE};
+use crate::model::{Fixed, TickValues};
 
 /// Windows up to this span keep every sample; longer ones use buckets.
 pub const EXACT_SPAN_LIMIT_NS: i64 = 60 * 1_000_000_000;
@@ -94,9 +98,7 @@ impl Field {
         match (self, values) {
             (Field::Price, TickValues::Trade { price, size, .. }) => Some((*price, *size)),
             (Field::Size, TickValues::Trade { size, .. }) => Some((*size, Fixed::ZERO)),
-            (Field::Notional, TickValues::Trade { price, size, .. }) => {
-                Some((price.checked_mul(*size).unwrap_or(Fixed::MAX), Fixed::ZERO))
-            }
+            (Field::Notional, TickValues::Trade { price, size, .. }) => Some((notional(*price, *size), Fixed::ZERO)),
             (Field::Bid, TickValues::Quote { bid, .. }) => Some((*bid, Fixed::ZERO)),
             (Field::Ask, TickValues::Quote { ask, .. }) => Some((*ask, Fixed::ZERO)),
             (Field::Mid, TickValues::Quote { bid, ask, .. }) => Some((mid(*bid, *ask), Fixed::ZERO)),
@@ -108,6 +110,13 @@ impl Field {
             _ => None,
         }
     }
+}
+
+/// price × size, saturating. Kept out of line: the compiler would
+/// otherwise compute its 128-bit division speculatively for every field.
+#[inline(never)]
+fn notional(price: Fixed, size: Fixed) -> Fixed {
+    price.checked_mul(size).unwrap_or(Fixed::MAX)
 }
 
 /// (bid + ask) / 2 without overflow, truncated to 8 decimals.
@@ -175,7 +184,7 @@ struct Slot {
     count: u64,
     sum: i128,
     sum_weight: i128,
-    /// Σ value × weight, in 10^-8 units.
+    /// Σ value × weight, in 10^-16 units, wrapping (see `Window`).
     sum_weighted: i128,
     first: i64,
     last: i64,
@@ -283,7 +292,7 @@ impl Window {
             self.count -= slot.count;
             self.sum -= slot.sum;
             self.sum_weight -= slot.sum_weight;
-            self.sum_weighted -= slot.sum_weighted;
+            self.sum_weighted = self.sum_weighted.wrapping_sub(slot.sum_weighted);
             self.slots.pop_front();
         }
     }
@@ -308,17 +317,17 @@ impl Window {
         }
         if self.needs.slots {
             let w = i128::from(weight.raw());
-            let vw = i128::from(v) * w / i128::from(FIXED_SCALE);
+            let vw = i128::from(v) * w;
             self.count += 1;
             self.sum += i128::from(v);
             self.sum_weight += w;
-            self.sum_weighted += vw;
+            self.sum_weighted = self.sum_weighted.wrapping_add(vw);
             match self.slots.back_mut() {
                 Some(slot) if self.bucket_ns != 0 && slot.time_ns == t => {
                     slot.count += 1;
                     slot.sum += i128::from(v);
                     slot.sum_weight += w;
-                    slot.sum_weighted += vw;
+                    slot.sum_weighted = slot.sum_weighted.wrapping_add(vw);
                     slot.last = v;
                 }
                 _ => self.slots.push_back(Slot {
@@ -377,8 +386,10 @@ impl Window {
         if self.sum_weight == 0 {
             return None;
         }
-        let scaled = self.sum_weighted.checked_mul(i128::from(FIXED_SCALE))?;
-        i64::try_from(scaled / self.sum_weight).ok().map(Fixed::from_raw)
+        // Σ v·w is in 10^-16 units and Σ w in 10^-8: the quotient is in 10^-8.
+        i64::try_from(self.sum_weighted / self.sum_weight)
+            .ok()
+            .map(Fixed::from_raw)
     }
 
     /// Oldest value still in the window.

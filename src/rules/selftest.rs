@@ -1,0 +1,189 @@
+//! Rule tests: `[[rule.test]]` tables in a rule file, run every time the
+//! rule is loaded (by `airbag check` and by every reload). A rule whose own
+//! test fails is rejected like a syntax error.
+//!
+//! Each test runs the rule alone in a fresh engine, from a fixed start time:
+//! before each step the timers due by its time run, then its tick (if it
+//! has values) is applied. The alerts raised must match `expect` in order:
+//! same kind, same time when `at` is given, and the listed values exactly.
+
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Alert, Fixed, TickValues};
+use crate::rules::spec::{NumberSpec, RuleTestSpec, TestTickSpec};
+use crate::rules::units::{format_duration, parse_duration};
+use crate::rules::{CompiledRule, RuleSet};
+use crate::state::{WindowKey, WindowNeeds};
+
+/// Event time tests start at: 2023-11-14T22:13:20Z.
+const START_NS: i64 = 1_700_000_000_000_000_000;
+
+/// A failed or malformed test: where, and why.
+#[derive(Debug)]
+pub struct TestFailure {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// Runs one test of `rule` (compiled alone, with its own window table).
+///
+/// # Errors
+/// The first mismatch or malformed step.
+pub fn run_test(
+    rule: CompiledRule,
+    windows: Vec<(WindowKey, WindowNeeds)>,
+    test: &RuleTestSpec,
+    at: usize,
+) -> Result<(), TestFailure> {
+    let name = test.name.clone().unwrap_or_else(|| "unnamed".into());
+    let fail = |offset: usize, message: String| TestFailure {
+        offset,
+        message: format!("test `{name}`: {message}"),
+    };
+    let instrument = match &test.instrument {
+        Some(s) => s.get_ref().clone(),
+        None => rule
+            .scope
+            .patterns
+            .iter()
+            .find(|p| !p.contains(['*', '?', '[', '{']))
+            .cloned()
+            .unwrap_or_else(|| "TEST".into()),
+    };
+    if !rule.scope.matches(&instrument) {
+        let offset = test.instrument.as_ref().map_or(at, |s| s.span().start);
+        return Err(fail(
+            offset,
+            format!("instrument `{instrument}` is not watched by the rule"),
+        ));
+    }
+    let engine = Engine::new(
+        EngineConfig { max_instruments: 1 },
+        RuleSet {
+            version: 0,
+            rules: vec![Arc::new(rule)],
+            windows,
+            sources: Vec::new(),
+        },
+    );
+    let mut alerts: Vec<Alert> = Vec::new();
+    for (seq, step) in test.ticks.iter().enumerate() {
+        let offset_ns = parse_duration(step.get_ref().at.get_ref())
+            .map_err(|e| fail(step.get_ref().at.span().start, format!("`at`: {e}")))?;
+        let now = START_NS + offset_ns;
+        engine.check_timers(now, &mut alerts);
+        if let Some(values) = tick_values(step.get_ref()).map_err(|m| fail(step.span().start, m))? {
+            engine
+                .ingest(&instrument, now, seq as u64 + 1, values, now, &mut alerts)
+                .map_err(|e| fail(step.span().start, format!("tick rejected: {e}")))?;
+        }
+    }
+    for (i, expected) in test.expect.iter().enumerate() {
+        let e = expected.get_ref();
+        let Some(got) = alerts.get(i) else {
+            return Err(fail(
+                expected.span().start,
+                format!(
+                    "expected alert {} `{}`, but only {} raised",
+                    i + 1,
+                    e.kind,
+                    alerts.len()
+                ),
+            ));
+        };
+        if got.kind.name() != e.kind {
+            return Err(fail(
+                expected.span().start,
+                format!("alert {} is `{}`, expected `{}`", i + 1, describe(got), e.kind),
+            ));
+        }
+        if let Some(at) = &e.at {
+            let at_ns = parse_duration(at).map_err(|m| fail(expected.span().start, format!("`at`: {m}")))?;
+            if got.event_time_ns != START_NS + at_ns {
+                return Err(fail(
+                    expected.span().start,
+                    format!("alert {} is `{}`, expected at {at}", i + 1, describe(got)),
+                ));
+            }
+        }
+        for (name, value) in &e.values {
+            let want = number(value).map_err(|m| fail(expected.span().start, format!("value `{name}`: {m}")))?;
+            match got.value(name) {
+                Some(v) if v == want => {}
+                Some(v) => {
+                    return Err(fail(
+                        expected.span().start,
+                        format!("alert {} has {name} = {v}, expected {want}", i + 1),
+                    ));
+                }
+                None => {
+                    return Err(fail(
+                        expected.span().start,
+                        format!("alert {} has no value `{name}`", i + 1),
+                    ))
+                }
+            }
+        }
+    }
+    if alerts.len() > test.expect.len() {
+        let extra = &alerts[test.expect.len()];
+        return Err(fail(
+            at,
+            format!("unexpected alert {}: `{}`", test.expect.len() + 1, describe(extra)),
+        ));
+    }
+    Ok(())
+}
+
+fn describe(alert: &Alert) -> String {
+    format!(
+        "{} at {}",
+        alert.kind.name(),
+        format_duration(alert.event_time_ns - START_NS)
+    )
+}
+
+fn number(value: &NumberSpec) -> Result<Fixed, String> {
+    let text = value.as_text();
+    Fixed::parse(&text).map_err(|e| format!("`{text}` {e}"))
+}
+
+fn field(value: &Option<toml::Spanned<NumberSpec>>, name: &str) -> Result<Option<Fixed>, String> {
+    value
+        .as_ref()
+        .map(|v| number(v.get_ref()).map_err(|e| format!("`{name}`: {e}")))
+        .transpose()
+}
+
+fn tick_values(step: &TestTickSpec) -> Result<Option<TickValues>, String> {
+    let price = field(&step.price, "price")?;
+    let size = field(&step.size, "size")?;
+    let bid = field(&step.bid, "bid")?;
+    let ask = field(&step.ask, "ask")?;
+    let mark = field(&step.mark, "mark")?;
+    let index = field(&step.index, "index")?;
+    Ok(match (price, bid, ask, mark, index) {
+        (None, None, None, None, None) => None,
+        (Some(price), None, None, None, None) => Some(TickValues::Trade {
+            price,
+            size: size.unwrap_or(Fixed::ONE),
+            side: None,
+        }),
+        (None, Some(bid), Some(ask), None, None) => Some(TickValues::Quote {
+            bid,
+            ask,
+            bid_size: Fixed::ONE,
+            ask_size: Fixed::ONE,
+        }),
+        (None, None, None, Some(price), None) => Some(TickValues::Mark { price }),
+        (None, None, None, None, Some(price)) => Some(TickValues::Index { price }),
+        _ => {
+            return Err(
+                "a step is a trade (`price`, `size`), a quote (`bid` and `ask`), a `mark` or an `index`, \
+                        or only `at` to run timers"
+                    .into(),
+            )
+        }
+    })
+}
