@@ -51,6 +51,9 @@ pub struct Engine {
     /// Serialises installs so versions are assigned in swap order.
     install_lock: Mutex<()>,
     last_version: AtomicU64,
+    /// Version of the ruleset in `ruleset`, published after it: a tick
+    /// whose instrument is bound to this version need not load the ruleset.
+    current_version: AtomicU64,
 }
 
 impl Engine {
@@ -63,6 +66,7 @@ impl Engine {
             ruleset: ArcSwap::from_pointee(ruleset),
             install_lock: Mutex::new(()),
             last_version: AtomicU64::new(1),
+            current_version: AtomicU64::new(1),
         }
     }
 
@@ -157,10 +161,9 @@ impl Engine {
                 });
             }
         }
-        // Loaded under the instrument's lock: see `install`.
-        let ruleset = self.ruleset.load();
-        if state.ruleset_version != ruleset.version {
-            rebind(state, &ruleset, tick.event_time_ns, out);
+        // Read under the instrument's lock: see `install`.
+        if self.current_version.load(Ordering::Acquire) > state.ruleset_version {
+            rebind(state, &self.ruleset.load(), tick.event_time_ns, out);
         }
         state.last_seq = Some(tick.seq);
         state.last_event_ns = Some(tick.event_time_ns);
@@ -168,6 +171,7 @@ impl Engine {
         state.last.update(&tick.values);
         state.windows.observe(tick.event_time_ns, &tick.values);
 
+        let state_version = state.ruleset_version;
         let InstrumentState {
             symbol,
             last,
@@ -182,7 +186,7 @@ impl Engine {
             last,
             windows,
             symbol,
-            ruleset_version: ruleset.version,
+            ruleset_version: state_version,
             last_received_ns: received_ns,
         };
         let kind = tick.kind();
@@ -230,7 +234,7 @@ impl Engine {
             if state.next_deadline_ns > now_ns {
                 return;
             }
-            if state.ruleset_version != ruleset.version {
+            if state.ruleset_version < ruleset.version {
                 rebind(state, &ruleset, now_ns, out);
             }
             let InstrumentState {
@@ -270,11 +274,13 @@ impl Engine {
         let _serial = self.install_lock.lock().unwrap_or_else(|p| p.into_inner());
         ruleset.version = self.last_version.fetch_add(1, Ordering::SeqCst) + 1;
         let ruleset = Arc::new(ruleset);
-        // Stored before re-binding: a tick that takes an instrument's lock
-        // after its re-bind loads this ruleset, so it never re-binds back.
+        // Published before re-binding: a tick that takes an instrument's
+        // lock after its re-bind sees this version, so it never re-binds
+        // back; a tick that takes it before may re-bind it itself.
         self.ruleset.store(ruleset.clone());
+        self.current_version.store(ruleset.version, Ordering::Release);
         self.states.for_each(|state| {
-            if state.ruleset_version != ruleset.version {
+            if state.ruleset_version < ruleset.version {
                 rebind(state, &ruleset, now_ns, out);
             }
         });
