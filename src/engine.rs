@@ -244,6 +244,7 @@ impl Engine {
                 rules,
                 next_deadline_ns,
                 last_received_ns,
+                ruleset_version,
                 ..
             } = state;
             let ctx = EvalCtx {
@@ -252,7 +253,7 @@ impl Engine {
                 last,
                 windows,
                 symbol,
-                ruleset_version: ruleset.version,
+                ruleset_version: *ruleset_version,
                 last_received_ns: *last_received_ns,
             };
             let mut deadline = i64::MAX;
