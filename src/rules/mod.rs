@@ -9,6 +9,7 @@
 //! - [`ruleset`]: the immutable compiled [`RuleSet`].
 //! - [`context`]: what a rule sees when it is evaluated.
 //! - [`selftest`]: runs the `[[rule.test]]` tables of a rule file.
+//! - [`watch`]: notices changes to the rules folder, however written.
 
 pub mod compile;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod ruleset;
 pub mod selftest;
 pub mod spec;
 pub mod units;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

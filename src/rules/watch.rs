@@ -1,0 +1,169 @@
+//! Watching the rules folder: tells when its `*.toml` files changed, however
+//! they were written.
+//!
+//! Editors and deploy tools change files in many ways: writing in place,
+//! writing a temporary file and renaming it over the old one, deleting and
+//! re-creating, or (a Kubernetes ConfigMap) swapping a `..data` symlink so
+//! every file changes at once; the folder itself may be a symlink that is
+//! re-pointed. So events are only a hint. After the first event the watcher
+//! waits until the folder has been quiet for the debounce time (bounded, so
+//! a steady stream of writes cannot starve a reload), then compares a
+//! fingerprint of the rule files' names and contents with the last one and
+//! reports a change only if it differs. It also checks the fingerprint on a
+//! slow poll and re-arms its watches after every change, in case an inode
+//! swap left a watch on a file that no longer exists.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+
+/// How the watcher waits.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchTiming {
+    /// Quiet time after the last event before the folder is read.
+    pub debounce: Duration,
+    /// The longest the watcher waits for quiet once a change is seen.
+    pub max_delay: Duration,
+    /// How often the folder is checked without any event.
+    pub poll: Duration,
+}
+
+impl Default for WatchTiming {
+    fn default() -> Self {
+        WatchTiming {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(60),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A fingerprint of the rule files in `dir`: the same files with the same
+/// contents give the same value. `None` when the folder cannot be read (for
+/// example in the middle of a swap).
+pub fn fingerprint(dir: &Path) -> Option<[u8; 32]> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        let path = dir.join(&name);
+        if !path.is_file() {
+            continue;
+        }
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(std::fs::read(&path).ok()?);
+        hasher.update([0]);
+    }
+    Some(hasher.finalize().into())
+}
+
+/// A running watcher; stops when dropped.
+pub struct RulesWatcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RulesWatcher {
+    /// Watches `dir` and calls `on_change` (on the watcher's own thread)
+    /// each time its rule files' contents change.
+    ///
+    /// # Errors
+    /// The watcher thread could not be started.
+    pub fn start(
+        dir: PathBuf,
+        timing: WatchTiming,
+        on_change: impl FnMut() + Send + 'static,
+    ) -> std::io::Result<RulesWatcher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rules-watch".into())
+            .spawn(move || run(&dir, timing, &thread_stop, on_change))?;
+        Ok(RulesWatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RulesWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Watches `dir` and its parent (which sees the folder itself being
+/// replaced or re-pointed).
+fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
+    let tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| warn!(error = %e, "Cannot watch the rules folder; polling it instead."))
+    .ok()?;
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        debug!(error = %e, dir = %dir.display(), "Cannot watch the rules folder now.");
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = watcher.watch(parent, RecursiveMode::NonRecursive);
+    }
+    Some(watcher)
+}
+
+fn run(dir: &Path, timing: WatchTiming, stop: &AtomicBool, mut on_change: impl FnMut()) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let mut watcher = arm(&tx, dir);
+    let mut last = fingerprint(dir);
+    let tick = Duration::from_millis(100).min(timing.poll);
+    let mut next_poll = Instant::now() + timing.poll;
+    while !stop.load(Ordering::Relaxed) {
+        let event = match rx.recv_timeout(tick) {
+            Ok(()) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                watcher = arm(&tx, dir);
+                false
+            }
+        };
+        if !event && Instant::now() < next_poll {
+            continue;
+        }
+        if event {
+            // Debounce: wait for quiet, but not longer than `max_delay`.
+            let deadline = Instant::now() + timing.max_delay;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || rx.recv_timeout(timing.debounce.min(left)).is_err() {
+                    break;
+                }
+            }
+        }
+        next_poll = Instant::now() + timing.poll;
+        let now = fingerprint(dir);
+        if now.is_some() && now != last {
+            last = now;
+            on_change();
+            // Files or the folder may be new inodes: watch them afresh.
+            drop(watcher.take());
+            watcher = arm(&tx, dir);
+            while rx.try_recv().is_ok() {}
+        }
+    }
+}
