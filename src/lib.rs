@@ -19,12 +19,23 @@
 //! - [`engine`]: applies ticks and timers to state and rules; swaps
 //!   rulesets.
 //! - [`clock`]: time as an input.
+//! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
+//!   with bounded queues, replay of recent alerts. No gRPC.
+//! - [`server`]: the gRPC services; the only module that knows protobuf.
+//! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
+//! - [`config`]: the service's TOML configuration.
+//! - [`app`]: wiring, startup and graceful shutdown.
 //!
 //! Read in this order: `model` → `engine` → `rules::kinds` → `state::window`.
 
+pub mod alerts;
+pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod rules;
 pub mod server;

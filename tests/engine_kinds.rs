@@ -335,7 +335,7 @@ after = "10s"
     // The engine reads no clock: the timer loop passes it the time, here a
     // clock moved by hand.
     let clock = ManualClock::new(T0);
-    let mut timers = |h: &mut Harness, to_ns: i64| {
+    let timers = |h: &mut Harness, to_ns: i64| {
         clock.set(T0 + to_ns);
         let mut out = Vec::new();
         h.engine.check_timers(clock.now_ns(), &mut out);

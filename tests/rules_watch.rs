@@ -14,7 +14,7 @@ const RULE_B: &str = "[[rule]]\nid = \"b\"\nkind = \"stale_feed\"\nafter = \"9s\
 
 fn watch(dir: &Path) -> (RulesWatcher, mpsc::Receiver<Instant>) {
     let (tx, rx) = mpsc::channel();
-    let watcher = RulesWatcher::start(dir.to_path_buf(), WatchTiming::default(), move || {
+    let watcher = RulesWatcher::start(dir.to_path_buf(), WatchTiming::default(), fingerprint(dir), move || {
         let _ = tx.send(Instant::now());
     })
     .unwrap();

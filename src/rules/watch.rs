@@ -77,20 +77,23 @@ pub struct RulesWatcher {
 
 impl RulesWatcher {
     /// Watches `dir` and calls `on_change` (on the watcher's own thread)
-    /// each time its rule files' contents change.
+    /// each time its rule files' contents differ from the last seen, the
+    /// first time from `baseline` (the [`fingerprint`] of what the caller
+    /// loaded, taken before loading).
     ///
     /// # Errors
     /// The watcher thread could not be started.
     pub fn start(
         dir: PathBuf,
         timing: WatchTiming,
+        baseline: Option<[u8; 32]>,
         on_change: impl FnMut() + Send + 'static,
     ) -> std::io::Result<RulesWatcher> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("rules-watch".into())
-            .spawn(move || run(&dir, timing, &thread_stop, on_change))?;
+            .spawn(move || run(&dir, timing, baseline, &thread_stop, on_change))?;
         Ok(RulesWatcher {
             stop,
             thread: Some(thread),
@@ -127,12 +130,14 @@ fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
     Some(watcher)
 }
 
-fn run(dir: &Path, timing: WatchTiming, stop: &AtomicBool, mut on_change: impl FnMut()) {
+fn run(dir: &Path, timing: WatchTiming, baseline: Option<[u8; 32]>, stop: &AtomicBool, mut on_change: impl FnMut()) {
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = arm(&tx, dir);
-    let mut last = fingerprint(dir);
+    let mut last = baseline;
+    // A change between the baseline and the watch being armed is caught
+    // by checking once right away.
+    let mut next_poll = Instant::now();
     let tick = Duration::from_millis(100).min(timing.poll);
-    let mut next_poll = Instant::now() + timing.poll;
     while !stop.load(Ordering::Relaxed) {
         let event = match rx.recv_timeout(tick) {
             Ok(()) => true,

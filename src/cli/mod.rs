@@ -1,0 +1,33 @@
+//! The client-side commands of the `airbag` binary: `send`, `subscribe` and
+//! `load`, and the library pieces they are built from.
+//!
+//! These are gRPC *clients* of the service, so unlike the engine they speak
+//! protobuf (the generated types in [`crate::server::proto`]).
+//!
+//! # Layout
+//!
+//! - [`tick_file`]: the streaming CSV tick reader (plain or gzip), shared
+//!   with replay.
+//! - [`wire`]: connecting to a server, decimals and ticks to and from their
+//!   proto form.
+//! - [`send`]: `airbag send`, a tick file streamed to `Ingest`.
+//! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
+//! - [`load`]: `airbag load`, the load generator and latency benchmark.
+//! - [`pace`]: the token-bucket pacer `send` and `load` share.
+//! - [`cpu`]: CPU time of this process and of another one.
+//!
+//! Each command exposes `XArgs` (clap arguments) and `run(XArgs)`; the
+//! work itself is in library functions (`send::send_file`,
+//! `subscribe::tail`, `load::run_load`) that tests call in-process.
+
+pub mod cpu;
+pub mod load;
+pub mod pace;
+pub mod send;
+pub mod subscribe;
+pub mod tick_file;
+pub mod wire;
+
+/// The address the commands talk to unless told otherwise: `airbag serve`'s
+/// default listen address.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";

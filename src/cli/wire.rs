@@ -1,0 +1,247 @@
+//! Connecting to a server and converting between the client's values and
+//! their proto form.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cli::tick_file::TickRecord;
+use crate::model::{Fixed, Side, TickValues, FIXED_DECIMALS};
+use crate::server::proto;
+
+/// How long [`connect`] waits for the TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP/2 flow-control windows: large enough that a stream of tick batches
+/// is not throttled by window updates on loopback.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("`{addr}` is not a valid server address: {source}")]
+    BadAddress {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// `host:port` becomes `http://host:port`; a URL is kept.
+pub fn normalize_addr(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Opens one HTTP/2 connection to `addr` (`http://host:port` or
+/// `host:port`), with TCP_NODELAY and large flow-control windows.
+///
+/// Cancellation-safe: dropping the future abandons the attempt.
+///
+/// # Errors
+/// The address does not parse, or the connection cannot be made within
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect(addr: &str) -> Result<Channel, ConnectError> {
+    let url = normalize_addr(addr);
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|source| ConnectError::BadAddress {
+            addr: addr.to_owned(),
+            source,
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    endpoint
+        .connect()
+        .await
+        .map_err(|source| ConnectError::Unreachable { addr: url, source })
+}
+
+/// The wire form of a [`Fixed`] with the smallest scale that holds it
+/// exactly (`65000.5` is `{mantissa: 650005, scale: 1}`), which keeps the
+/// varint short.
+pub fn decimal(value: Fixed) -> proto::Decimal {
+    let mut mantissa = value.raw();
+    let mut scale = FIXED_DECIMALS;
+    while scale > 0 && mantissa % 10 == 0 {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    proto::Decimal { mantissa, scale }
+}
+
+/// The exact decimal text of a wire decimal, for any mantissa and scale:
+/// `{-800000000, 8}` is `-8`, `{5, 3}` is `0.005`. Trailing fractional
+/// zeros are dropped.
+pub fn decimal_text(d: &proto::Decimal) -> String {
+    let digits = d.mantissa.unsigned_abs().to_string();
+    let scale = d.scale as usize;
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if d.mantissa < 0 {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(&digits);
+        return out;
+    }
+    let (int, frac) = if digits.len() > scale {
+        digits.split_at(digits.len() - scale)
+    } else {
+        ("", digits.as_str())
+    };
+    if int.is_empty() {
+        out.push('0');
+    } else {
+        out.push_str(int);
+    }
+    let frac_zeros = scale - frac.len();
+    let frac_digits = frac.trim_end_matches('0');
+    if !frac_digits.is_empty() {
+        out.push('.');
+        for _ in 0..frac_zeros {
+            out.push('0');
+        }
+        out.push_str(frac_digits);
+    }
+    if out == "-0" {
+        out.remove(0);
+    }
+    out
+}
+
+/// The proto form of a tick read from a file.
+pub fn tick(record: &TickRecord) -> proto::Tick {
+    let values = match record.values {
+        TickValues::Trade { price, size, side } => proto::tick::Values::Trade(proto::Trade {
+            price: Some(decimal(price)),
+            size: Some(decimal(size)),
+            side: match side {
+                None => proto::Side::Unspecified,
+                Some(Side::Buy) => proto::Side::Buy,
+                Some(Side::Sell) => proto::Side::Sell,
+            } as i32,
+        }),
+        TickValues::Quote {
+            bid,
+            ask,
+            bid_size,
+            ask_size,
+        } => proto::tick::Values::Quote(proto::Quote {
+            bid: Some(decimal(bid)),
+            ask: Some(decimal(ask)),
+            bid_size: Some(decimal(bid_size)),
+            ask_size: Some(decimal(ask_size)),
+        }),
+        TickValues::Mark { price } => proto::tick::Values::Mark(proto::Price {
+            price: Some(decimal(price)),
+        }),
+        TickValues::Index { price } => proto::tick::Values::Index(proto::Price {
+            price: Some(decimal(price)),
+        }),
+    };
+    proto::Tick {
+        instrument: record.instrument.to_string(),
+        event_time_ns: record.event_time_ns,
+        seq: record.seq,
+        values: Some(values),
+    }
+}
+
+/// The lower-case name of a wire severity (`critical`), or `unspecified`.
+pub fn severity_name(severity: i32) -> &'static str {
+    match proto::Severity::try_from(severity) {
+        Ok(proto::Severity::Info) => "info",
+        Ok(proto::Severity::Warning) => "warning",
+        Ok(proto::Severity::Critical) => "critical",
+        _ => "unspecified",
+    }
+}
+
+/// `1234567` as `1,234,567`, for tables people read.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats a status for people: code and message.
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{:?}", status.code());
+    if !status.message().is_empty() {
+        let _ = write!(out, ": {}", status.message());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(mantissa: i64, scale: u32) -> proto::Decimal {
+        proto::Decimal { mantissa, scale }
+    }
+
+    #[test]
+    fn decimals_round_trip_with_minimal_scale() {
+        for text in [
+            "65000.5",
+            "0.00000001",
+            "-8",
+            "0",
+            "100",
+            "-0.25",
+            "92233720368.54775807",
+        ] {
+            let wire = decimal(Fixed::parse(text).unwrap());
+            assert_eq!(decimal_text(&wire), text);
+            assert_eq!(
+                Fixed::from_scaled(wire.mantissa, wire.scale).unwrap(),
+                Fixed::parse(text).unwrap()
+            );
+        }
+        assert_eq!(decimal(Fixed::parse("65000.5").unwrap()), d(650_005, 1));
+        assert_eq!(decimal(Fixed::parse("100").unwrap()), d(100, 0));
+    }
+
+    #[test]
+    fn decimal_text_handles_any_scale() {
+        assert_eq!(decimal_text(&d(-800_000_000, 8)), "-8");
+        assert_eq!(decimal_text(&d(5, 3)), "0.005");
+        assert_eq!(decimal_text(&d(-5, 3)), "-0.005");
+        assert_eq!(decimal_text(&d(12345, 2)), "123.45");
+        assert_eq!(decimal_text(&d(1, 20)), "0.00000000000000000001");
+        assert_eq!(decimal_text(&d(0, 4)), "0");
+        assert_eq!(decimal_text(&d(i64::MIN, 0)), "-9223372036854775808");
+        assert_eq!(decimal_text(&d(1200, 2)), "12");
+    }
+
+    #[test]
+    fn formats_for_people() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(normalize_addr("127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(normalize_addr("https://x:1"), "https://x:1");
+        assert_eq!(severity_name(3), "critical");
+        assert_eq!(severity_name(42), "unspecified");
+    }
+}

@@ -1,0 +1,296 @@
+//! Service configuration: a TOML file (unknown keys are errors) for
+//! everything the `airbag serve` flags set, with defaults that let
+//! `airbag serve` alone run from the repository root.
+//!
+//! [`ServiceConfig::validate`] reports every problem at once, so an
+//! operator fixes a file in one pass.
+//!
+//! ```toml
+//! listen = "127.0.0.1:50051"
+//! metrics_listen = "127.0.0.1:9090"
+//! rules = "rules"
+//! watch_rules = true
+//! # data_dir = "/var/lib/airbag"
+//! log_json = false
+//! max_instruments = 100000
+//! max_batch_ticks = 10000
+//! max_message_bytes = 16777216
+//! subscriber_queue = 4096
+//! alert_ring = 100000
+//! timer_interval_ms = 50
+//! shutdown_grace_ms = 10000
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `airbag serve` needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` address.
+    pub metrics_listen: SocketAddr,
+    /// The rules folder.
+    pub rules: PathBuf,
+    /// Reload the rules when files in the folder change (SIGHUP and the
+    /// `Reload` call work either way).
+    pub watch_rules: bool,
+    /// Where durable state will live (the alert journal and checkpoints
+    /// come with the durability issue); created if missing.
+    pub data_dir: Option<PathBuf>,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// Most distinct instruments; ticks for more are rejected.
+    pub max_instruments: u32,
+    /// Most ticks in one `TickBatch`; a larger batch ends its stream.
+    pub max_batch_ticks: usize,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Alerts one subscriber may have queued before it is disconnected.
+    pub subscriber_queue: usize,
+    /// Recent alerts kept in memory for subscribers resuming by sequence.
+    pub alert_ring: usize,
+    /// How often timers (halts ending, silent feeds, `for` periods) run.
+    pub timer_interval_ms: u64,
+    /// How long shutdown waits for in-flight batches and streams.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            rules: PathBuf::from("rules"),
+            watch_rules: true,
+            data_dir: None,
+            log_json: false,
+            max_instruments: 100_000,
+            max_batch_ticks: 10_000,
+            max_message_bytes: 16 << 20,
+            subscriber_queue: 4096,
+            alert_ring: 100_000,
+            timer_interval_ms: 50,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// One problem with a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, as written in the file.
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("invalid configuration: {}", list(.0))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+fn list(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Limits checked by [`ServiceConfig::validate`].
+const MAX_BATCH_TICKS: usize = 1_000_000;
+const MIN_MESSAGE_BYTES: usize = 1 << 10;
+const MAX_MESSAGE_BYTES: usize = 1 << 30;
+const MAX_QUEUE: usize = 10_000_000;
+
+impl ServiceConfig {
+    /// Reads a TOML file; keys not given keep their defaults. Not
+    /// validated: apply flags, then call [`ServiceConfig::validate`].
+    ///
+    /// # Errors
+    /// The file cannot be read, is not TOML, or has an unknown key or a
+    /// value of the wrong type (with line and column).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|(line, column, message)| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        })
+    }
+
+    /// Parses TOML text; on error, the 1-based line and column and the
+    /// message.
+    ///
+    /// # Errors
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    pub fn from_toml(text: &str) -> Result<Self, (usize, usize, String)> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let (line, column) = e.span().map_or((0, 0), |s| crate::rules::load::line_col(text, s.start));
+            (line, column, e.message().trim_end().to_string())
+        })
+    }
+
+    /// Checks every value, reporting every problem found.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with one entry per problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &'static str, message: String| {
+            if !ok {
+                problems.push(ConfigProblem { key, message });
+            }
+        };
+        check(self.max_instruments > 0, "max_instruments", "must be at least 1".into());
+        check(
+            (1..=MAX_BATCH_TICKS).contains(&self.max_batch_ticks),
+            "max_batch_ticks",
+            format!("must be between 1 and {MAX_BATCH_TICKS}, got {}", self.max_batch_ticks),
+        );
+        check(
+            (MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes),
+            "max_message_bytes",
+            format!(
+                "must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, got {}",
+                self.max_message_bytes
+            ),
+        );
+        check(
+            (1..=MAX_QUEUE).contains(&self.subscriber_queue),
+            "subscriber_queue",
+            format!("must be between 1 and {MAX_QUEUE}, got {}", self.subscriber_queue),
+        );
+        check(
+            (1..=MAX_QUEUE).contains(&self.alert_ring),
+            "alert_ring",
+            format!("must be between 1 and {MAX_QUEUE}, got {}", self.alert_ring),
+        );
+        check(
+            (1..=60_000).contains(&self.timer_interval_ms),
+            "timer_interval_ms",
+            format!("must be between 1 and 60000, got {}", self.timer_interval_ms),
+        );
+        check(
+            self.shutdown_grace_ms <= 600_000,
+            "shutdown_grace_ms",
+            format!("must be at most 600000, got {}", self.shutdown_grace_ms),
+        );
+        check(!self.rules.as_os_str().is_empty(), "rules", "must name a folder".into());
+        check(
+            self.listen.port() == 0 || self.listen != self.metrics_listen,
+            "metrics_listen",
+            format!("must differ from listen ({})", self.listen),
+        );
+        if let Some(dir) = &self.data_dir {
+            check(
+                !dir.as_os_str().is_empty() && !dir.is_file(),
+                "data_dir",
+                format!("must name a folder, got {}", dir.display()),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServiceConfig::default().validate().unwrap();
+        let empty = ServiceConfig::from_toml("").unwrap();
+        assert_eq!(empty, ServiceConfig::default());
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let c = ServiceConfig::from_toml(
+            r#"
+listen = "0.0.0.0:6000"
+metrics_listen = "0.0.0.0:6001"
+rules = "/etc/airbag/rules"
+watch_rules = false
+data_dir = "/var/lib/airbag"
+log_json = true
+max_instruments = 10
+max_batch_ticks = 20
+max_message_bytes = 4096
+subscriber_queue = 8
+alert_ring = 16
+timer_interval_ms = 10
+shutdown_grace_ms = 100
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 6000);
+        assert_eq!(c.rules, PathBuf::from("/etc/airbag/rules"));
+        assert!(c.log_json);
+        assert!(!c.watch_rules);
+        assert_eq!(c.subscriber_queue, 8);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_position() {
+        let (line, column, message) =
+            ServiceConfig::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
+        assert_eq!((line, column), (2, 1));
+        assert!(message.contains("unknown field `listen_port`"), "{message}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let c = ServiceConfig {
+            max_instruments: 0,
+            max_batch_ticks: 0,
+            subscriber_queue: 0,
+            timer_interval_ms: 0,
+            ..ServiceConfig::default()
+        };
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "max_instruments",
+                "max_batch_ticks",
+                "subscriber_queue",
+                "timer_interval_ms"
+            ]
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! `Alerts.Subscribe`: a server stream of alerts from the bus.
+//!
+//! Encoded once: the service is wired by hand (instead of the generated
+//! `AlertsServer`) so that its codec can write each alert's cached bytes
+//! ([`PublishedAlert::encoded`]) rather than encoding a message per
+//! subscriber. The wire format is exactly the generated `Alert`, so
+//! generated clients and reflection see no difference.
+//!
+//! A subscription ends with a status: `RESOURCE_EXHAUSTED` when the
+//! subscriber fell behind (naming the sequence number to resume from),
+//! `OUT_OF_RANGE` when a replay start is no longer kept, `UNAVAILABLE`
+//! when the server shuts down.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BufMut;
+use tokio_stream::Stream;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+use tonic::server::{NamedService, ServerStreamingService};
+use tonic::{Request, Response, Status};
+
+use super::{convert, proto};
+use crate::alerts::{FilterError, PublishedAlert, SubscribeError, Subscription, SubscriptionEnd, SubscriptionFilter};
+use crate::app::Core;
+
+const SUBSCRIBE_PATH: &str = "/airbag.v1.Alerts/Subscribe";
+
+/// The `Alerts` service.
+#[derive(Clone)]
+pub struct AlertsService {
+    core: Arc<Core>,
+    max_decoding_message_size: usize,
+}
+
+impl AlertsService {
+    pub fn new(core: Arc<Core>) -> Self {
+        let max_decoding_message_size = core.config().max_message_bytes;
+        AlertsService {
+            core,
+            max_decoding_message_size,
+        }
+    }
+
+    /// Opens a subscription for a request.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a bad filter, `OUT_OF_RANGE` for a start that
+    /// is not kept, `UNAVAILABLE` during shutdown.
+    pub fn open(&self, request: proto::SubscribeRequest) -> Result<AlertStream, Status> {
+        let (spec, from_seq) = convert::subscribe_request(request).map_err(Status::invalid_argument)?;
+        let filter = SubscriptionFilter::new(spec).map_err(|e: FilterError| Status::invalid_argument(e.to_string()))?;
+        let subscription = self.core.bus().subscribe(filter, from_seq).map_err(|e| match e {
+            SubscribeError::TooOld { .. } | SubscribeError::Ahead { .. } => Status::out_of_range(e.to_string()),
+            SubscribeError::Closed => Status::unavailable(e.to_string()),
+        })?;
+        Ok(AlertStream { subscription })
+    }
+}
+
+impl NamedService for AlertsService {
+    const NAME: &'static str = proto::alerts_server::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for AlertsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != SUBSCRIBE_PATH {
+            return Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) });
+        }
+        let method = SubscribeMethod(self.clone());
+        let max = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(AlertCodec).apply_max_message_size_config(Some(max), None);
+            Ok(grpc.server_streaming(method, request).await)
+        })
+    }
+}
+
+struct SubscribeMethod(AlertsService);
+
+impl ServerStreamingService<proto::SubscribeRequest> for SubscribeMethod {
+    type Response = Arc<PublishedAlert>;
+    type ResponseStream = AlertStream;
+    type Future = BoxFuture<Response<AlertStream>, Status>;
+
+    fn call(&mut self, request: Request<proto::SubscribeRequest>) -> Self::Future {
+        let result = self.0.open(request.into_inner()).map(Response::new);
+        Box::pin(async move { result })
+    }
+}
+
+/// A subscription as a gRPC response stream.
+pub struct AlertStream {
+    subscription: Subscription,
+}
+
+impl Stream for AlertStream {
+    type Item = Result<Arc<PublishedAlert>, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut()
+            .subscription
+            .poll_next_alert(cx)
+            .map(|next| next.map(|item| item.map_err(|end| end_status(&end))))
+    }
+}
+
+/// The status a subscription ends with.
+pub fn end_status(end: &SubscriptionEnd) -> Status {
+    match end {
+        SubscriptionEnd::Lagged { .. } => Status::resource_exhausted(end.to_string()),
+        SubscriptionEnd::ReplayOverrun { .. } => Status::out_of_range(end.to_string()),
+        SubscriptionEnd::Shutdown => Status::unavailable(end.to_string()),
+    }
+}
+
+/// Decodes `SubscribeRequest` with prost; encodes a published alert by
+/// copying its cached wire bytes.
+#[derive(Clone, Copy, Default)]
+struct AlertCodec;
+
+impl Codec for AlertCodec {
+    type Encode = Arc<PublishedAlert>;
+    type Decode = proto::SubscribeRequest;
+    type Encoder = AlertEncoder;
+    type Decoder = tonic_prost::ProstDecoder<proto::SubscribeRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AlertEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+struct AlertEncoder;
+
+impl Encoder for AlertEncoder {
+    type Item = Arc<PublishedAlert>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(item.encoded(convert::encode_alert));
+        Ok(())
+    }
+}
