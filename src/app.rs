@@ -82,15 +82,57 @@ fn list_errors(errors: &[RuleError]) -> String {
     errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
 }
 
+/// What asked for a reload, for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// The rules folder changed.
+    FileChange,
+    /// SIGHUP.
+    Signal,
+    /// The `RuleAdmin.Reload` call.
+    Api,
+}
+
+impl ReloadTrigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadTrigger::FileChange => "file_change",
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::Api => "api",
+        }
+    }
+}
+
+/// Reloads by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReloadOutcomes {
+    /// A new ruleset was installed.
+    pub applied: u64,
+    /// The folder held exactly the ruleset in force.
+    pub unchanged: u64,
+}
+
 /// The outcome of reloads, for status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReloadStatus {
     /// Reloads that failed (the old ruleset kept running).
     pub failures: u64,
+    pub outcomes: ReloadOutcomes,
     /// Errors of the last reload, if it failed; empty if it worked.
     pub last_errors: Vec<RuleError>,
-    /// When a ruleset was last installed (startup counts), ns.
+    /// When a reload last succeeded (startup counts), ns.
     pub last_ok_ns: i64,
+    /// When a reload last failed, ns; 0 if none has.
+    pub last_failed_ns: i64,
+}
+
+/// `name@sha256-prefix` for every file, for audit records.
+fn describe_sources(sources: &[crate::rules::ruleset::SourceFile]) -> String {
+    sources
+        .iter()
+        .map(|s| format!("{}@{}", s.name, &s.sha256[..s.sha256.len().min(16)]))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What every handler shares.
@@ -194,27 +236,52 @@ impl Core {
     }
 
     /// Reloads the rules folder: compiles it as a whole and installs it, or
-    /// keeps the ruleset in force and returns every error. Alerts that the
-    /// swap raises (conditions of removed rules resolving) are published.
-    /// Blocking: call from the blocking pool.
+    /// keeps the ruleset in force and returns every error. A folder whose
+    /// files are byte for byte those of the ruleset in force is not
+    /// installed again (no new version). Alerts that the swap raises
+    /// (conditions of removed rules resolving) are published. Every
+    /// outcome is logged as an audit record: trigger, version, and the
+    /// name and SHA-256 of every file. Blocking: call from the blocking
+    /// pool.
     ///
     /// # Errors
     /// Every problem in the folder; nothing changed.
-    pub fn reload(&self) -> Result<Arc<RuleSet>, Vec<RuleError>> {
+    pub fn reload(&self, trigger: ReloadTrigger) -> Result<Arc<RuleSet>, Vec<RuleError>> {
         let _serial = self.reload_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = &self.config.rules;
+        let now = SystemClock.now_ns();
         match load_dir(dir) {
             Ok(ruleset) => {
-                let now = SystemClock.now_ns();
+                let current = self.engine.ruleset();
+                if current.sources == ruleset.sources {
+                    let mut status = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
+                    status.last_errors.clear();
+                    status.last_ok_ns = now;
+                    status.outcomes.unchanged += 1;
+                    info!(
+                        audit = "reload",
+                        outcome = "unchanged",
+                        trigger = trigger.name(),
+                        version = current.version,
+                        files = %describe_sources(&current.sources),
+                        "Rules reload found no change."
+                    );
+                    return Ok(current);
+                }
                 let mut sink = PublishSink::new(&self.bus, now);
                 let installed = self.engine.install(ruleset, now, &mut sink);
                 let mut status = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
                 status.last_errors.clear();
                 status.last_ok_ns = now;
+                status.outcomes.applied += 1;
                 info!(
+                    audit = "reload",
+                    outcome = "applied",
+                    trigger = trigger.name(),
                     version = installed.version,
+                    previous_version = current.version,
                     rules = installed.len(),
-                    files = installed.sources.len(),
+                    files = %describe_sources(&installed.sources),
                     alerts = sink.published(),
                     "Rules reloaded."
                 );
@@ -224,10 +291,15 @@ impl Core {
                 let mut status = self.reload.lock().unwrap_or_else(PoisonError::into_inner);
                 status.failures += 1;
                 status.last_errors.clone_from(&errors);
+                status.last_failed_ns = now;
                 warn!(
+                    audit = "reload",
+                    outcome = "rejected",
+                    trigger = trigger.name(),
                     dir = %dir.display(),
                     errors = errors.len(),
                     version = self.engine.ruleset().version,
+                    files = %describe_sources(&crate::rules::load::source_files(dir)),
                     "Rules reload failed; the ruleset in force is kept."
                 );
                 for e in &errors {
@@ -323,6 +395,21 @@ impl Core {
             "airbag_reload_last_failed",
             "1 if the last rule reload failed.",
             if reload.last_errors.is_empty() { 0.0 } else { 1.0 },
+        );
+        e.counter(
+            "airbag_reloads_applied_total",
+            "Rule reloads that installed a new ruleset.",
+            reload.outcomes.applied,
+        );
+        e.counter(
+            "airbag_reloads_unchanged_total",
+            "Rule reloads that found the ruleset in force unchanged.",
+            reload.outcomes.unchanged,
+        );
+        e.gauge(
+            "airbag_reload_last_success_timestamp_seconds",
+            "When a rule reload (or the start) last succeeded, Unix time.",
+            reload.last_ok_ns as f64 / 1e9,
         );
         e.summary_seconds(
             "airbag_batch_evaluation_seconds",
@@ -450,7 +537,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
             if !watched.is_shutting_down() {
                 info!("Rules folder changed: reloading.");
                 // The outcome is logged and kept for status.
-                let _ = watched.reload();
+                let _ = watched.reload(ReloadTrigger::FileChange);
             }
         });
         match watcher {
@@ -510,7 +597,7 @@ async fn reload_on_sighup(core: Arc<Core>) {
                 info!("SIGHUP: reloading rules.");
                 let core = core.clone();
                 // The outcome is logged and kept for status.
-                let _ = tokio::task::spawn_blocking(move || core.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || core.reload(ReloadTrigger::Signal)).await;
             }
         }
     }

@@ -122,6 +122,30 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
     }
 }
 
+/// The rule files `load_dir` would read, with their SHA-256: for audit
+/// records of folders that did not compile. Unreadable files are left out.
+pub fn source_files(dir: &Path) -> Vec<SourceFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<SourceFile> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".toml") {
+                return None;
+            }
+            let bytes = std::fs::read(entry.path()).ok()?;
+            Some(SourceFile {
+                name,
+                sha256: hex(&Sha256::digest(&bytes)),
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files
+}
+
 /// Compiles named rule texts (file name, contents) into one ruleset.
 ///
 /// # Errors

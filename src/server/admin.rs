@@ -76,7 +76,7 @@ impl proto::rule_admin_server::RuleAdmin for AdminService {
 
     async fn reload(&self, _request: Request<proto::ReloadRequest>) -> Result<Response<proto::ReloadResponse>, Status> {
         let core = self.core.clone();
-        let result = blocking(move || core.reload()).await?;
+        let result = blocking(move || core.reload(crate::app::ReloadTrigger::Api)).await?;
         Ok(Response::new(match result {
             Ok(ruleset) => proto::ReloadResponse {
                 applied: true,
