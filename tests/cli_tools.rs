@@ -201,7 +201,11 @@ async fn send_reports_rejections_and_unreadable_rows_by_line() {
         text.contains("applied 3, rejected 2 (bad_value 1, duplicate 1)"),
         "{text}"
     );
-    assert!(text.contains("  line 3: bad_value: "), "{text}");
+    assert!(text.contains("  line 3: bad_value: price: "), "{text}");
+    assert!(
+        text.contains("  line 6: duplicate: sequence 3 is at or below"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

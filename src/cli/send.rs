@@ -148,7 +148,12 @@ impl fmt::Display for SendSummary {
         }
         writeln!(f)?;
         for r in &self.rejection_examples {
-            writeln!(f, "  line {}: {}: {}", r.line, r.code, r.reason)?;
+            // Reasons often start with their code already ("duplicate: ...").
+            if r.reason.starts_with(r.code.as_str()) {
+                writeln!(f, "  line {}: {}", r.line, r.reason)?;
+            } else {
+                writeln!(f, "  line {}: {}: {}", r.line, r.code, r.reason)?;
+            }
         }
         if self.unreadable_rows > 0 {
             writeln!(
