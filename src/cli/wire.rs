@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::tick_file::TickRecord;
-use crate::model::{Fixed, Side, TickValues, FIXED_DECIMALS};
+use crate::model::{Side, TickValues};
 use crate::server::proto;
 
 /// How long [`connect`] waits for the TCP connection.
@@ -69,18 +69,9 @@ pub async fn connect(addr: &str) -> Result<Channel, ConnectError> {
         .map_err(|source| ConnectError::Unreachable { addr: url, source })
 }
 
-/// The wire form of a [`Fixed`] with the smallest scale that holds it
-/// exactly (`65000.5` is `{mantissa: 650005, scale: 1}`), which keeps the
-/// varint short.
-pub fn decimal(value: Fixed) -> proto::Decimal {
-    let mut mantissa = value.raw();
-    let mut scale = FIXED_DECIMALS;
-    while scale > 0 && mantissa % 10 == 0 {
-        mantissa /= 10;
-        scale -= 1;
-    }
-    proto::Decimal { mantissa, scale }
-}
+/// The wire form of a [`crate::model::Fixed`] with the smallest scale that holds it
+/// exactly, as the server writes it.
+pub use crate::server::convert::decimal_of as decimal;
 
 /// The exact decimal text of a wire decimal, for any mantissa and scale:
 /// `{-800000000, 8}` is `-8`, `{5, 3}` is `0.005`. Trailing fractional
@@ -195,6 +186,7 @@ pub fn status_text(status: &tonic::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Fixed;
 
     fn d(mantissa: i64, scale: u32) -> proto::Decimal {
         proto::Decimal { mantissa, scale }
