@@ -9,7 +9,9 @@
 //! nothing until they appear. States are boxed and never move: a batch can
 //! prefetch the states of the ticks it is about to apply.
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::InstrumentId;
 
@@ -90,10 +92,11 @@ impl StateStore {
     }
 }
 
-/// Locks a state. A panic while a state was locked cannot leave it
-/// half-updated in a way later ticks depend on for safety, so a poisoned
-/// lock is taken over rather than propagated.
+/// Locks a state. The lock does not poison: the engine is written not to
+/// panic while it holds one (every check that can fail comes before the
+/// first update), and should a bug make it panic anyway, the instrument
+/// stays usable rather than failing every later tick.
 #[inline]
 pub fn lock(state: &Mutex<InstrumentState>) -> MutexGuard<'_, InstrumentState> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state.lock()
 }

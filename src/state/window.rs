@@ -279,11 +279,18 @@ impl Window {
             self.started_ns = Some(now_ns);
         }
         let cutoff = self.cutoff(now_ns);
-        while self.maxq.front().is_some_and(|e| e.time_ns < cutoff) {
-            self.maxq.pop_front();
+        if self.needs.max {
+            while self.maxq.front().is_some_and(|e| e.time_ns < cutoff) {
+                self.maxq.pop_front();
+            }
         }
-        while self.minq.front().is_some_and(|e| e.time_ns < cutoff) {
-            self.minq.pop_front();
+        if self.needs.min {
+            while self.minq.front().is_some_and(|e| e.time_ns < cutoff) {
+                self.minq.pop_front();
+            }
+        }
+        if !self.needs.slots {
+            return;
         }
         while let Some(slot) = self.slots.front() {
             if slot.time_ns >= cutoff {
