@@ -19,6 +19,8 @@
 //! - [`engine`]: applies ticks and timers to state and rules; swaps
 //!   rulesets.
 //! - [`clock`]: time as an input.
+//! - [`replay`]: recorded ticks through the engine in event time, offline:
+//!   backtests and ruleset comparisons. No gRPC.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
 //!   with bounded queues, replay of recent alerts. No gRPC.
 //! - [`server`]: the gRPC services; the only module that knows protobuf.
@@ -37,6 +39,7 @@ pub mod engine;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod replay;
 pub mod rules;
 pub mod server;
 pub mod state;

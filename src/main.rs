@@ -40,6 +40,9 @@ enum Command {
     /// Load generator: synthetic ticks with injected crashes; reports
     /// throughput and tick-to-alert latency.
     Load(airbag::cli::load::LoadArgs),
+    /// Run rules over recorded ticks in event time (backtest), or compare
+    /// two rules folders over the same ticks.
+    Replay(Box<airbag::cli::replay::ReplayArgs>),
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Send(args) => block_on(airbag::cli::send::run(args)),
         Command::Subscribe(args) => block_on(airbag::cli::subscribe::run(args)),
         Command::Load(args) => block_on(airbag::cli::load::run(args)),
+        Command::Replay(args) => airbag::cli::replay::run(*args),
     }
 }
 

@@ -65,9 +65,24 @@
 //! per-instrument `last_applied` list. Sequence numbers start at the run's
 //! start time in microseconds, so runs against the same server never
 //! collide with an earlier run's numbers.
+//!
+//! # Reload storm
+//!
+//! `--reload-storm DIR --reload-every S` measures hot reload under load.
+//! `DIR` must be the server's rules folder (watched by the server). Every
+//! `S` seconds during the sending phase, `load` rewrites
+//! `DIR/zz-load-reload-storm.toml` (written to a hidden temporary file,
+//! then renamed into place) with one harmless rule, a `stale_feed` rule on
+//! an instrument no one sends, whose `description` changes each time, and
+//! then polls `RuleAdmin.ListRules` every 2 ms until the server's ruleset
+//! version changes: the write-to-active latency, debounce included. Writes
+//! whose reload does not show within 5 s count as timeouts. At the end the
+//! file is removed, and `load` waits for that reload too, so the folder is
+//! left as it was found.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -103,6 +118,12 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Examples kept of rejections and unexpected alerts.
 const EXAMPLES: usize = 5;
 const INGEST_PATH: &str = "/airbag.v1.Ingest/Ingest";
+/// The file `--reload-storm` rewrites in the rules folder.
+pub const STORM_FILE: &str = "zz-load-reload-storm.toml";
+/// How often the storm polls the server's ruleset version.
+const STORM_POLL: Duration = Duration::from_millis(2);
+/// How long one storm write may take to become active.
+const STORM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `airbag load`: synthetic ticks with injected crashes; throughput,
 /// tick-to-alert latency and CPU per tick.
@@ -147,6 +168,14 @@ pub struct LoadArgs {
     /// Seconds to wait after sending for the alerts of the last crashes.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub grace: f64,
+    /// The server's (watched) rules folder: while the load runs, rewrite a
+    /// harmless rule file in it every `--reload-every` seconds and measure
+    /// how long each write takes to become the ruleset in force.
+    #[arg(long, value_name = "DIR")]
+    pub reload_storm: Option<PathBuf>,
+    /// Seconds between rewrites with `--reload-storm`.
+    #[arg(long, default_value_t = 0.1, value_name = "SECONDS")]
+    pub reload_every: f64,
 }
 
 impl Default for LoadArgs {
@@ -164,6 +193,8 @@ impl Default for LoadArgs {
             expect_rule: DEFAULT_EXPECT_RULE.into(),
             server_pid: None,
             grace: 2.0,
+            reload_storm: None,
+            reload_every: 0.1,
         }
     }
 }
@@ -211,6 +242,17 @@ impl LoadArgs {
         }
         if !seconds(self.grace) || self.grace > 600.0 {
             problems.push(format!("--grace must be 0 to 600 seconds, got {}", self.grace));
+        }
+        if !(seconds(self.reload_every) && (0.001..=3_600.0).contains(&self.reload_every)) {
+            problems.push(format!(
+                "--reload-every must be 0.001 to 3600 seconds, got {}",
+                self.reload_every
+            ));
+        }
+        if let Some(dir) = &self.reload_storm {
+            if !dir.is_dir() {
+                problems.push(format!("--reload-storm {} is not a folder", dir.display()));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -295,6 +337,8 @@ pub struct LoadReport {
     pub server_ticks_applied: Option<u64>,
     /// Streams that failed, with their status.
     pub stream_errors: Vec<String>,
+    /// With `--reload-storm`: write-to-active latency of the reloads.
+    pub reloads: Option<ReloadStats>,
 }
 
 impl LoadReport {
@@ -328,12 +372,13 @@ impl LoadReport {
     }
 
     /// The one-line summary scripts parse:
-    /// `summary: ticks=N seconds=S ticks_per_s=R p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=.. alerts=A missing=M unexpected=U server_cpu_ns_per_tick=..`.
+    /// `summary: ticks=N seconds=S ticks_per_s=R p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=.. alerts=A missing=M unexpected=U server_cpu_ns_per_tick=..`,
+    /// and with `--reload-storm` then ` reload_p50_ms=.. reload_max_ms=.. reloads=N`.
     /// Values without data are `n/a`.
     pub fn summary_line(&self) -> String {
         let opt = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
         let max = (!self.latency_us.is_empty()).then(|| self.latency_us.max());
-        format!(
+        let mut line = format!(
             "summary: ticks={} seconds={:.3} ticks_per_s={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} \
              alerts={} missing={} unexpected={} server_cpu_ns_per_tick={}",
             self.ticks_sent,
@@ -348,7 +393,17 @@ impl LoadReport {
             self.missing,
             self.unexpected,
             opt(self.per_tick(self.server_cpu_ns)),
-        )
+        );
+        if let Some(r) = &self.reloads {
+            let _ = write!(
+                line,
+                " reload_p50_ms={} reload_max_ms={} reloads={}",
+                ms(r.at(0.5)),
+                ms(r.max()),
+                r.latency_us.len()
+            );
+        }
+        line
     }
 
     /// The table for people.
@@ -451,11 +506,33 @@ impl LoadReport {
                 "n/a (pass --server-pid PID)",
             ),
         );
+        if let Some(r) = &self.reloads {
+            row(
+                "reload write→active",
+                format!(
+                    "p50 {} ms  p90 {} ms  max {} ms  (n={}, every {} s, {} timed out)",
+                    ms(r.at(0.5)),
+                    ms(r.at(0.9)),
+                    ms(r.max()),
+                    r.latency_us.len(),
+                    r.every,
+                    r.timeouts
+                ),
+            );
+            for e in &r.errors {
+                row("reload storm error", e.clone());
+            }
+        }
         for e in &self.stream_errors {
             row("stream error", e.clone());
         }
         t
     }
+}
+
+/// Microseconds as milliseconds with one decimal; `n/a` for none.
+fn ms(us: Option<u64>) -> String {
+    us.map_or_else(|| "n/a".to_owned(), |us| format!("{:.1}", us as f64 / 1_000.0))
 }
 
 /// Runs `airbag load`: the table, then the summary line, on stdout.
@@ -515,6 +592,14 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         None
     };
 
+    let storm_channel = match &args.reload_storm {
+        Some(dir) => {
+            warn_if_not_served(&mut admin, dir).await;
+            Some(wire::connect(&args.addr).await?)
+        }
+        None => None,
+    };
+
     // One TCP connection per ingest stream.
     let mut channels = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
@@ -555,6 +640,15 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
             book.clone(),
         )));
     }
+    let storm_stop = CancellationToken::new();
+    let storm = args.reload_storm.clone().zip(storm_channel).map(|(dir, channel)| {
+        tokio::spawn(run_storm(
+            dir,
+            Duration::from_secs_f64(args.reload_every),
+            channel,
+            storm_stop.clone(),
+        ))
+    });
     let mut conns = Vec::with_capacity(tasks.len());
     for task in tasks {
         match task.await {
@@ -578,6 +672,17 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         .filter_map(|c| c.last_ack)
         .max()
         .unwrap_or_else(Instant::now);
+    // The storm stops with the sending, removes its file and waits for
+    // that reload (bounded by its own timeout).
+    storm_stop.cancel();
+    let reloads = match storm {
+        Some(task) => Some(task.await.unwrap_or_else(|e| {
+            let mut stats = ReloadStats::new(args.reload_every);
+            stats.errors.push(format!("the reload storm task failed: {e}"));
+            stats
+        })),
+        None => None,
+    };
 
     // Wait for the last crashes' alerts, at most `grace`.
     let crashes = book.lock().map(|b| b.records.len() as u64).unwrap_or(0);
@@ -629,6 +734,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         server_cpu_ns,
         server_ticks_applied: status_before.zip(status_after).map(|(a, b)| b.saturating_sub(a)),
         stream_errors: Vec::new(),
+        reloads,
     };
     for (i, c) in conns.into_iter().enumerate() {
         report.ticks_sent += c.ticks_sent;
@@ -694,6 +800,173 @@ async fn server_ticks_applied(admin: &mut RuleAdminClient<Channel>) -> Option<u6
         Ok(Ok(response)) => Some(response.into_inner().ticks_applied),
         _ => None,
     }
+}
+
+// === Reload storm ===
+
+/// Write-to-active latency of `--reload-storm`'s writes.
+#[derive(Debug)]
+pub struct ReloadStats {
+    /// Seconds between writes.
+    pub every: f64,
+    /// From each write to the server's ruleset version changing, µs.
+    pub latency_us: Histogram<u64>,
+    /// Writes whose reload did not show within [`STORM_TIMEOUT`].
+    pub timeouts: u64,
+    /// Files that could not be written or removed, calls that failed.
+    pub errors: Vec<String>,
+}
+
+impl ReloadStats {
+    fn new(every: f64) -> Self {
+        ReloadStats {
+            every,
+            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+            timeouts: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Latency at quantile `q`, µs; `None` without samples.
+    pub fn at(&self, q: f64) -> Option<u64> {
+        (!self.latency_us.is_empty()).then(|| self.latency_us.value_at_quantile(q))
+    }
+
+    pub fn max(&self) -> Option<u64> {
+        (!self.latency_us.is_empty()).then(|| self.latency_us.max())
+    }
+
+    fn error(&mut self, e: String) {
+        if self.errors.len() < EXAMPLES {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// The storm file's `n`th contents: one rule that never fires (a stale
+/// feed on an instrument no one sends) and changes with `n`.
+pub fn storm_rule(n: u64) -> String {
+    format!(
+        "# Written by `airbag load --reload-storm`; removed when the run ends.\n\
+         [[rule]]\n\
+         id = \"zz-load-reload-storm\"\n\
+         description = \"reload storm write {n}\"\n\
+         kind = \"stale_feed\"\n\
+         instruments = [\"ZZ-LOAD-RELOAD-STORM\"]\n\
+         after = \"1h\"\n"
+    )
+}
+
+/// Warns when the server's rules folder is not `dir`: the storm's writes
+/// would then never become active.
+async fn warn_if_not_served(admin: &mut RuleAdminClient<Channel>, dir: &Path) {
+    let Ok(Ok(status)) = tokio::time::timeout(ADMIN_TIMEOUT, admin.status(proto::StatusRequest {})).await else {
+        return;
+    };
+    let served = PathBuf::from(status.into_inner().rules_dir);
+    let same = match (served.canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => served == dir,
+    };
+    if !same {
+        eprintln!(
+            "warning: the server reads its rules from {}, not {}; the reload storm's writes may never become active",
+            served.display(),
+            dir.display()
+        );
+    }
+}
+
+/// The server's ruleset version, if it answers in time.
+async fn ruleset_version(admin: &mut RuleAdminClient<Channel>) -> Result<u64, String> {
+    match tokio::time::timeout(ADMIN_TIMEOUT, admin.list_rules(proto::ListRulesRequest {})).await {
+        Ok(Ok(response)) => Ok(response.into_inner().ruleset_version),
+        Ok(Err(status)) => Err(format!("ListRules failed: {}", wire::status_text(&status))),
+        Err(_) => Err(format!("ListRules did not answer within {ADMIN_TIMEOUT:?}")),
+    }
+}
+
+/// Polls until the ruleset version differs from `before`; the moment it
+/// was seen, or `None` after [`STORM_TIMEOUT`] from `since`.
+async fn version_change(
+    admin: &mut RuleAdminClient<Channel>,
+    before: u64,
+    since: Instant,
+) -> Result<Option<Instant>, String> {
+    let deadline = since + STORM_TIMEOUT;
+    loop {
+        let version = ruleset_version(admin).await?;
+        let now = Instant::now();
+        if version != before {
+            return Ok(Some(now));
+        }
+        if now >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(STORM_POLL).await;
+    }
+}
+
+/// Rewrites `dir/STORM_FILE` every `every` until `stop`, timing each write
+/// until it is active; then removes the file and waits for that reload.
+async fn run_storm(dir: PathBuf, every: Duration, channel: Channel, stop: CancellationToken) -> ReloadStats {
+    let mut stats = ReloadStats::new(every.as_secs_f64());
+    let mut admin = RuleAdminClient::new(channel);
+    let path = dir.join(STORM_FILE);
+    let tmp = dir.join(format!(".{STORM_FILE}.tmp"));
+    let mut written = false;
+    let mut next = tokio::time::Instant::now() + every;
+    for n in 1.. {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let before = match ruleset_version(&mut admin).await {
+            Ok(v) => v,
+            Err(e) => {
+                stats.error(e);
+                continue;
+            }
+        };
+        // Whole or not at all: a temporary file renamed into place.
+        let start = Instant::now();
+        if let Err(e) = std::fs::write(&tmp, storm_rule(n)).and_then(|()| std::fs::rename(&tmp, &path)) {
+            stats.error(format!("cannot write {}: {e}", path.display()));
+            break;
+        }
+        written = true;
+        match version_change(&mut admin, before, start).await {
+            Ok(Some(active)) => {
+                let us = u64::try_from(active.duration_since(start).as_micros()).unwrap_or(u64::MAX);
+                let _ = stats.latency_us.record(us.clamp(1, LATENCY_MAX_US));
+            }
+            Ok(None) => stats.timeouts += 1,
+            Err(e) => stats.error(e),
+        }
+        // The next write is due `every` after this one; a reload slower
+        // than that delays it rather than bunching writes up.
+        next = (next + every).max(tokio::time::Instant::now());
+    }
+    if written {
+        let before = ruleset_version(&mut admin).await;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Ok(before) = before {
+                    match version_change(&mut admin, before, Instant::now()).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => stats.error(format!(
+                            "the server did not reload within {STORM_TIMEOUT:?} after {} was removed",
+                            path.display()
+                        )),
+                        Err(e) => stats.error(e),
+                    }
+                }
+            }
+            Err(e) => stats.error(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+    stats
 }
 
 // === Crashes and alerts ===
@@ -1457,6 +1730,7 @@ mod tests {
             server_cpu_ns: None,
             server_ticks_applied: None,
             stream_errors: vec![],
+            reloads: None,
         };
         assert_eq!(
             report.summary_line(),
@@ -1472,6 +1746,39 @@ mod tests {
         assert!(line.contains("max_us=300 "), "{line}");
         assert!(line.ends_with("server_cpu_ns_per_tick=2000"), "{line}");
         assert!(report.table().contains("10,000 ns/tick"), "{}", report.table());
+        assert!(!line.contains("reload"), "{line}");
+
+        let mut reloads = ReloadStats::new(0.1);
+        for us in [20_000, 30_000, 95_000] {
+            reloads.latency_us.record(us).unwrap();
+        }
+        report.reloads = Some(reloads);
+        let line = report.summary_line();
+        assert!(
+            line.ends_with("server_cpu_ns_per_tick=2000 reload_p50_ms=30.0 reload_max_ms=95.0 reloads=3"),
+            "{line}"
+        );
+        assert!(report.table().contains("reload write→active"), "{}", report.table());
+    }
+
+    #[test]
+    fn storm_rules_compile_and_differ() {
+        let texts: Vec<(String, String)> = (1..=2).map(|n| (STORM_FILE.to_owned(), storm_rule(n))).collect();
+        assert_ne!(texts[0].1, texts[1].1);
+        for t in &texts {
+            let set = crate::rules::compile_texts(std::slice::from_ref(t)).unwrap();
+            assert_eq!(set.len(), 1);
+        }
+        let args = LoadArgs {
+            reload_storm: Some("/no/such/folder".into()),
+            reload_every: 0.0,
+            ..LoadArgs::default()
+        };
+        let err = args.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--reload-every") && err.contains("--reload-storm"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The client-side commands of the `airbag` binary: `send`, `subscribe` and
-//! `load`, and the library pieces they are built from.
+//! The client-side commands of the `airbag` binary: `send`, `subscribe`,
+//! `load` and `replay`, and the library pieces they are built from.
 //!
 //! These are gRPC *clients* of the service, so unlike the engine they speak
 //! protobuf (the generated types in [`crate::server::proto`]).
 //!
 //! # Layout
 //!
-//! - [`tick_file`]: the streaming CSV tick reader (plain or gzip), shared
-//!   with replay.
+//! - [`tick_file`]: the streaming CSV tick reader (plain or gzip, column
+//!   mappings, epoch and ISO-8601 times), shared with replay.
+//! - [`alert_json`]: one alert as a JSON object or CSV row, the same for
+//!   `subscribe` and `replay`.
 //! - [`wire`]: connecting to a server, decimals and ticks to and from their
 //!   proto form.
 //! - [`send`]: `airbag send`, a tick file streamed to `Ingest`.
@@ -15,14 +17,18 @@
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
 //! - [`cpu`]: CPU time of this process and of another one.
+//! - [`replay`]: `airbag replay`, recorded ticks through the engine
+//!   offline (the work is in [`crate::replay`]).
 //!
 //! Each command exposes `XArgs` (clap arguments) and `run(XArgs)`; the
 //! work itself is in library functions (`send::send_file`,
 //! `subscribe::tail`, `load::run_load`) that tests call in-process.
 
+pub mod alert_json;
 pub mod cpu;
 pub mod load;
 pub mod pace;
+pub mod replay;
 pub mod send;
 pub mod subscribe;
 pub mod tick_file;

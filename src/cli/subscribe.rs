@@ -22,12 +22,11 @@
 
 use std::io::{self, Write};
 
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
-use crate::cli::wire::{self, decimal_text, severity_name};
+use crate::cli::alert_json::AlertJson;
+use crate::cli::wire;
 use crate::cli::DEFAULT_ADDR;
 use crate::server::proto;
 use crate::server::proto::alerts_client::AlertsClient;
@@ -177,28 +176,10 @@ pub async fn tail<W: Write>(
     Ok(written)
 }
 
-/// Appends `alert` as one JSON object (no line end) to `out`.
+/// Appends `alert` as one JSON object (no line end) to `out`: the same
+/// object `airbag replay` prints ([`AlertJson`]).
 pub fn write_alert_json(out: &mut Vec<u8>, alert: &proto::Alert) {
-    let json = AlertJson {
-        seq: alert.seq,
-        rule_id: &alert.rule_id,
-        ruleset_version: alert.ruleset_version,
-        instrument: &alert.instrument,
-        kind: &alert.kind,
-        severity: severity_name(alert.severity),
-        actions: &alert.actions,
-        mode: &alert.mode,
-        event_time_ns: alert.event_time_ns,
-        tick_seq: alert.tick_seq,
-        received_time_ns: alert.received_time_ns,
-        emitted_time_ns: alert.emitted_time_ns,
-        values: Values(&alert.values),
-        reason: &alert.reason,
-    };
-    // Writing into a Vec cannot fail, and every field serializes.
-    if let Err(e) = serde_json::to_writer(&mut *out, &json) {
-        debug_assert!(false, "alert JSON: {e}");
-    }
+    AlertJson::from_wire(alert).write_json(out);
 }
 
 /// One alert as JSON, for tests and tools.
@@ -206,39 +187,6 @@ pub fn alert_json(alert: &proto::Alert) -> String {
     let mut out = Vec::new();
     write_alert_json(&mut out, alert);
     String::from_utf8_lossy(&out).into_owned()
-}
-
-#[derive(Serialize)]
-struct AlertJson<'a> {
-    seq: u64,
-    rule_id: &'a str,
-    ruleset_version: u64,
-    instrument: &'a str,
-    kind: &'a str,
-    severity: &'static str,
-    actions: &'a [String],
-    mode: &'a str,
-    event_time_ns: i64,
-    tick_seq: Option<u64>,
-    received_time_ns: i64,
-    emitted_time_ns: i64,
-    values: Values<'a>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'a str,
-}
-
-/// Alert values as a JSON object of exact decimal strings, in the server's
-/// order.
-struct Values<'a>(&'a [proto::AlertValue]);
-
-impl Serialize for Values<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for v in self.0 {
-            map.serialize_entry(&v.name, &v.value.as_ref().map(decimal_text))?;
-        }
-        map.end()
-    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
 pub struct Builder {
     files: Vec<(String, String)>,
     config: ServiceConfig,
+    /// A rules folder the test built itself, instead of a temporary one.
+    folder: Option<PathBuf>,
 }
 
 impl Builder {
@@ -70,13 +72,23 @@ impl Builder {
         self
     }
 
+    /// Serves the rules in `dir`, a folder the test laid out itself (say,
+    /// as a Kubernetes ConfigMap mount), instead of a temporary folder.
+    /// Files given with [`Builder::rule_file`] are written into it too. The
+    /// caller keeps `dir` alive while the server runs.
+    pub fn rules_folder(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.folder = Some(dir.into());
+        self
+    }
+
     pub async fn start(self) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let rules_path = self.folder.unwrap_or_else(|| dir.path().to_path_buf());
         for (name, text) in &self.files {
-            std::fs::write(dir.path().join(name), text).expect("write rule file");
+            std::fs::write(rules_path.join(name), text).expect("write rule file");
         }
         let config = ServiceConfig {
-            rules: dir.path().to_path_buf(),
+            rules: rules_path.clone(),
             ..self.config
         };
         let running = app::start(config).await.expect("server starts");
@@ -84,6 +96,7 @@ impl Builder {
             addr: running.grpc_addr(),
             running: Some(running),
             rules_dir: dir,
+            rules_path,
         }
     }
 }
@@ -93,12 +106,15 @@ pub struct TestServer {
     pub addr: SocketAddr,
     running: Option<Running>,
     rules_dir: tempfile::TempDir,
+    /// The folder the server reads: `rules_dir`, or the test's own.
+    rules_path: PathBuf,
 }
 
 impl TestServer {
     pub fn builder() -> Builder {
         Builder {
             files: Vec::new(),
+            folder: None,
             config: ServiceConfig {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 metrics_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -124,11 +140,11 @@ impl TestServer {
     }
 
     pub fn rules_dir(&self) -> &Path {
-        self.rules_dir.path()
+        &self.rules_path
     }
 
     pub fn write_rule(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.rules_dir.path().join(name);
+        let path = self.rules_path.join(name);
         std::fs::write(&path, text).expect("write rule file");
         path
     }
@@ -235,6 +251,17 @@ impl IngestStream {
     pub fn close(&mut self) {
         self.tx = None;
     }
+}
+
+/// Writes `dir/name` the way careful editors and deploy tools do: the
+/// text goes to a hidden temporary file first, which is then renamed over
+/// `name`, so a reader sees the old file or the new one, never half of it.
+pub fn write_rule_atomically(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    std::fs::write(&tmp, text).expect("write temporary rule file");
+    std::fs::rename(&tmp, &path).expect("rename rule file into place");
+    path
 }
 
 /// A wire decimal from text, exactly.

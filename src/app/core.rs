@@ -1,0 +1,237 @@
+//! [`Core`]: the state every request handler shares, and the Prometheus
+//! page that reports it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::{AlertBus, BusConfig, PublishSink};
+use crate::clock::{Clock, SystemClock};
+use crate::config::ServiceConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::metrics::{Exposition, IngestMetrics, REJECT_CODES};
+use crate::rules::RuleSet;
+
+use super::reload::ReloadStatus;
+
+/// What every handler shares.
+pub struct Core {
+    pub(super) engine: Engine,
+    pub(super) bus: Arc<AlertBus>,
+    pub(super) metrics: IngestMetrics,
+    pub(super) config: ServiceConfig,
+    pub(super) reload: Mutex<ReloadStatus>,
+    /// Serialises reloads: two reloads never interleave load and install.
+    pub(super) reload_serial: Mutex<()>,
+    pub(super) started_ns: i64,
+    /// Cancelled when shutdown begins.
+    pub(super) shutdown: CancellationToken,
+    /// Every ingest stream holds a receiver; shutdown waits for
+    /// `closed()`, i.e. for all of them to be dropped.
+    pub(super) in_flight: watch::Sender<()>,
+    /// Numbers ingest streams, to spread them over histogram shards.
+    pub(super) streams: AtomicUsize,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("config", &self.config)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A core running `ruleset` (as version 1) with the limits of `config`.
+    pub fn new(config: ServiceConfig, ruleset: RuleSet) -> Self {
+        let engine = Engine::new(
+            EngineConfig {
+                max_instruments: config.max_instruments,
+            },
+            ruleset,
+        );
+        let bus = Arc::new(AlertBus::new(
+            BusConfig {
+                subscriber_queue: config.subscriber_queue,
+                ring_capacity: config.alert_ring,
+            },
+            Arc::new(SystemClock),
+        ));
+        let now = SystemClock.now_ns();
+        Core {
+            engine,
+            bus,
+            metrics: IngestMetrics::new(),
+            config,
+            reload: Mutex::new(ReloadStatus {
+                last_ok_ns: now,
+                ..ReloadStatus::default()
+            }),
+            reload_serial: Mutex::new(()),
+            started_ns: now,
+            shutdown: CancellationToken::new(),
+            in_flight: watch::channel(()).0,
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn bus(&self) -> &Arc<AlertBus> {
+        &self.bus
+    }
+
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn started_ns(&self) -> i64 {
+        self.started_ns
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Held by an ingest stream while it may evaluate ticks.
+    pub fn in_flight_guard(&self) -> watch::Receiver<()> {
+        self.in_flight.subscribe()
+    }
+
+    /// A new ingest stream's number.
+    pub fn next_stream_index(&self) -> usize {
+        self.streams.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Runs the engine's timers due at `now_ns` and publishes their alerts.
+    pub fn run_timers(&self, now_ns: i64) {
+        let mut sink = PublishSink::new(&self.bus, now_ns);
+        self.engine.check_timers(now_ns, &mut sink);
+    }
+
+    /// The Prometheus exposition of everything the service counts.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let bus = self.bus.stats();
+        let reload = self.reload_status();
+        let mut e = Exposition::new();
+        e.counter(
+            "airbag_ticks_received_total",
+            "Ticks received in batches that were evaluated.",
+            m.ticks_received.load(Ordering::Relaxed),
+        );
+        e.counter(
+            "airbag_ticks_applied_total",
+            "Ticks applied to instrument state.",
+            m.ticks_applied.load(Ordering::Relaxed),
+        );
+        let rejected = m.rejected();
+        let labels: Vec<[(&str, &str); 1]> = REJECT_CODES.iter().map(|c| [("reason", *c)]).collect();
+        e.counter_family(
+            "airbag_ticks_rejected_total",
+            "Ticks rejected, by reason.",
+            labels.iter().zip(rejected).map(|(l, n)| (&l[..], n)),
+        );
+        e.counter(
+            "airbag_batches_total",
+            "Tick batches evaluated.",
+            m.batches.load(Ordering::Relaxed),
+        );
+        let mut by_rule = bus.by_rule;
+        by_rule.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let rule_labels: Vec<[(&str, &str); 2]> = by_rule
+            .iter()
+            .map(|(rule, severity, _)| [("rule", &**rule), ("severity", severity.name())])
+            .collect();
+        e.counter_family(
+            "airbag_alerts_total",
+            "Alerts published, by rule and severity.",
+            rule_labels.iter().zip(&by_rule).map(|(l, (_, _, n))| (&l[..], *n)),
+        );
+        e.counter(
+            "airbag_alerts_published_total",
+            "Alerts published (the last sequence number).",
+            bus.published,
+        );
+        e.counter(
+            "airbag_subscribers_lagged_total",
+            "Subscribers disconnected because their queue was full.",
+            bus.lagged,
+        );
+        e.gauge(
+            "airbag_subscribers",
+            "Open alert subscriptions.",
+            bus.subscribers as f64,
+        );
+        e.gauge(
+            "airbag_instruments",
+            "Distinct instruments seen.",
+            self.engine.instrument_count() as f64,
+        );
+        let ruleset = self.engine.ruleset();
+        e.gauge(
+            "airbag_ruleset_version",
+            "Version of the ruleset in force.",
+            ruleset.version as f64,
+        );
+        e.gauge("airbag_rules", "Rules in the ruleset in force.", ruleset.len() as f64);
+        e.counter(
+            "airbag_reload_failures_total",
+            "Rule reloads that failed (the old ruleset was kept).",
+            reload.failures,
+        );
+        e.gauge(
+            "airbag_reload_last_failed",
+            "1 if the last rule reload failed.",
+            if reload.last_errors.is_empty() { 0.0 } else { 1.0 },
+        );
+        e.counter(
+            "airbag_reloads_applied_total",
+            "Rule reloads that installed a new ruleset.",
+            reload.outcomes.applied,
+        );
+        e.counter(
+            "airbag_reloads_unchanged_total",
+            "Rule reloads that found the ruleset in force unchanged.",
+            reload.outcomes.unchanged,
+        );
+        e.gauge(
+            "airbag_reload_last_success_timestamp_seconds",
+            "When a rule reload (or the start) last succeeded, Unix time.",
+            reload.last_ok_ns as f64 / 1e9,
+        );
+        e.summary_seconds(
+            "airbag_batch_evaluation_seconds",
+            "Time to evaluate one batch of ticks.",
+            &m.batch_eval.snapshot(),
+        );
+        e.summary_seconds(
+            "airbag_tick_evaluation_seconds",
+            "Evaluation time per tick (a batch's time over its ticks).",
+            &m.tick_eval.snapshot(),
+        );
+        e.summary_seconds(
+            "airbag_tick_to_alert_seconds",
+            "From receiving the triggering tick to publishing its alert.",
+            &bus.tick_to_alert,
+        );
+        e.finish()
+    }
+}

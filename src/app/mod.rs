@@ -1,0 +1,379 @@
+//! Wiring: loads the rules, builds the engine and the alert bus, starts
+//! the gRPC server, the metrics endpoint and the timer task, and shuts
+//! them down in order.
+//!
+//! - [`core`]: [`Core`], what every request handler shares (engine, bus,
+//!   metrics, reload state, the shutdown token), and the metrics page.
+//! - [`reload`]: reloading the rules folder, all or nothing, with an
+//!   audit record per attempt.
+//! - [`start`] / [`start_on`]: bind and spawn; a [`Running`] service.
+//!   Rules are reloaded on SIGHUP, over gRPC, and (`watch_rules`) when
+//!   the folder's files change.
+//! - [`Running::shutdown`]: the drain. Stop accepting and stop reading new
+//!   batches (ingest streams finish the batch in hand and end with
+//!   `UNAVAILABLE`), wait for every ingest stream to let go, close the bus
+//!   (subscriber streams deliver what they have queued, then end with
+//!   `UNAVAILABLE` "server shutting down"), wait for the gRPC server to
+//!   finish. Each wait is bounded by `shutdown_grace_ms` overall.
+//!
+//! Starting in-process (as the integration tests do):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), airbag::app::AppError> {
+//! use airbag::config::ServiceConfig;
+//! let config = ServiceConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     metrics_listen: "127.0.0.1:0".parse().unwrap(),
+//!     rules: "rules".into(),
+//!     ..ServiceConfig::default()
+//! };
+//! let running = airbag::app::start(config).await?;
+//! println!("gRPC on {}", running.grpc_addr());
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod core;
+mod reload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, ServiceConfig};
+use crate::metrics;
+use crate::rules::watch::{fingerprint, RulesWatcher, WatchTiming};
+use crate::rules::{load_dir, RuleError};
+
+pub use self::core::Core;
+pub use self::reload::{ReloadOutcomes, ReloadStatus, ReloadTrigger};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("rules in {dir} have {} error(s):\n{}", .errors.len(), list_errors(.errors))]
+    Rules { dir: PathBuf, errors: Vec<RuleError> },
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("a service task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+fn list_errors(errors: &[RuleError]) -> String {
+    errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+}
+
+/// A service that is running.
+pub struct Running {
+    core: Arc<Core>,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics: JoinHandle<()>,
+    timers: JoinHandle<()>,
+    /// Cancelled at the end of shutdown: stops the metrics endpoint.
+    stopped: CancellationToken,
+    /// Reloads on file changes while held; stopped when dropped.
+    watcher: Option<RulesWatcher>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates `config`, loads the rules, binds both listeners and starts.
+///
+/// # Errors
+/// Invalid configuration, rule errors, or an address that cannot be bound.
+pub async fn start(config: ServiceConfig) -> Result<Running, AppError> {
+    config.validate()?;
+    let grpc = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "gRPC",
+            addr: config.listen,
+            source,
+        })?;
+    let metrics = TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "metrics",
+            addr: config.metrics_listen,
+            source,
+        })?;
+    start_on(config, grpc, metrics).await
+}
+
+/// As [`start`], on listeners the caller bound (`config.listen` and
+/// `config.metrics_listen` are then ignored).
+///
+/// # Errors
+/// Invalid configuration or rule errors.
+pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpListener) -> Result<Running, AppError> {
+    config.validate()?;
+    if let Some(dir) = &config.data_dir {
+        std::fs::create_dir_all(dir).map_err(|source| AppError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let dir = config.rules.clone();
+    let (baseline, loaded) = {
+        let dir = dir.clone();
+        // The fingerprint is taken before loading: a change made while the
+        // rules load is then seen by the watcher and reloaded.
+        tokio::task::spawn_blocking(move || (fingerprint(&dir), load_dir(&dir)))
+            .await
+            .map_err(AppError::Task)?
+    };
+    let ruleset = loaded.map_err(|errors| AppError::Rules {
+        dir: dir.clone(),
+        errors,
+    })?;
+    info!(
+        dir = %dir.display(),
+        rules = ruleset.len(),
+        files = ruleset.sources.len(),
+        "Rules loaded."
+    );
+    let grpc_addr = grpc.local_addr().map_err(|source| AppError::Bind {
+        what: "gRPC",
+        addr: config.listen,
+        source,
+    })?;
+    let metrics_addr = metrics.local_addr().map_err(|source| AppError::Bind {
+        what: "metrics",
+        addr: config.metrics_listen,
+        source,
+    })?;
+    let timer_every = Duration::from_millis(config.timer_interval_ms);
+    let core = Arc::new(Core::new(config, ruleset));
+
+    let stopped = CancellationToken::new();
+    let render_core = core.clone();
+    let render: metrics::http::Render = Arc::new(move || render_core.render_metrics());
+    let metrics = tokio::spawn(metrics::http::serve(metrics, render, stopped.clone()));
+    info!(addr = %metrics_addr, "Metrics listening on /metrics.");
+
+    let timers = tokio::spawn(run_timers(core.clone(), timer_every));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(core.clone()));
+
+    let watcher = if core.config().watch_rules {
+        let watched = core.clone();
+        let watcher = RulesWatcher::start(dir.clone(), WatchTiming::default(), baseline, move || {
+            if !watched.is_shutting_down() {
+                info!("Rules folder changed: reloading.");
+                // The outcome is logged and kept for status.
+                let _ = watched.reload(ReloadTrigger::FileChange);
+            }
+        });
+        match watcher {
+            Ok(w) => Some(w),
+            Err(error) => {
+                warn!(%error, "Cannot watch the rules folder; reload with SIGHUP or over gRPC.");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let shutdown = core.shutdown_token().clone().cancelled_owned();
+    let grpc = tokio::spawn(crate::server::serve(core.clone(), grpc, shutdown));
+    Ok(Running {
+        core,
+        grpc_addr,
+        metrics_addr,
+        grpc,
+        metrics,
+        timers,
+        stopped,
+        watcher,
+    })
+}
+
+/// Runs timers every `every` until shutdown.
+async fn run_timers(core: Arc<Core>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let token = core.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            _ = ticker.tick() => core.run_timers(SystemClock.now_ns()),
+        }
+    }
+}
+
+/// Reloads the rules on SIGHUP, until shutdown.
+#[cfg(unix)]
+async fn reload_on_sighup(core: Arc<Core>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        warn!("Cannot listen for SIGHUP; reload over gRPC instead.");
+        return;
+    };
+    let token = core.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            got = hangup.recv() => {
+                if got.is_none() {
+                    break;
+                }
+                info!("SIGHUP: reloading rules.");
+                let core = core.clone();
+                // The outcome is logged and kept for status.
+                let _ = tokio::task::spawn_blocking(move || core.reload(ReloadTrigger::Signal)).await;
+            }
+        }
+    }
+}
+
+impl Running {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Runs until `signal` completes (or the gRPC server fails), then shuts
+    /// down.
+    ///
+    /// # Errors
+    /// The gRPC server failed.
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+        tokio::select! {
+            () = signal => {}
+            result = &mut self.grpc => {
+                // The server ended without being asked to.
+                self.core.shutdown_token().cancel();
+                self.core.bus().close();
+                self.stopped.cancel();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(AppError::Serve(e)),
+                    Err(e) => Err(AppError::Task(e)),
+                };
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Shuts down gracefully; see the module docs for the order.
+    ///
+    /// # Errors
+    /// The gRPC server failed while draining.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let Running {
+            core,
+            mut grpc,
+            metrics,
+            timers,
+            stopped,
+            watcher,
+            ..
+        } = self;
+        // Dropping joins the watcher's thread (it checks its stop flag
+        // every 100 ms): off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || drop(watcher)).await;
+        let grace = Duration::from_millis(core.config().shutdown_grace_ms);
+        let deadline = Instant::now() + grace;
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "Shutting down: no new streams or batches."
+        );
+        core.shutdown_token().cancel();
+
+        // 1. Ingest streams finish the batch in hand; their alerts are
+        //    published as they are evaluated.
+        if timeout_at(deadline, core.in_flight.closed()).await.is_err() {
+            warn!("Ingest streams still open at the end of the grace period.");
+        }
+        let _ = timers.await;
+
+        // 2. Subscriber streams deliver what they have queued, then end.
+        core.bus().close();
+        info!(last_seq = core.bus().last_seq(), "Alert streams closing.");
+
+        // 3. The gRPC server finishes once every stream has ended.
+        let result = match timeout_at(deadline, &mut grpc).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(AppError::Serve(e)),
+            Ok(Err(e)) => Err(AppError::Task(e)),
+            Err(_) => {
+                warn!("gRPC connections still open at the end of the grace period; closing them.");
+                grpc.abort();
+                Ok(())
+            }
+        };
+        stopped.cancel();
+        let _ = metrics.await;
+        match &result {
+            Ok(()) => info!("Stopped."),
+            Err(e) => error!(error = %e, "Stopped with an error."),
+        }
+        result
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+///
+/// Cancellation-safe.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received."),
+        () = term => info!("SIGTERM received."),
+    }
+}

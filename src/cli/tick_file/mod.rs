@@ -1,0 +1,502 @@
+//! Streaming reader of CSV tick files: `airbag send` and `airbag replay`
+//! read ticks through [`TickReader`].
+//!
+//! # Format
+//!
+//! A header row names the columns; their order is free and unknown columns
+//! are ignored (a file may carry a venue's trade id alongside). Blank lines
+//! and lines starting with `#` are skipped, before and after the header.
+//! Fields are separated by commas and trimmed; quoting is not supported
+//! (symbols, numbers and kinds never contain commas). `\r\n` line ends are
+//! accepted.
+//!
+//! | column | required | meaning |
+//! |---|---|---|
+//! | `instrument` | yes, unless the mapping fixes a symbol | symbol, e.g. `BTC-USDT` |
+//! | `ts_ms` or `ts_ns` | exactly one, unless the mapping names the time column | event time since the Unix epoch: milliseconds (integer, or with up to 6 fractional digits for sub-ms) or integer nanoseconds |
+//! | `seq` | no | the source's per-instrument sequence number; without this column ticks are numbered 1, 2, 3, ... per instrument in file order |
+//! | `kind` | no | `trade` (the default when the column is absent or the field empty), `quote`, `mark` or `index`; a file without `kind` and `price` but with `bid` and `ask` holds quotes |
+//! | `price` | trade, mark, index | trade price, or the mark/index price |
+//! | `size` | no | trade size; empty or absent means 0 |
+//! | `side` | no | aggressor side of a trade: `buy`/`b`, `sell`/`s`, or empty |
+//! | `bid`, `ask` | quote | best bid and ask |
+//! | `bid_size`, `ask_size` | no | sizes at the best bid and ask; empty or absent means 0 |
+//!
+//! So the minimal file is
+//!
+//! ```text
+//! instrument,ts_ms,price,size
+//! BTC-USDT,1700000000000,65000.5,0.25
+//! ```
+//!
+//! Other layouts are read through a [`ColumnMapping`]: each role can be
+//! given another column name, the time its unit ([`TimeUnit`]: epoch s,
+//! ms, µs, ns, ISO-8601, or auto), and files without an instrument column a
+//! fixed symbol. A Binance trades file
+//! (`local_ts_ns,event_time_ms,trade_time_ms,trade_id,price,qty,is_buyer_maker`)
+//! reads with `symbol = "BTC-USDT"`, `time = "trade_time_ms"`,
+//! `seq = "trade_id"`, `size = "qty"`, `buyer_maker = "is_buyer_maker"`.
+//!
+//! Prices and sizes are exact decimals, read as [`crate::model::Fixed::parse`] reads them: `NaN`,
+//! infinities, exponents and digits past the 8th decimal place are refused,
+//! never rounded. The reader checks syntax only; whether a value makes
+//! sense (a positive price, an uncrossed quote) is for
+//! [`crate::ingest::validate_values`] or the server to judge, so that a file
+//! of deliberately bad ticks can still be sent.
+//!
+//! # Cost
+//!
+//! Memory is constant in the file's length: one reused line buffer plus one
+//! interned symbol (and counter) per distinct instrument. Rows are split in
+//! place and parsed from bytes, without allocating or UTF-8 validation
+//! (only a new instrument's symbol must be UTF-8). [`TickReader::next_row`] gives each row's
+//! instrument as a small per-file index ([`TickRow`], `Copy`), which is
+//! what replay uses; the iterator gives [`TickRecord`]s sharing their
+//! instrument's `Arc<str>`. Files whose first two bytes are the gzip magic
+//! number are decompressed on the fly, whatever their name.
+
+mod columns;
+mod row;
+pub mod time;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{FixedError, TickKind, TickValues};
+use columns::{Layout, Role};
+use row::parse_row;
+
+pub use columns::{ColumnMapping, MappingError};
+pub use time::TimeUnit;
+
+/// Longest line accepted, in bytes; a longer one is an error (and skipped),
+/// so a file without line ends cannot make the reader buffer it whole.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Read buffer size for files.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// One tick read from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TickRecord {
+    /// 1-based line number in the (decompressed) file.
+    pub line: u64,
+    /// The symbol, shared by every record of the same instrument.
+    pub instrument: Arc<str>,
+    /// Event time, nanoseconds since the Unix epoch.
+    pub event_time_ns: i64,
+    /// From the `seq` column, or numbered per instrument in file order.
+    pub seq: u64,
+    pub values: TickValues,
+}
+
+impl TickRecord {
+    pub fn kind(&self) -> TickKind {
+        self.values.kind()
+    }
+}
+
+/// One tick read from a file, its instrument as an index into the reader's
+/// symbols ([`TickReader::symbol`]): the allocation-free form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickRow {
+    /// 1-based line number in the (decompressed) file.
+    pub line: u64,
+    /// Index of the instrument in this reader, from 0 in order of first
+    /// appearance.
+    pub instrument: u32,
+    /// Event time, nanoseconds since the Unix epoch.
+    pub event_time_ns: i64,
+    /// From the sequence column, or numbered per instrument in file order.
+    pub seq: u64,
+    pub values: TickValues,
+}
+
+/// Why a file, its header or one row could not be read.
+#[derive(Debug)]
+pub struct TickFileError {
+    /// 1-based line number; 0 when the file could not be opened at all.
+    pub line: u64,
+    pub kind: TickFileErrorKind,
+}
+
+impl TickFileError {
+    fn at(line: u64, kind: TickFileErrorKind) -> Self {
+        TickFileError { line, kind }
+    }
+
+    /// True when reading cannot go on past this error (I/O failures, a bad
+    /// header or mapping); false when only this row is bad.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self.kind,
+            TickFileErrorKind::Io(_)
+                | TickFileErrorKind::NoHeader
+                | TickFileErrorKind::DuplicateColumn(_)
+                | TickFileErrorKind::MissingColumn(_)
+                | TickFileErrorKind::TwoTimeColumns
+                | TickFileErrorKind::Mapping(_)
+        )
+    }
+}
+
+impl fmt::Display for TickFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "line {}: {}", self.line, self.kind)
+        }
+    }
+}
+
+impl std::error::Error for TickFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            TickFileErrorKind::Io(e) => Some(e),
+            TickFileErrorKind::Value { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// What was wrong; see [`TickFileError`] for where.
+#[derive(Debug, thiserror::Error)]
+pub enum TickFileErrorKind {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the file has no header row (expected columns such as `instrument,ts_ms,price,size`)")]
+    NoHeader,
+    #[error("column `{0}` appears twice in the header")]
+    DuplicateColumn(String),
+    #[error("the header has no `{0}` column")]
+    MissingColumn(String),
+    #[error("the header has both `ts_ms` and `ts_ns`; give one")]
+    TwoTimeColumns,
+    #[error("column mapping: {0}")]
+    Mapping(String),
+    #[error("the line is longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    #[error("the header or instrument is not valid UTF-8")]
+    NotUtf8,
+    #[error("expected {expected} fields as in the header, found {found}")]
+    FieldCount { expected: usize, found: usize },
+    #[error("instrument is empty")]
+    EmptyInstrument,
+    #[error("{column}: `{text}` is not a time ({reason})")]
+    BadTime {
+        column: String,
+        text: String,
+        reason: &'static str,
+    },
+    #[error("{column}: `{text}` is not a whole number from 0 to 18446744073709551615")]
+    BadSeq { column: String, text: String },
+    #[error("kind: `{0}` is not one of trade, quote, mark, index")]
+    BadKind(String),
+    #[error("side: `{0}` is not one of buy, sell, b, s or empty")]
+    BadSide(String),
+    #[error("{column}: `{text}` is not a buyer-is-maker flag (1, 0, true, false or empty)")]
+    BadBuyerMaker { column: String, text: String },
+    #[error("a {kind} row needs a `{column}` value")]
+    MissingValue { kind: &'static str, column: String },
+    #[error("{column}: {reason}")]
+    Value { column: String, reason: FixedError },
+}
+
+// === Symbols ===
+
+/// The instruments of one file, interned in order of first appearance.
+///
+/// Symbols of up to 15 bytes (nearly all) are looked up by a `u128` of
+/// their bytes and length: hashing and comparing it is two words, with no
+/// call to `memcmp`.
+#[derive(Default)]
+struct Symbols {
+    names: Vec<Arc<str>>,
+    short: FxHashMap<u128, u32>,
+    long: FxHashMap<Box<[u8]>, u32>,
+    /// Without a sequence column: each instrument's last assigned number.
+    last_seq: Vec<u64>,
+}
+
+impl Symbols {
+    /// The key of a symbol of at most 15 bytes: its bytes, then its length.
+    #[inline]
+    fn short_key(name: &[u8]) -> Option<u128> {
+        if name.len() > 15 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..name.len()].copy_from_slice(name);
+        bytes[15] = name.len() as u8;
+        Some(u128::from_le_bytes(bytes))
+    }
+
+    #[inline]
+    fn intern(&mut self, name: &[u8]) -> Result<u32, TickFileErrorKind> {
+        let key = Self::short_key(name);
+        let found = match key {
+            Some(key) => self.short.get(&key),
+            None => self.long.get(name),
+        };
+        if let Some(&id) = found {
+            return Ok(id);
+        }
+        let text = std::str::from_utf8(name).map_err(|_| TickFileErrorKind::NotUtf8)?;
+        let id = self.names.len() as u32;
+        self.names.push(Arc::from(text));
+        match key {
+            Some(key) => self.short.insert(key, id),
+            None => self.long.insert(name.into(), id),
+        };
+        self.last_seq.push(0);
+        Ok(id)
+    }
+}
+
+// === impl TickReader ===
+
+/// Reads ticks from a CSV tick file, one row at a time.
+///
+/// An iterator of `Result<TickRecord, TickFileError>`: a bad row yields an
+/// error carrying its line number and reading goes on with the next row;
+/// after an I/O error the iterator ends. [`TickReader::next_row`] is the
+/// same without the `Arc` per row.
+pub struct TickReader<R> {
+    lines: Lines<R>,
+    layout: Layout,
+    symbols: Symbols,
+    /// Set after an I/O error: nothing more will be read.
+    done: bool,
+}
+
+impl TickReader<Box<dyn BufRead + Send>> {
+    /// Opens a tick file with the default column names, plain or gzip
+    /// (detected by content), and reads its header.
+    ///
+    /// # Errors
+    /// The file cannot be opened or read (line 0 for an open failure), or
+    /// its header is missing or malformed.
+    pub fn open(path: &Path) -> Result<Self, TickFileError> {
+        Self::open_with(path, &ColumnMapping::default())
+    }
+
+    /// As [`TickReader::open`], with the columns named by `mapping`.
+    ///
+    /// # Errors
+    /// As [`TickReader::open`], or the mapping does not fit the header.
+    pub fn open_with(path: &Path, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+        let file = File::open(path).map_err(|e| TickFileError::at(0, e.into()))?;
+        Self::from_read(file, mapping)
+    }
+
+    /// Reads a tick file from any byte source, plain or gzip.
+    ///
+    /// # Errors
+    /// As [`TickReader::open_with`].
+    pub fn from_read(read: impl Read + Send + 'static, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+        let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, read);
+        let is_gzip = buffered
+            .fill_buf()
+            .map_err(|e| TickFileError::at(0, e.into()))?
+            .starts_with(&[0x1f, 0x8b]);
+        let reader: Box<dyn BufRead + Send> = if is_gzip {
+            Box::new(BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                flate2::read::MultiGzDecoder::new(buffered),
+            ))
+        } else {
+            Box::new(buffered)
+        };
+        TickReader::with_mapping(reader, mapping)
+    }
+}
+
+impl<R: BufRead> TickReader<R> {
+    /// Reads the header from `reader` with the default column names; rows
+    /// follow through the iterator.
+    ///
+    /// # Errors
+    /// The header is missing, names a column twice, lacks `instrument` or
+    /// a time column, or cannot be read.
+    pub fn new(reader: R) -> Result<Self, TickFileError> {
+        Self::with_mapping(reader, &ColumnMapping::default())
+    }
+
+    /// Reads the header from `reader`, naming columns by `mapping`.
+    ///
+    /// # Errors
+    /// As [`TickReader::new`], or a column the mapping names is missing.
+    pub fn with_mapping(reader: R, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+        let mut lines = Lines {
+            reader,
+            buf: Vec::with_capacity(256),
+            line: 0,
+        };
+        let (line, header) = match lines.next_line() {
+            None => return Err(TickFileError::at(lines.line.max(1), TickFileErrorKind::NoHeader)),
+            Some((line, Err(kind))) => return Err(TickFileError::at(line, kind)),
+            Some((line, Ok(bytes))) => match std::str::from_utf8(bytes) {
+                Ok(text) => (line, text),
+                Err(_) => return Err(TickFileError::at(line, TickFileErrorKind::NotUtf8)),
+            },
+        };
+        // A UTF-8 byte order mark some spreadsheet exports write.
+        let header = header.strip_prefix('\u{feff}').unwrap_or(header);
+        let layout = Layout::resolve(header, mapping).map_err(|kind| TickFileError::at(line, kind))?;
+        let mut symbols = Symbols::default();
+        if let Some(symbol) = &layout.symbol {
+            symbols
+                .intern(symbol.as_bytes())
+                .map_err(|kind| TickFileError::at(line, kind))?;
+        }
+        Ok(TickReader {
+            lines,
+            layout,
+            symbols,
+            done: false,
+        })
+    }
+
+    /// The column names this reader understood, in header order (`None`
+    /// for ignored columns).
+    pub fn columns(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.layout.roles.iter().map(|r| match r {
+            Role::Ignored => None,
+            role => Some(self.layout.name(*role)),
+        })
+    }
+
+    /// Whether rows carry their own sequence numbers (otherwise the reader
+    /// numbers them per instrument in file order).
+    pub fn has_seq(&self) -> bool {
+        self.layout.has(Role::Seq)
+    }
+
+    /// Number of distinct instruments seen so far.
+    pub fn instrument_count(&self) -> usize {
+        self.symbols.names.len()
+    }
+
+    /// The symbol of instrument index `index` of a [`TickRow`].
+    pub fn symbol(&self, index: u32) -> Option<&Arc<str>> {
+        self.symbols.names.get(index as usize)
+    }
+
+    /// The next row: `None` at the end, an error for a bad row (reading
+    /// goes on with the next one) or after an I/O error (reading ends).
+    pub fn next_row(&mut self) -> Option<Result<TickRow, TickFileError>> {
+        if self.done {
+            return None;
+        }
+        let (line, text) = match self.lines.next_line()? {
+            (line, Ok(bytes)) => (line, bytes),
+            (line, Err(kind)) => {
+                self.done = matches!(kind, TickFileErrorKind::Io(_));
+                return Some(Err(TickFileError::at(line, kind)));
+            }
+        };
+        Some(parse_row(&self.layout, &mut self.symbols, line, text).map_err(|kind| TickFileError::at(line, kind)))
+    }
+}
+
+/// The lines of a tick file, read into one reused buffer.
+struct Lines<R> {
+    reader: R,
+    /// The current line, reused for every row.
+    buf: Vec<u8>,
+    /// 1-based number of the line in `buf`.
+    line: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The number and bytes (without the line end) of the next line that
+    /// is neither blank nor a comment; `None` at the end of the file.
+    #[inline]
+    fn next_line(&mut self) -> Option<(u64, Result<&[u8], TickFileErrorKind>)> {
+        loop {
+            self.buf.clear();
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) => return Some((self.line + 1, Err(e.into()))),
+            };
+            if available.is_empty() {
+                return None;
+            }
+            match memchr::memchr(b'\n', available) {
+                // The whole line is buffered: one copy, no read loop.
+                Some(pos) if pos <= MAX_LINE_BYTES => {
+                    self.buf.extend_from_slice(&available[..pos]);
+                    self.reader.consume(pos + 1);
+                    self.line += 1;
+                }
+                _ => {
+                    let limit = MAX_LINE_BYTES as u64 + 1;
+                    if let Err(e) = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf) {
+                        return Some((self.line + 1, Err(e.into())));
+                    }
+                    self.line += 1;
+                    if self.buf.last() == Some(&b'\n') {
+                        self.buf.pop();
+                    } else if self.buf.len() > MAX_LINE_BYTES {
+                        let error = match skip_line(&mut self.reader) {
+                            Ok(()) => TickFileErrorKind::LineTooLong,
+                            Err(e) => e.into(),
+                        };
+                        return Some((self.line, Err(error)));
+                    }
+                }
+            }
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+            let content = self.buf.trim_ascii();
+            if content.is_empty() || content[0] == b'#' {
+                continue;
+            }
+            return Some((self.line, Ok(&self.buf)));
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for TickReader<R> {
+    type Item = Result<TickRecord, TickFileError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_row()?.map(|row| TickRecord {
+            line: row.line,
+            instrument: self.symbols.names[row.instrument as usize].clone(),
+            event_time_ns: row.event_time_ns,
+            seq: row.seq,
+            values: row.values,
+        }))
+    }
+}
+
+/// Consumes input up to and including the next `\n`.
+fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                reader.consume(pos + 1);
+                return Ok(());
+            }
+            None => {
+                let len = chunk.len();
+                reader.consume(len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The replay loop: the merged stream through one or more engines, timers
+//! in event time, optional pacing, progress.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::merge::Merge;
+use super::runner::Runner;
+use super::ReplayError;
+use crate::model::Alert;
+
+/// How often (in ticks) [`Hooks::progress`] is called.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// How a replay runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// Timers run whenever event time crosses a multiple of this.
+    pub timer_step_ns: i64,
+    /// `None`: as fast as possible; `Some(x)`: `x` times real time
+    /// (`1.0` is real time, `10.0` ten times faster).
+    pub speed: Option<f64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timer_step_ns: 100_000_000,
+            speed: None,
+        }
+    }
+}
+
+/// Where a replay is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub ticks: u64,
+    /// Compressed bytes read, and the files' total.
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+    pub event_time_ns: i64,
+}
+
+/// Callbacks during a replay.
+pub trait Hooks {
+    /// Called every few tens of thousands of ticks.
+    fn progress(&mut self, _progress: &Progress) {}
+}
+
+/// No callbacks.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// What a replay read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Rows read and offered to the engines (rejected ones included).
+    pub ticks: u64,
+    /// Event time of the first and last tick.
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
+}
+
+/// Runs every row of `merge` through every runner, in order, with timers
+/// in event time. Each alert goes to `deliver` with the runner's index,
+/// the alert's sequence number in that runner and its receive time.
+/// With no runners, only reads and parses (a baseline).
+///
+/// # Errors
+/// A row that stops the replay, or `deliver` failing.
+pub fn drive(
+    merge: &mut Merge,
+    runners: &mut [Runner],
+    options: &Options,
+    hooks: &mut impl Hooks,
+    deliver: &mut impl FnMut(usize, u64, &Alert, i64) -> io::Result<()>,
+) -> Result<Totals, ReplayError> {
+    let step = options.timer_step_ns.max(1);
+    let mut totals = Totals::default();
+    let mut next_timer = i64::MAX;
+    let start = Instant::now();
+    while let Some((source, row)) = merge.next_row()? {
+        let t = row.event_time_ns;
+        if totals.first_ns.is_none() {
+            totals.first_ns = Some(t);
+            next_timer = boundary_after(t, step);
+        }
+        if t >= next_timer {
+            // The latest boundary at or before this tick: every earlier
+            // tick is before it, so timers run in event-time order.
+            let now = t.div_euclid(step) * step;
+            for (i, runner) in runners.iter_mut().enumerate() {
+                runner
+                    .timers(now, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
+                    .map_err(ReplayError::Output)?;
+            }
+            next_timer = boundary_after(t, step);
+        }
+        if let (Some(speed), Some(t0)) = (options.speed, totals.first_ns) {
+            pace(start, t - t0, speed);
+        }
+        for (i, runner) in runners.iter_mut().enumerate() {
+            runner
+                .tick(merge, source, &row, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
+                .map_err(ReplayError::Output)?;
+        }
+        totals.ticks += 1;
+        totals.last_ns = Some(t);
+        if totals.ticks % PROGRESS_EVERY == 0 {
+            let (bytes_read, bytes_total) = merge.bytes();
+            hooks.progress(&Progress {
+                ticks: totals.ticks,
+                bytes_read,
+                bytes_total,
+                event_time_ns: t,
+            });
+        }
+    }
+    if let Some(last) = totals.last_ns {
+        for (i, runner) in runners.iter_mut().enumerate() {
+            runner
+                .timers(last, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
+                .map_err(ReplayError::Output)?;
+        }
+    }
+    Ok(totals)
+}
+
+/// The first multiple of `step` after `t`.
+fn boundary_after(t: i64, step: i64) -> i64 {
+    (t.div_euclid(step) + 1).saturating_mul(step)
+}
+
+/// Sleeps until `event_offset_ns / speed` of wall time has passed since
+/// `start`.
+fn pace(start: Instant, event_offset_ns: i64, speed: f64) {
+    if !(speed.is_finite() && speed > 0.0) || event_offset_ns <= 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(event_offset_ns as f64 / 1e9 / speed);
+    let elapsed = start.elapsed();
+    if due > elapsed + Duration::from_micros(200) {
+        std::thread::sleep(due - elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries() {
+        assert_eq!(boundary_after(0, 100), 100);
+        assert_eq!(boundary_after(99, 100), 100);
+        assert_eq!(boundary_after(100, 100), 200);
+        assert_eq!(boundary_after(-1, 100), 0);
+    }
+}

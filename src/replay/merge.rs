@@ -1,0 +1,313 @@
+//! Tick files merged into one stream in event-time order.
+//!
+//! A k-way merge: a min-heap holds at most one pending row per file, keyed
+//! by (event time, file index), and each file is read one row at a time,
+//! so memory does not grow with the files' length. Equal times come out in
+//! file order, and a file's own rows in their order. A file that is not
+//! sorted by time is merged as it is (its rows are not reordered); such
+//! rows are counted, and the engine rejects those that are late for their
+//! instrument.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::ReplayError;
+use crate::cli::tick_file::{ColumnMapping, TickReader, TickRow};
+
+/// How many bad rows are quoted in the summary.
+pub const BAD_ROW_EXAMPLES: usize = 5;
+
+/// What to do with a row that cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRows {
+    /// Stop the replay with the row's file, line and reason.
+    Stop,
+    /// Count it, quote the first few, and go on.
+    Skip,
+}
+
+/// One input file.
+struct Source {
+    name: String,
+    reader: TickReader<Box<dyn BufRead + Send>>,
+    /// The last row's event time, to count rows out of time order.
+    last_time_ns: i64,
+}
+
+/// The merged stream of several tick files.
+pub struct Merge {
+    sources: Vec<Source>,
+    /// Pending rows, at most one per source, by (time, source).
+    heap: BinaryHeap<Reverse<(i64, u32)>>,
+    pending: Vec<Option<TickRow>>,
+    /// Whether each source has been read from yet.
+    primed: bool,
+    bad_rows: BadRows,
+    /// Rows skipped as unreadable.
+    pub skipped_rows: u64,
+    /// `file:line: reason` of the first skipped rows.
+    pub skipped_examples: Vec<String>,
+    /// Rows whose time is before the previous row's of the same file.
+    pub unsorted_rows: u64,
+    /// Compressed bytes read so far, over all files.
+    bytes_read: Arc<AtomicU64>,
+    bytes_total: u64,
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Merge {
+    /// Opens every file (each with `mapping`) and reads its header.
+    ///
+    /// # Errors
+    /// [`ReplayError::Open`] for the first file that cannot be opened or
+    /// whose header does not fit the mapping.
+    pub fn open(files: &[PathBuf], mapping: &ColumnMapping, bad_rows: BadRows) -> Result<Merge, ReplayError> {
+        let bytes_read = Arc::new(AtomicU64::new(0));
+        let mut bytes_total = 0;
+        let mut sources = Vec::with_capacity(files.len());
+        for path in files {
+            let name = path.display().to_string();
+            let mut open = |path: &Path| -> Result<_, crate::cli::tick_file::TickFileError> {
+                let file = File::open(path).map_err(|e| crate::cli::tick_file::TickFileError {
+                    line: 0,
+                    kind: e.into(),
+                })?;
+                bytes_total += file.metadata().map(|m| m.len()).unwrap_or(0);
+                let counting = Counting {
+                    inner: file,
+                    count: bytes_read.clone(),
+                };
+                TickReader::from_read(counting, mapping)
+            };
+            let reader = open(path).map_err(|source| ReplayError::Open {
+                file: name.clone(),
+                source,
+            })?;
+            sources.push(Source {
+                name,
+                reader,
+                last_time_ns: i64::MIN,
+            });
+        }
+        Ok(Merge {
+            pending: vec![None; sources.len()],
+            heap: BinaryHeap::with_capacity(sources.len()),
+            sources,
+            primed: false,
+            bad_rows,
+            skipped_rows: 0,
+            skipped_examples: Vec::new(),
+            unsorted_rows: 0,
+            bytes_read,
+            bytes_total,
+        })
+    }
+
+    /// Merges already opened readers (named for messages), for tests and
+    /// other byte sources.
+    pub fn from_readers(readers: Vec<(String, TickReader<Box<dyn BufRead + Send>>)>, bad_rows: BadRows) -> Merge {
+        let sources: Vec<Source> = readers
+            .into_iter()
+            .map(|(name, reader)| Source {
+                name,
+                reader,
+                last_time_ns: i64::MIN,
+            })
+            .collect();
+        Merge {
+            pending: vec![None; sources.len()],
+            heap: BinaryHeap::with_capacity(sources.len()),
+            sources,
+            primed: false,
+            bad_rows,
+            skipped_rows: 0,
+            skipped_examples: Vec::new(),
+            unsorted_rows: 0,
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            bytes_total: 0,
+        }
+    }
+
+    /// Number of files.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The name of file `source`.
+    pub fn name(&self, source: u32) -> &str {
+        &self.sources[source as usize].name
+    }
+
+    /// The symbol of instrument `index` in file `source`.
+    pub fn symbol(&self, source: u32, index: u32) -> &str {
+        self.sources[source as usize].reader.symbol(index).map_or("", |s| s)
+    }
+
+    /// Whether file `source` numbers its own ticks.
+    pub fn has_seq(&self, source: u32) -> bool {
+        self.sources[source as usize].reader.has_seq()
+    }
+
+    /// Compressed bytes read so far and the files' total size.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_read.load(Ordering::Relaxed), self.bytes_total)
+    }
+
+    /// The next row of the merged stream and the index of its file; `None`
+    /// when every file is exhausted.
+    ///
+    /// # Errors
+    /// An unreadable row when bad rows stop the replay; a failed read or a
+    /// line that cannot be recovered from always.
+    #[inline]
+    pub fn next_row(&mut self) -> Result<Option<(u32, TickRow)>, ReplayError> {
+        if self.sources.len() == 1 {
+            // One file: no heap.
+            return Ok(self.read(0)?.map(|row| (0, row)));
+        }
+        if !self.primed {
+            self.primed = true;
+            for i in 0..self.sources.len() as u32 {
+                self.refill(i)?;
+            }
+        }
+        let Some(Reverse((_, source))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        let row = self.pending[source as usize].take();
+        self.refill(source)?;
+        Ok(row.map(|row| (source, row)))
+    }
+
+    fn refill(&mut self, source: u32) -> Result<(), ReplayError> {
+        if let Some(row) = self.read(source)? {
+            self.heap.push(Reverse((row.event_time_ns, source)));
+            self.pending[source as usize] = Some(row);
+        }
+        Ok(())
+    }
+
+    /// The next good row of one file, skipping (or stopping at) bad ones.
+    #[inline]
+    fn read(&mut self, source: u32) -> Result<Option<TickRow>, ReplayError> {
+        let src = &mut self.sources[source as usize];
+        loop {
+            match src.reader.next_row() {
+                None => return Ok(None),
+                Some(Ok(row)) => {
+                    if row.event_time_ns < src.last_time_ns {
+                        self.unsorted_rows += 1;
+                    }
+                    src.last_time_ns = row.event_time_ns;
+                    return Ok(Some(row));
+                }
+                Some(Err(source)) => {
+                    if source.is_fatal() || self.bad_rows == BadRows::Stop {
+                        return Err(ReplayError::Row {
+                            file: src.name.clone(),
+                            source,
+                        });
+                    }
+                    self.skipped_rows += 1;
+                    if self.skipped_examples.len() < BAD_ROW_EXAMPLES {
+                        self.skipped_examples
+                            .push(format!("{}:{}: {}", src.name, source.line, source.kind));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    fn reader(text: &str) -> TickReader<Box<dyn BufRead + Send>> {
+        let boxed: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
+        TickReader::new(boxed).unwrap()
+    }
+
+    fn merged(files: &[&str], bad: BadRows) -> (Vec<(u32, u64, i64)>, Merge) {
+        let readers = files
+            .iter()
+            .enumerate()
+            .map(|(i, text)| (format!("f{i}"), reader(text)))
+            .collect();
+        let mut merge = Merge::from_readers(readers, bad);
+        let mut out = Vec::new();
+        while let Some((source, row)) = merge.next_row().unwrap() {
+            out.push((source, row.line, row.event_time_ns / 1_000_000));
+        }
+        (out, merge)
+    }
+
+    #[test]
+    fn merges_by_time_then_file_then_row() {
+        let a = "instrument,ts_ms,price\nX,1,1\nX,3,1\nX,3,1\nX,7,1\n";
+        let b = "instrument,ts_ms,price\nY,0,1\nY,3,1\nY,8,1\n";
+        let c = "instrument,ts_ms,price\n";
+        let (rows, _) = merged(&[a, b, c], BadRows::Stop);
+        assert_eq!(
+            rows,
+            [
+                (1, 2, 0),
+                (0, 2, 1),
+                (0, 3, 3),
+                (0, 4, 3),
+                (1, 3, 3),
+                (0, 5, 7),
+                (1, 4, 8)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_rows_stop_or_are_counted() {
+        let a = "instrument,ts_ms,price\nX,1,1\nX,2,oops\nX,3,1\n";
+        let readers = vec![("a.csv".to_string(), reader(a))];
+        let mut merge = Merge::from_readers(readers, BadRows::Stop);
+        assert!(merge.next_row().unwrap().is_some());
+        let err = merge.next_row().unwrap_err().to_string();
+        assert_eq!(err, "a.csv:3: price: not a finite decimal number");
+
+        let (rows, merge) = merged(&[a, "instrument,ts_ms,price\nY,0,1\nY,,1\n"], BadRows::Skip);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(merge.skipped_rows, 2);
+        assert_eq!(
+            merge.skipped_examples[0],
+            "f1:3: ts_ms: `` is not a time (expected epoch milliseconds such as 1700000000000 or 1700000000000.25)"
+        );
+    }
+
+    #[test]
+    fn unsorted_rows_are_counted_not_reordered() {
+        let (rows, merge) = merged(&["instrument,ts_ms,price\nX,5,1\nX,4,1\n"], BadRows::Stop);
+        assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), [5, 4]);
+        assert_eq!(merge.unsorted_rows, 1);
+    }
+}
