@@ -15,7 +15,7 @@
 //! definition did not change keeps its state and windows.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -54,6 +54,10 @@ pub struct Engine {
     /// Version of the ruleset in `ruleset`, published after it: a tick
     /// whose instrument is bound to this version need not load the ruleset.
     current_version: AtomicU64,
+    /// No instrument has a timer due before this (it may be earlier than
+    /// the true earliest deadline, never later): `check_timers` skips its
+    /// scan until then. See `check_timers` for why this holds.
+    earliest_deadline_ns: AtomicI64,
 }
 
 impl Engine {
@@ -67,6 +71,7 @@ impl Engine {
             install_lock: Mutex::new(()),
             last_version: AtomicU64::new(1),
             current_version: AtomicU64::new(1),
+            earliest_deadline_ns: AtomicI64::new(i64::MAX),
         }
     }
 
@@ -200,6 +205,7 @@ impl Engine {
             }
         }
         *next_deadline_ns = deadline;
+        self.note_deadline(deadline);
         Ok(())
     }
 
@@ -229,9 +235,17 @@ impl Engine {
     /// completing without a tick, feeds gone silent. Call it periodically
     /// with the clock (live) or with event time (replay).
     pub fn check_timers(&self, now_ns: i64, out: &mut impl AlertSink) {
+        if now_ns < self.earliest_deadline_ns.load(Ordering::Acquire) {
+            return;
+        }
+        // Reset before scanning: every deadline set from here on, by this
+        // scan or by a tick applied meanwhile, lowers it again, so when the
+        // scan ends it is at or below every instrument's deadline.
+        self.earliest_deadline_ns.store(i64::MAX, Ordering::Release);
         let ruleset = self.ruleset.load();
         self.states.for_each(|state| {
             if state.next_deadline_ns > now_ns {
+                self.note_deadline(state.next_deadline_ns);
                 return;
             }
             if state.ruleset_version < ruleset.version {
@@ -264,7 +278,18 @@ impl Engine {
                 }
             }
             *next_deadline_ns = deadline;
+            self.note_deadline(deadline);
         });
+    }
+
+    /// Lowers the earliest-deadline hint to `deadline_ns` if that is
+    /// earlier. A plain load first: most ticks leave the hint alone, and
+    /// only a read keeps the shared cache line from bouncing between cores.
+    #[inline]
+    fn note_deadline(&self, deadline_ns: i64) {
+        if deadline_ns < self.earliest_deadline_ns.load(Ordering::Relaxed) {
+            self.earliest_deadline_ns.fetch_min(deadline_ns, Ordering::AcqRel);
+        }
     }
 
     /// Swaps in a new ruleset and re-binds every instrument to it. Rules
@@ -283,6 +308,7 @@ impl Engine {
         self.states.for_each(|state| {
             if state.ruleset_version < ruleset.version {
                 rebind(state, &ruleset, now_ns, out);
+                self.note_deadline(state.next_deadline_ns);
             }
         });
         ruleset
