@@ -231,7 +231,6 @@ mod tests {
 
     use super::*;
     use crate::model::{AlertKind, Fixed, Mode, Severity};
-    use crate::server::convert::decimal_of;
 
     fn engine_alert() -> Alert {
         let fx = |s: &str| Fixed::parse(s).unwrap();
@@ -257,29 +256,7 @@ mod tests {
 
     /// The wire form of an engine alert, as the server builds it.
     fn wire_of(a: &Alert, seq: u64, received: i64, emitted: i64) -> proto::Alert {
-        proto::Alert {
-            seq,
-            rule_id: a.rule_id.to_string(),
-            ruleset_version: a.ruleset_version,
-            instrument: a.instrument.to_string(),
-            kind: a.kind.name().into(),
-            severity: crate::server::convert::severity_of(a.severity) as i32,
-            actions: a.actions.iter().map(|x| x.name().to_string()).collect(),
-            mode: a.mode.name().into(),
-            values: a
-                .values
-                .iter()
-                .map(|v| proto::AlertValue {
-                    name: v.name.to_string(),
-                    value: Some(decimal_of(v.value)),
-                })
-                .collect(),
-            event_time_ns: a.event_time_ns,
-            tick_seq: a.tick_seq,
-            received_time_ns: received,
-            emitted_time_ns: emitted,
-            reason: a.reason.unwrap_or_default().into(),
-        }
+        crate::server::convert::alert_to_proto(a, seq, received, emitted)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::proto;
 use crate::alerts::{FilterSpec, PublishedAlert};
 use crate::ingest::{scaled_field, TickError, ValueError};
 use crate::metrics::MISSING_VALUES;
-use crate::model::{Fixed, Severity, Side, TickValues, FIXED_DECIMALS};
+use crate::model::{Alert, Fixed, Severity, Side, TickValues, FIXED_DECIMALS};
 use crate::rules::ruleset::SourceFile;
 use crate::rules::{CompiledRule, RuleError};
 
@@ -100,9 +100,19 @@ pub fn severity_of(severity: Severity) -> proto::Severity {
 
 /// A published alert as its wire message.
 pub fn alert_message(published: &PublishedAlert) -> proto::Alert {
-    let a = &published.alert;
+    alert_to_proto(
+        &published.alert,
+        published.seq,
+        published.received_ns,
+        published.emitted_ns,
+    )
+}
+
+/// An engine alert as the wire message, with the sequence number and times
+/// the bus gave it.
+pub fn alert_to_proto(a: &Alert, seq: u64, received_ns: i64, emitted_ns: i64) -> proto::Alert {
     proto::Alert {
-        seq: published.seq,
+        seq,
         rule_id: a.rule_id.to_string(),
         ruleset_version: a.ruleset_version,
         instrument: a.instrument.to_string(),
@@ -120,8 +130,8 @@ pub fn alert_message(published: &PublishedAlert) -> proto::Alert {
             .collect(),
         event_time_ns: a.event_time_ns,
         tick_seq: a.tick_seq,
-        received_time_ns: published.received_ns,
-        emitted_time_ns: published.emitted_ns,
+        received_time_ns: received_ns,
+        emitted_time_ns: emitted_ns,
         reason: a.reason.unwrap_or_default().to_string(),
     }
 }
