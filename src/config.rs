@@ -228,6 +228,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_in_deploy_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/airbag.toml");
+        assert_eq!(ServiceConfig::from_file(&path).unwrap(), ServiceConfig::default());
+    }
+
+    #[test]
     fn defaults_are_valid() {
         ServiceConfig::default().validate().unwrap();
         let empty = ServiceConfig::from_toml("").unwrap();
