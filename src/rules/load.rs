@@ -216,20 +216,28 @@ fn compile_file(
         let start = rule.span().start;
         let (line, _) = line_col(text, start);
         let id = rule.get_ref().id.get_ref().clone();
-        if let Some((file, first_line)) = seen.get(&id) {
-            errors.push(at(
+        let duplicate = seen.get(&id).map(|(file, first_line)| {
+            at(
                 rule.get_ref().id.span().start,
                 format!("duplicate rule id `{id}`: first defined at {file}:{first_line}"),
-            ));
-            continue;
-        }
-        seen.insert(id, (name.to_string(), line));
+            )
+        });
+        seen.entry(id).or_insert((name.to_string(), line));
         let hash = tables.get(i).map_or(0, rule_hash);
         let source = RuleSource {
             file: name.to_string(),
             line,
         };
-        match compile_rule(rule.get_ref(), start, registry, source.clone(), hash) {
+        // A duplicate is still compiled, for its own errors, but not kept.
+        let compiled = compile_rule(rule.get_ref(), start, registry, source.clone(), hash);
+        if let Some(duplicate) = duplicate {
+            errors.push(duplicate);
+            if let Err(errs) = compiled {
+                errors.extend(errs.into_iter().map(|e| at(e.offset, e.message)));
+            }
+            continue;
+        }
+        match compiled {
             Ok(compiled) => rules.push(Arc::new(compiled)),
             Err(errs) => {
                 errors.extend(errs.into_iter().map(|e| at(e.offset, e.message)));
