@@ -26,7 +26,9 @@
 //! - [`server`]: the gRPC services; the only module that knows protobuf.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
 //! - [`config`]: the service's TOML configuration.
-//! - [`app`]: wiring, startup and graceful shutdown.
+//! - [`app`]: wiring, startup, rule reloads and graceful shutdown.
+//! - [`cli`]: the client commands (`send`, `subscribe`, `load`, `replay`)
+//!   and the CSV tick reader they share.
 //!
 //! Read in this order: `model` → `engine` → `rules::kinds` → `state::window`.
 
