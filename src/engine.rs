@@ -231,6 +231,34 @@ impl Engine {
         }
     }
 
+    /// As [`Engine::apply_batch`], but each tick is received at its own
+    /// time, `received_ns[i]` for `ticks[i]` (replay passes event times),
+    /// and `outcome` is given `out` after each tick, to take that tick's
+    /// alerts; it returns whether to go on. Returns how many ticks were
+    /// applied or refused before stopping.
+    pub fn apply_batch_at<S: AlertSink>(
+        &self,
+        ticks: &[Tick],
+        received_ns: &[i64],
+        out: &mut S,
+        mut outcome: impl FnMut(usize, Result<(), TickError>, &mut S) -> bool,
+    ) -> usize {
+        const AHEAD: usize = 4;
+        for tick in ticks.iter().take(AHEAD) {
+            self.states.prefetch(tick.instrument);
+        }
+        for (i, (tick, &received)) in ticks.iter().zip(received_ns).enumerate() {
+            if let Some(ahead) = ticks.get(i + AHEAD) {
+                self.states.prefetch(ahead.instrument);
+            }
+            let result = self.apply(tick, received, out);
+            if !outcome(i, result, out) {
+                return i + 1;
+            }
+        }
+        ticks.len().min(received_ns.len())
+    }
+
     /// Runs every timer due at `now_ns`: halts ending, `for` periods
     /// completing without a tick, feeds gone silent. Call it periodically
     /// with the clock (live) or with event time (replay).
@@ -386,4 +414,89 @@ fn rebind(state: &mut InstrumentState, ruleset: &RuleSet, now_ns: i64, out: &mut
         .filter_map(|b| b.rule.deadline(state.last_received_ns, &b.state))
         .min()
         .unwrap_or(i64::MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Alert, Fixed};
+    use crate::rules::compile_texts;
+
+    fn engine() -> Engine {
+        let rules = "[[rule]]\nid = \"dd\"\nkind = \"drawdown\"\nwindow = \"3s\"\nthreshold = \"5%\"\n";
+        Engine::new(
+            EngineConfig::default(),
+            compile_texts(&[("t.toml".into(), rules.into())]).unwrap(),
+        )
+    }
+
+    fn ticks(e: &Engine) -> Vec<Tick> {
+        const S: i64 = 1_000_000_000;
+        let ids: Vec<_> = ["A", "B", "C"].iter().map(|s| e.resolve(s, 0).unwrap()).collect();
+        let rows = [
+            (0, 1, S, "100"),
+            (1, 1, S, "50"),
+            (0, 2, 2 * S, "90"),
+            (0, 2, 2 * S, "91"),
+            (2, 1, 2 * S, "-1"),
+            (1, 2, 3 * S, "40"),
+            (0, 3, S, "80"),
+            (2, 2, 4 * S, "10"),
+            (1, 3, 4 * S, "60"),
+        ];
+        rows.iter()
+            .map(|&(i, seq, t, price)| Tick {
+                instrument: ids[i],
+                event_time_ns: t,
+                seq,
+                values: TickValues::Trade {
+                    price: Fixed::parse(price).unwrap(),
+                    size: Fixed::ONE,
+                    side: None,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn apply_batch_at_is_apply_one_by_one_at_each_time() {
+        let (one, batched) = (engine(), engine());
+        let (ticks_one, ticks_batched) = (ticks(&one), ticks(&batched));
+        let received: Vec<i64> = ticks_one.iter().map(|t| t.event_time_ns + 7).collect();
+        let mut expected: Vec<(usize, Result<(), String>, Vec<Alert>)> = Vec::new();
+        for (i, tick) in ticks_one.iter().enumerate() {
+            let mut out = Vec::new();
+            let result = one.apply(tick, received[i], &mut out).map_err(|e| e.to_string());
+            expected.push((i, result, out));
+        }
+        let mut got = Vec::new();
+        let mut out = Vec::new();
+        let n = batched.apply_batch_at(&ticks_batched, &received, &mut out, |i, result, out| {
+            got.push((i, result.map_err(|e| e.to_string()), std::mem::take(out)));
+            true
+        });
+        assert_eq!(n, ticks_one.len());
+        assert_eq!(got, expected);
+        assert!(got.iter().any(|(_, r, _)| r.is_err()));
+        assert!(got.iter().any(|(_, _, alerts)| !alerts.is_empty()));
+        for symbol in ["A", "B", "C"] {
+            let state = |e: &Engine| e.with_state(symbol, |s| (s.last_seq, s.last_event_ns, s.last_received_ns));
+            assert_eq!(state(&one), state(&batched), "{symbol}");
+        }
+    }
+
+    #[test]
+    fn apply_batch_at_stops_when_told() {
+        let e = engine();
+        let ticks = ticks(&e);
+        let received: Vec<i64> = ticks.iter().map(|t| t.event_time_ns).collect();
+        let mut seen = Vec::new();
+        let n = e.apply_batch_at(&ticks, &received, &mut Vec::new(), |i, _, _| {
+            seen.push(i);
+            i < 2
+        });
+        assert_eq!((n, seen), (3, vec![0, 1, 2]));
+        // The sixth tick was not applied: B's last is still its first.
+        assert_eq!(e.with_state("B", |s| s.last_seq), Some(Some(1)));
+    }
 }

@@ -80,41 +80,88 @@ pub fn drive(
     let mut totals = Totals::default();
     let mut next_timer = i64::MAX;
     let start = Instant::now();
-    while let Some((source, row)) = merge.next_row()? {
-        let t = row.event_time_ns;
-        if totals.first_ns.is_none() {
-            totals.first_ns = Some(t);
-            next_timer = boundary_after(t, step);
+    while let Some(source) = merge.next_batch()? {
+        if let ([runner], None) = (&mut *runners, options.speed) {
+            // One engine, unpaced: runs of ticks with no timer or progress
+            // call between them go to the engine together.
+            let rows = merge.batch();
+            let mut k = 0;
+            while k < rows.len() {
+                let t = rows[k].event_time_ns;
+                if totals.first_ns.is_none() {
+                    totals.first_ns = Some(t);
+                    next_timer = boundary_after(t, step);
+                }
+                if t >= next_timer {
+                    let now = t.div_euclid(step) * step;
+                    runner
+                        .timers(now, &mut |seq, alert, rx| deliver(0, seq, alert, rx))
+                        .map_err(ReplayError::Output)?;
+                    next_timer = boundary_after(t, step);
+                }
+                let to_progress = (PROGRESS_EVERY - totals.ticks % PROGRESS_EVERY) as usize;
+                let limit = rows.len().min(k.saturating_add(to_progress));
+                let mut end = k + 1;
+                while end < limit && rows[end].event_time_ns < next_timer {
+                    end += 1;
+                }
+                runner
+                    .ticks(merge, source, &rows[k..end], &mut |seq, alert, rx| {
+                        deliver(0, seq, alert, rx)
+                    })
+                    .map_err(ReplayError::Output)?;
+                let t = rows[end - 1].event_time_ns;
+                totals.ticks += (end - k) as u64;
+                totals.last_ns = Some(t);
+                if totals.ticks % PROGRESS_EVERY == 0 {
+                    let (bytes_read, bytes_total) = merge.bytes();
+                    hooks.progress(&Progress {
+                        ticks: totals.ticks,
+                        bytes_read,
+                        bytes_total,
+                        event_time_ns: t,
+                    });
+                }
+                k = end;
+            }
+            continue;
         }
-        if t >= next_timer {
-            // The latest boundary at or before this tick: every earlier
-            // tick is before it, so timers run in event-time order.
-            let now = t.div_euclid(step) * step;
+        for row in merge.batch() {
+            let t = row.event_time_ns;
+            if totals.first_ns.is_none() {
+                totals.first_ns = Some(t);
+                next_timer = boundary_after(t, step);
+            }
+            if t >= next_timer {
+                // The latest boundary at or before this tick: every earlier
+                // tick is before it, so timers run in event-time order.
+                let now = t.div_euclid(step) * step;
+                for (i, runner) in runners.iter_mut().enumerate() {
+                    runner
+                        .timers(now, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
+                        .map_err(ReplayError::Output)?;
+                }
+                next_timer = boundary_after(t, step);
+            }
+            if let (Some(speed), Some(t0)) = (options.speed, totals.first_ns) {
+                pace(start, t - t0, speed);
+            }
             for (i, runner) in runners.iter_mut().enumerate() {
                 runner
-                    .timers(now, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
+                    .tick(merge, source, row, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
                     .map_err(ReplayError::Output)?;
             }
-            next_timer = boundary_after(t, step);
-        }
-        if let (Some(speed), Some(t0)) = (options.speed, totals.first_ns) {
-            pace(start, t - t0, speed);
-        }
-        for (i, runner) in runners.iter_mut().enumerate() {
-            runner
-                .tick(merge, source, &row, &mut |seq, alert, rx| deliver(i, seq, alert, rx))
-                .map_err(ReplayError::Output)?;
-        }
-        totals.ticks += 1;
-        totals.last_ns = Some(t);
-        if totals.ticks % PROGRESS_EVERY == 0 {
-            let (bytes_read, bytes_total) = merge.bytes();
-            hooks.progress(&Progress {
-                ticks: totals.ticks,
-                bytes_read,
-                bytes_total,
-                event_time_ns: t,
-            });
+            totals.ticks += 1;
+            totals.last_ns = Some(t);
+            if totals.ticks % PROGRESS_EVERY == 0 {
+                let (bytes_read, bytes_total) = merge.bytes();
+                hooks.progress(&Progress {
+                    ticks: totals.ticks,
+                    bytes_read,
+                    bytes_total,
+                    event_time_ns: t,
+                });
+            }
         }
     }
     if let Some(last) = totals.last_ns {

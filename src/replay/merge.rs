@@ -22,6 +22,9 @@ use crate::cli::tick_file::{ColumnMapping, TickReader, TickRow};
 /// How many bad rows are quoted in the summary.
 pub const BAD_ROW_EXAMPLES: usize = 5;
 
+/// Rows read at a time from a single file.
+const BATCH_ROWS: usize = 1024;
+
 /// What to do with a row that cannot be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BadRows {
@@ -57,6 +60,10 @@ pub struct Merge {
     /// Compressed bytes read so far, over all files.
     bytes_read: Arc<AtomicU64>,
     bytes_total: u64,
+    /// The rows of the last [`Merge::next_batch`].
+    batch: Vec<TickRow>,
+    /// The error that ended the last batch early, returned by the next.
+    pending_error: Option<ReplayError>,
 }
 
 /// Counts the bytes read through it.
@@ -118,6 +125,8 @@ impl Merge {
             unsorted_rows: 0,
             bytes_read,
             bytes_total,
+            batch: Vec::with_capacity(BATCH_ROWS),
+            pending_error: None,
         })
     }
 
@@ -143,6 +152,8 @@ impl Merge {
             unsorted_rows: 0,
             bytes_read: Arc::new(AtomicU64::new(0)),
             bytes_total: 0,
+            batch: Vec::with_capacity(BATCH_ROWS),
+            pending_error: None,
         }
     }
 
@@ -173,6 +184,67 @@ impl Merge {
     /// Compressed bytes read so far and the files' total size.
     pub fn bytes(&self) -> (u64, u64) {
         (self.bytes_read.load(Ordering::Relaxed), self.bytes_total)
+    }
+
+    /// Reads the next rows of the merged stream into [`Merge::batch`] and
+    /// returns the index of their file; `None` when every file is
+    /// exhausted. A single file is read [`BATCH_ROWS`] rows at a time;
+    /// several one row at a time, through the heap. The same rows, errors
+    /// and counts as [`Merge::next_row`], which it must not be mixed with;
+    /// an error comes after the rows before it.
+    ///
+    /// # Errors
+    /// As [`Merge::next_row`].
+    pub fn next_batch(&mut self) -> Result<Option<u32>, ReplayError> {
+        self.batch.clear();
+        if self.sources.len() != 1 {
+            return Ok(self.next_row()?.map(|(source, row)| {
+                self.batch.push(row);
+                source
+            }));
+        }
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
+        self.fill_batch();
+        if self.batch.is_empty() {
+            return match self.pending_error.take() {
+                Some(error) => Err(error),
+                None => Ok(None),
+            };
+        }
+        Ok(Some(0))
+    }
+
+    /// The rows of the last [`Merge::next_batch`], in order.
+    pub fn batch(&self) -> &[TickRow] {
+        &self.batch
+    }
+
+    /// Fills the batch from the only file, as [`Merge::read`] would row by
+    /// row; an error that stops the replay is kept for the next batch.
+    fn fill_batch(&mut self) {
+        let src = &mut self.sources[0];
+        while let Some(source) = src.reader.read_rows(&mut self.batch, BATCH_ROWS) {
+            if source.is_fatal() || self.bad_rows == BadRows::Stop {
+                self.pending_error = Some(ReplayError::Row {
+                    file: src.name.clone(),
+                    source,
+                });
+                break;
+            }
+            self.skipped_rows += 1;
+            if self.skipped_examples.len() < BAD_ROW_EXAMPLES {
+                self.skipped_examples
+                    .push(format!("{}:{}: {}", src.name, source.line, source.kind));
+            }
+        }
+        for row in &self.batch {
+            if row.event_time_ns < src.last_time_ns {
+                self.unsorted_rows += 1;
+            }
+            src.last_time_ns = row.event_time_ns;
+        }
     }
 
     /// The next row of the merged stream and the index of its file; `None`

@@ -57,6 +57,29 @@ impl Rejections {
     }
 }
 
+/// Numbers, counts and delivers the alerts in `alerts`, emptying it.
+#[inline]
+fn flush<E>(
+    alerts: &mut Vec<Alert>,
+    emitted: &mut u64,
+    stats: &mut RuleStats,
+    received_ns: i64,
+    deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
+) -> Result<(), E> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let mut result = Ok(());
+    for alert in alerts.drain(..) {
+        *emitted += 1;
+        stats.record(&alert);
+        if result.is_ok() {
+            result = deliver(*emitted, &alert, received_ns);
+        }
+    }
+    result
+}
+
 /// An engine fed by replay, and what it did.
 pub struct Runner {
     engine: Engine,
@@ -69,6 +92,9 @@ pub struct Runner {
     next_seq: Vec<u64>,
     /// Alerts of the tick or timer being run.
     alerts: Vec<Alert>,
+    /// The ticks of [`Runner::ticks`] and their receive times.
+    batch: Vec<Tick>,
+    received: Vec<i64>,
     pub rejections: Rejections,
     pub stats: RuleStats,
     /// Alerts emitted so far; the last one's sequence number.
@@ -84,6 +110,8 @@ impl Runner {
             has_seq: (0..merge.len() as u32).map(|i| merge.has_seq(i)).collect(),
             next_seq: Vec::new(),
             alerts: Vec::new(),
+            batch: Vec::new(),
+            received: Vec::new(),
             rejections: Rejections::default(),
             stats: RuleStats::default(),
             emitted: 0,
@@ -139,6 +167,96 @@ impl Runner {
         self.flush(t, deliver)
     }
 
+    /// Applies rows of file `source` in order, exactly as [`Runner::tick`]
+    /// one by one would, prefetching the engine's state for the ticks
+    /// ahead ([`Engine::apply_batch_at`]).
+    ///
+    /// # Errors
+    /// Whatever `deliver` returns; the rows after the one whose alert it
+    /// refused are not applied.
+    pub fn ticks<E>(
+        &mut self,
+        merge: &Merge,
+        source: u32,
+        rows: &[TickRow],
+        deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let has_seq = self.has_seq[source as usize];
+        let mut rest = rows;
+        while !rest.is_empty() {
+            // Number the rows up to the first whose instrument is refused.
+            self.batch.clear();
+            self.received.clear();
+            let mut unresolved = None;
+            for row in rest {
+                let t = row.event_time_ns;
+                let instrument = match self.id(merge, source, row.instrument, t) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        unresolved = Some(e);
+                        break;
+                    }
+                };
+                let seq = if has_seq {
+                    row.seq
+                } else {
+                    let next = &mut self.next_seq[instrument.0 as usize];
+                    *next += 1;
+                    *next
+                };
+                self.batch.push(Tick {
+                    instrument,
+                    event_time_ns: t,
+                    seq,
+                    values: row.values,
+                });
+                self.received.push(t);
+            }
+            let Runner {
+                engine,
+                batch,
+                received,
+                next_seq,
+                alerts,
+                rejections,
+                stats,
+                emitted,
+                ..
+            } = self;
+            let mut result = Ok(());
+            // A refused tick stops the batch: the numbers given to the
+            // ticks after it are given again.
+            let done = engine.apply_batch_at(batch, received, alerts, |i, applied, alerts| {
+                let refused = applied.is_err();
+                if let Err(e) = applied {
+                    if !has_seq {
+                        next_seq[batch[i].instrument.0 as usize] -= 1;
+                    }
+                    rejections.count(&e, merge, source, rest[i].line);
+                }
+                result = flush(alerts, emitted, stats, received[i], deliver);
+                !refused && result.is_ok()
+            });
+            if !has_seq {
+                for tick in batch[done..].iter().rev() {
+                    next_seq[tick.instrument.0 as usize] -= 1;
+                }
+            }
+            result?;
+            if done < batch.len() {
+                rest = &rest[done..];
+                continue;
+            }
+            if let Some(e) = unresolved {
+                self.rejections.count(&e, merge, source, rest[done].line);
+                rest = &rest[done + 1..];
+            } else {
+                rest = &[];
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the timers due at `now_ns`.
     ///
     /// # Errors
@@ -158,18 +276,13 @@ impl Runner {
         received_ns: i64,
         deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
     ) -> Result<(), E> {
-        if self.alerts.is_empty() {
-            return Ok(());
-        }
-        let mut result = Ok(());
-        for alert in self.alerts.drain(..) {
-            self.emitted += 1;
-            self.stats.record(&alert);
-            if result.is_ok() {
-                result = deliver(self.emitted, &alert, received_ns);
-            }
-        }
-        result
+        flush(
+            &mut self.alerts,
+            &mut self.emitted,
+            &mut self.stats,
+            received_ns,
+            deliver,
+        )
     }
 
     /// The engine id of instrument `index` of file `source`.
@@ -188,5 +301,59 @@ impl Runner {
             self.next_seq.resize(id.0 as usize + 1, 0);
         }
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, Cursor};
+
+    use super::*;
+    use crate::cli::tick_file::TickReader;
+    use crate::replay::merge::BadRows;
+    use crate::rules::compile_texts;
+
+    fn setup(text: &str) -> (Merge, Runner) {
+        let boxed: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
+        let merge = Merge::from_readers(vec![("f".into(), TickReader::new(boxed).unwrap())], BadRows::Stop);
+        let rules = "[[rule]]\nid = \"dd\"\nkind = \"drawdown\"\nwindow = \"3s\"\nthreshold = \"5%\"\n";
+        let runner = Runner::new(compile_texts(&[("t.toml".into(), rules.into())]).unwrap(), &merge);
+        (merge, runner)
+    }
+
+    #[test]
+    fn ticks_are_tick_one_by_one_with_refusals_renumbered() {
+        let text = "instrument,ts_ms,price\nA,1000,100\nB,1000,50\nA,2000,90\nA,1500,91\nA,2000,-1\n\
+                    A,2500,80\nbad symbol,2500,1\nB,3000,40\nA,3000,70\nB,4000,30\n";
+        let (mut merge, mut one) = setup(text);
+        let mut rows = Vec::new();
+        while let Some((_, row)) = merge.next_row().unwrap() {
+            rows.push(row);
+        }
+        let mut alerts_one = Vec::new();
+        for row in &rows {
+            one.tick(&merge, 0, row, &mut |seq, alert: &Alert, rx| {
+                alerts_one.push((seq, alert.clone(), rx));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        }
+        let (_, mut batched) = setup(text);
+        let mut alerts_batched = Vec::new();
+        batched
+            .ticks(&merge, 0, &rows, &mut |seq, alert: &Alert, rx| {
+                alerts_batched.push((seq, alert.clone(), rx));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert!(!alerts_one.is_empty());
+        assert_eq!(alerts_batched, alerts_one);
+        assert_eq!(batched.rejections, one.rejections);
+        assert_eq!(one.rejections.total(), 3);
+        assert_eq!(batched.next_seq, one.next_seq);
+        for symbol in ["A", "B"] {
+            let id = one.engine().instruments().get(symbol).unwrap();
+            assert_eq!(batched.engine().last_seq(id), one.engine().last_seq(id), "{symbol}");
+        }
     }
 }

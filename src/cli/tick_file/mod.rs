@@ -46,7 +46,8 @@
 //!
 //! # Cost
 //!
-//! Memory is constant in the file's length: one reused line buffer plus one
+//! Memory is constant in the file's length: one reused 1 MiB read block
+//! (lines are split in place, not copied) plus one
 //! interned symbol (and counter) per distinct instrument. Rows are split in
 //! place and parsed from bytes, without allocating or UTF-8 validation
 //! (only a new instrument's symbol must be UTF-8). [`TickReader::next_row`] gives each row's
@@ -69,7 +70,7 @@ use rustc_hash::FxHashMap;
 
 use crate::model::{FixedError, TickKind, TickValues};
 use columns::{Layout, Role};
-use row::parse_row;
+use row::{parse_fast, parse_row, FastLayout};
 
 pub use columns::{ColumnMapping, MappingError};
 pub use time::TimeUnit;
@@ -80,6 +81,10 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Read buffer size for files.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Size of the block lines are split from in place; larger than
+/// [`MAX_LINE_BYTES`] so that any acceptable line fits.
+const READ_BLOCK_BYTES: usize = 1024 * 1024;
 
 /// One tick read from a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +242,25 @@ impl Symbols {
         Some(u128::from_le_bytes(bytes))
     }
 
+    /// As [`Symbols::intern`] for the symbol `line[start..end]`: a short
+    /// one followed by enough of the line is keyed by one 16-byte load.
+    #[inline]
+    fn intern_in(&mut self, line: &[u8], start: usize, end: usize) -> Result<u32, TickFileErrorKind> {
+        let len = end - start;
+        if len <= 15 {
+            if let Some(bytes) = line.get(start..start + 16) {
+                let mut word = [0u8; 16];
+                word.copy_from_slice(bytes);
+                let mask = (1u128 << (8 * len)) - 1;
+                let key = (u128::from_le_bytes(word) & mask) | ((len as u128) << 120);
+                if let Some(&id) = self.short.get(&key) {
+                    return Ok(id);
+                }
+            }
+        }
+        self.intern(&line[start..end])
+    }
+
     #[inline]
     fn intern(&mut self, name: &[u8]) -> Result<u32, TickFileErrorKind> {
         let key = Self::short_key(name);
@@ -270,6 +294,8 @@ impl Symbols {
 pub struct TickReader<R> {
     lines: Lines<R>,
     layout: Layout,
+    /// The fast path for rows of the common shape, if the layout has it.
+    fast: Option<FastLayout>,
     symbols: Symbols,
     /// Set after an I/O error: nothing more will be read.
     done: bool,
@@ -333,11 +359,7 @@ impl<R: BufRead> TickReader<R> {
     /// # Errors
     /// As [`TickReader::new`], or a column the mapping names is missing.
     pub fn with_mapping(reader: R, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
-        let mut lines = Lines {
-            reader,
-            buf: Vec::with_capacity(256),
-            line: 0,
-        };
+        let mut lines = Lines::new(reader);
         let (line, header) = match lines.next_line() {
             None => return Err(TickFileError::at(lines.line.max(1), TickFileErrorKind::NoHeader)),
             Some((line, Err(kind))) => return Err(TickFileError::at(line, kind)),
@@ -357,6 +379,7 @@ impl<R: BufRead> TickReader<R> {
         }
         Ok(TickReader {
             lines,
+            fast: FastLayout::new(&layout),
             layout,
             symbols,
             done: false,
@@ -401,66 +424,166 @@ impl<R: BufRead> TickReader<R> {
                 return Some(Err(TickFileError::at(line, kind)));
             }
         };
+        if let Some(fast) = &self.fast {
+            if let Some(row) = parse_fast(fast, &mut self.symbols, line, text) {
+                return Some(Ok(row));
+            }
+        }
         Some(parse_row(&self.layout, &mut self.symbols, line, text).map_err(|kind| TickFileError::at(line, kind)))
     }
 }
 
-/// The lines of a tick file, read into one reused buffer.
+impl<R: BufRead> TickReader<R> {
+    /// Appends the next rows to `out` until it holds `max` rows, a row
+    /// fails or the file ends, as [`TickReader::next_row`] would read
+    /// them one by one. Returns the failing row's error (not pushed), if
+    /// one stopped it; the file has ended when `out` is short without one.
+    pub fn read_rows(&mut self, out: &mut Vec<TickRow>, max: usize) -> Option<TickFileError> {
+        if let Some(fast) = &self.fast {
+            while out.len() < max && !self.done {
+                let (line, text) = match self.lines.next_line() {
+                    None => return None,
+                    Some((line, Ok(bytes))) => (line, bytes),
+                    Some((line, Err(kind))) => {
+                        self.done = matches!(kind, TickFileErrorKind::Io(_));
+                        return Some(TickFileError::at(line, kind));
+                    }
+                };
+                match parse_fast(fast, &mut self.symbols, line, text) {
+                    Some(row) => out.push(row),
+                    None => match parse_row(&self.layout, &mut self.symbols, line, text) {
+                        Ok(row) => out.push(row),
+                        Err(kind) => return Some(TickFileError::at(line, kind)),
+                    },
+                }
+            }
+            return None;
+        }
+        while out.len() < max {
+            match self.next_row()? {
+                Ok(row) => out.push(row),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+}
+
+/// The lines of a tick file, split in place in one large reused block:
+/// no copy per line.
 struct Lines<R> {
     reader: R,
-    /// The current line, reused for every row.
-    buf: Vec<u8>,
-    /// 1-based number of the line in `buf`.
+    /// Read buffer; `block[start..end]` is read but not yet consumed.
+    block: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The reader returned 0 bytes: nothing more will be read.
+    eof: bool,
+    /// 1-based number of the last line returned.
     line: u64,
 }
 
-impl<R: BufRead> Lines<R> {
+impl<R: Read> Lines<R> {
+    fn new(reader: R) -> Self {
+        Lines {
+            reader,
+            block: vec![0; READ_BLOCK_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            line: 0,
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front of the block and reads more
+    /// after them; sets `eof` when the reader has nothing more.
+    fn refill(&mut self) -> io::Result<()> {
+        if self.start > 0 {
+            self.block.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match self.reader.read(&mut self.block[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Discards input up to and including the next `\n`.
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            if let Some(pos) = memchr::memchr(b'\n', &self.block[self.start..self.end]) {
+                self.start += pos + 1;
+                return Ok(());
+            }
+            self.start = self.end;
+            if self.eof {
+                return Ok(());
+            }
+            self.refill()?;
+        }
+    }
+
     /// The number and bytes (without the line end) of the next line that
     /// is neither blank nor a comment; `None` at the end of the file.
     #[inline]
     fn next_line(&mut self) -> Option<(u64, Result<&[u8], TickFileErrorKind>)> {
-        loop {
-            self.buf.clear();
-            let available = match self.reader.fill_buf() {
-                Ok(available) => available,
-                Err(e) => return Some((self.line + 1, Err(e.into()))),
-            };
-            if available.is_empty() {
-                return None;
-            }
-            match memchr::memchr(b'\n', available) {
-                // The whole line is buffered: one copy, no read loop.
-                Some(pos) if pos <= MAX_LINE_BYTES => {
-                    self.buf.extend_from_slice(&available[..pos]);
-                    self.reader.consume(pos + 1);
+        let (from, to) = loop {
+            let (from, mut to) = match memchr::memchr(b'\n', &self.block[self.start..self.end]) {
+                Some(pos) => {
+                    let from = self.start;
+                    self.start += pos + 1;
                     self.line += 1;
+                    if pos > MAX_LINE_BYTES {
+                        return Some((self.line, Err(TickFileErrorKind::LineTooLong)));
+                    }
+                    (from, from + pos)
                 }
-                _ => {
-                    let limit = MAX_LINE_BYTES as u64 + 1;
-                    if let Err(e) = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf) {
+                None if self.end - self.start > MAX_LINE_BYTES => {
+                    self.line += 1;
+                    let error = match self.skip_line() {
+                        Ok(()) => TickFileErrorKind::LineTooLong,
+                        Err(e) => e.into(),
+                    };
+                    return Some((self.line, Err(error)));
+                }
+                None if self.eof => {
+                    if self.start == self.end {
+                        return None;
+                    }
+                    // The last line, without a line end.
+                    let from = self.start;
+                    self.start = self.end;
+                    self.line += 1;
+                    (from, self.end)
+                }
+                None => {
+                    if let Err(e) = self.refill() {
                         return Some((self.line + 1, Err(e.into())));
                     }
-                    self.line += 1;
-                    if self.buf.last() == Some(&b'\n') {
-                        self.buf.pop();
-                    } else if self.buf.len() > MAX_LINE_BYTES {
-                        let error = match skip_line(&mut self.reader) {
-                            Ok(()) => TickFileErrorKind::LineTooLong,
-                            Err(e) => e.into(),
-                        };
-                        return Some((self.line, Err(error)));
-                    }
+                    continue;
                 }
+            };
+            if to > from && self.block[to - 1] == b'\r' {
+                to -= 1;
             }
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
-            }
-            let content = self.buf.trim_ascii();
+            let content = self.block[from..to].trim_ascii();
             if content.is_empty() || content[0] == b'#' {
                 continue;
             }
-            return Some((self.line, Ok(&self.buf)));
-        }
+            break (from, to);
+        };
+        Some((self.line, Ok(&self.block[from..to])))
     }
 }
 
@@ -475,26 +598,6 @@ impl<R: BufRead> Iterator for TickReader<R> {
             seq: row.seq,
             values: row.values,
         }))
-    }
-}
-
-/// Consumes input up to and including the next `\n`.
-fn skip_line(reader: &mut impl BufRead) -> io::Result<()> {
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        match chunk.iter().position(|&b| b == b'\n') {
-            Some(pos) => {
-                reader.consume(pos + 1);
-                return Ok(());
-            }
-            None => {
-                let len = chunk.len();
-                reader.consume(len);
-            }
-        }
     }
 }
 

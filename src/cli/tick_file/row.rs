@@ -4,6 +4,7 @@
 //! accepts (anything else is handed to `Fixed::parse` for its verdict).
 
 use super::columns::{Layout, Role, ROLE_COUNT};
+use super::time::TimeUnit;
 use super::{Symbols, TickFileErrorKind, TickRow};
 use crate::model::{Fixed, Side, TickKind, TickValues, FIXED_DECIMALS, FIXED_SCALE};
 
@@ -137,6 +138,206 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
         v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(v)
+}
+
+/// What a column holds, for [`parse_fast`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FastColumn {
+    Instrument,
+    Time,
+    Price,
+    Size,
+    Ignored,
+}
+
+/// The plan of [`parse_fast`] for a layout of trades with an instrument
+/// column, an epoch time and no other roles than price and size: the
+/// shape of nearly every recorded file.
+pub(super) struct FastLayout {
+    columns: Box<[FastColumn]>,
+    /// Fractional digits of the time column: the unit is `10^exp` ns.
+    time_exp: u32,
+}
+
+impl FastLayout {
+    /// The plan for `layout`, if it has the shape [`parse_fast`] reads.
+    pub(super) fn new(layout: &Layout) -> Option<FastLayout> {
+        let time_exp = match layout.time_unit {
+            TimeUnit::S => 9,
+            TimeUnit::Ms => 6,
+            TimeUnit::Us => 3,
+            TimeUnit::Ns => 0,
+            TimeUnit::Iso | TimeUnit::Auto => return None,
+        };
+        if layout.symbol.is_some()
+            || layout.default_kind != TickKind::Trade
+            || !layout.has(Role::Instrument)
+            || !layout.has(Role::Time)
+            || !layout.has(Role::Price)
+        {
+            return None;
+        }
+        let columns = layout
+            .roles
+            .iter()
+            .map(|role| match role {
+                Role::Instrument => Some(FastColumn::Instrument),
+                Role::Time => Some(FastColumn::Time),
+                Role::Price => Some(FastColumn::Price),
+                Role::Size => Some(FastColumn::Size),
+                Role::Ignored => Some(FastColumn::Ignored),
+                _ => None,
+            })
+            .collect::<Option<Box<[_]>>>()?;
+        Some(FastLayout { columns, time_exp })
+    }
+}
+
+/// `digits[.digits]` epoch time in units of `10^exp` ns, with at most 18
+/// integer digits and `exp` fractional ones; `None` for anything else.
+#[inline]
+fn fast_epoch(text: &[u8], exp: u32) -> Option<i64> {
+    const POW10: [i64; 10] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+    ];
+    let mut whole: i64 = 0;
+    let mut i = 0;
+    while i < text.len() && text[i].is_ascii_digit() {
+        whole = whole * 10 + i64::from(text[i] - b'0');
+        i += 1;
+        if i > 18 {
+            return None;
+        }
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut sub: i64 = 0;
+    let mut sub_digits = 0u32;
+    if i < text.len() {
+        if text[i] != b'.' {
+            return None;
+        }
+        i += 1;
+        while i < text.len() {
+            let b = text[i];
+            if !b.is_ascii_digit() || sub_digits == exp {
+                return None;
+            }
+            sub = sub * 10 + i64::from(b - b'0');
+            sub_digits += 1;
+            i += 1;
+        }
+    }
+    whole
+        .checked_mul(POW10[exp as usize])?
+        .checked_add(sub * POW10[(exp - sub_digits) as usize])
+}
+
+/// Bit `i` set when `text[i]` is a comma, for the first 64 bytes: eight
+/// bytes at a time, without a branch per byte.
+#[inline]
+fn comma_mask(text: &[u8]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const COMMAS: u64 = 0x2c2c_2c2c_2c2c_2c2c;
+    let mut mask = 0u64;
+    for (i, chunk) in text.chunks(8).take(8).enumerate() {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word) ^ COMMAS;
+        // High bit of each byte set exactly where `v` has a zero byte; the
+        // padding of a short chunk is 0, not a comma.
+        let zero = !(((v & LOW7) + LOW7) | v | LOW7);
+        let mut bits = zero >> 7;
+        // Gather the eight flags (bits 0, 8, ..., 56) into a byte.
+        bits = (bits | (bits >> 7)) & 0x0003_0003_0003_0003;
+        bits = (bits | (bits >> 14)) & 0x0000_000f_0000_000f;
+        bits = (bits | (bits >> 28)) & 0xff;
+        let valid = if chunk.len() == 8 {
+            0xff
+        } else {
+            (1u64 << chunk.len()) - 1
+        };
+        mask |= (bits & valid) << (8 * i);
+    }
+    mask
+}
+
+/// Parses the row in `text` if it has the common shape of `fast`: fields
+/// without surrounding whitespace, numbers that [`fast_decimal`] and
+/// [`fast_epoch`] read. `None` when the row is anything else, having
+/// changed nothing: [`parse_row`] then gives the verdict, which for a
+/// row read here is the same row.
+#[inline]
+pub(super) fn parse_fast(fast: &FastLayout, symbols: &mut Symbols, line: u64, text: &[u8]) -> Option<TickRow> {
+    let mut name = (0, 0);
+    let mut event_time_ns = 0;
+    let mut price = Fixed::ZERO;
+    let mut size = Fixed::ZERO;
+    let mut pos = 0;
+    let last = fast.columns.len() - 1;
+    let mut commas = comma_mask(text);
+    for (i, column) in fast.columns.iter().enumerate() {
+        let end = if commas != 0 {
+            let end = commas.trailing_zeros() as usize;
+            commas &= commas - 1;
+            end
+        } else {
+            // No comma in the first 64 bytes from here on.
+            let mut end = pos.max(64).min(text.len());
+            while end < text.len() && text[end] != b',' {
+                end += 1;
+            }
+            end
+        };
+        // The last field runs to the end of the line; every other one
+        // ends at a comma.
+        if (i == last) != (end == text.len()) {
+            return None;
+        }
+        let field = &text[pos..end];
+        match column {
+            FastColumn::Instrument => {
+                match (field.first(), field.last()) {
+                    (Some(first), Some(last)) if !first.is_ascii_whitespace() && !last.is_ascii_whitespace() => {}
+                    _ => return None,
+                }
+                name = (pos, end);
+            }
+            FastColumn::Time => event_time_ns = fast_epoch(field, fast.time_exp)?,
+            FastColumn::Price => price = fast_decimal(field)?,
+            FastColumn::Size => {
+                if !field.is_empty() {
+                    size = fast_decimal(field)?;
+                }
+            }
+            FastColumn::Ignored => {}
+        }
+        pos = end + 1;
+    }
+    let instrument = symbols.intern_in(text, name.0, name.1).ok()?;
+    let last_seq = &mut symbols.last_seq[instrument as usize];
+    *last_seq = last_seq.saturating_add(1);
+    Some(TickRow {
+        line,
+        instrument,
+        event_time_ns,
+        seq: *last_seq,
+        values: TickValues::Trade {
+            price,
+            size,
+            side: None,
+        },
+    })
 }
 
 /// Parses the row in `text`.
@@ -302,6 +503,101 @@ mod tests {
             if let Some(v) = fast {
                 assert_eq!(Ok(v), slow, "{text:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_fast_row_path_agrees_with_parse_row() {
+        let mapping = super::super::ColumnMapping::default();
+        let layout = Layout::resolve("instrument,ts_ms,price,size,note", &mapping).unwrap();
+        let fast = FastLayout::new(&layout).unwrap();
+        for text in [
+            "BTC-USDT,1700000000000,65000.5,0.25,x",
+            "BTC-USDT,1700000000000.123456,65000.5,,",
+            "BTC,1.5,1,,x",
+            "BTC,1.,1,,x",
+            "BTC,1.1234567,1,1,x",
+            "BTC,123456789012345678,1,1,x",
+            "BTC,12345678901234567890,1,1,x",
+            "A-VERY-LONG-SYMBOL-NAME,1,2,3,x",
+            "FIFTEEN-BYTES-X,1,2,3,x",
+            "SIXTEEN-BYTES-XY,1,2,3,x",
+            " BTC,1,1,1,x",
+            "BTC ,1,1,1,x",
+            "BTC,1,1,1",
+            "BTC,1,1,1,x,y",
+            ",1,1,1,x",
+            "BTC,,1,1,x",
+            "BTC,1,,1,x",
+            "BTC,-1,1,1,x",
+            "BTC,1 ,1,1,x",
+            "BTC,1,1e3,1,x",
+            "BTC,1,1, 2,x",
+            "BTC,1,NaN,1,x",
+            "B\u{e9}C,1,1,1,x",
+            "LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG,1,2,3,x",
+            "LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG,1,2,3,x,y",
+            "BTC,1,2,3,LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG",
+            "BTC,1,2,3,LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG-LONG,",
+        ] {
+            let (mut a, mut b) = (Symbols::default(), Symbols::default());
+            let slow = parse_row(&layout, &mut b, 7, text.as_bytes());
+            match parse_fast(&fast, &mut a, 7, text.as_bytes()) {
+                Some(row) => {
+                    assert_eq!(Some(&row), slow.as_ref().ok(), "{text}");
+                    assert_eq!(a.names, b.names, "{text}");
+                    // Again: the symbol is found, the next number given.
+                    let again = parse_fast(&fast, &mut a, 8, text.as_bytes()).unwrap();
+                    assert_eq!((again.instrument, again.seq), (0, 2), "{text}");
+                }
+                None => assert!(a.names.is_empty(), "{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn comma_masks() {
+        for text in [
+            "",
+            ",",
+            "a,b",
+            ",,,,,,,,,",
+            "BTC-USDT,1700000000000,65000.5,0.25",
+            &"x,".repeat(40),
+        ] {
+            let want = text
+                .bytes()
+                .take(64)
+                .enumerate()
+                .filter(|(_, b)| *b == b',')
+                .fold(0u64, |m, (i, _)| m | 1 << i);
+            assert_eq!(comma_mask(text.as_bytes()), want, "{text}");
+        }
+        let mut bytes: Vec<u8> = (0..=255).collect();
+        bytes.extend((0..=255).rev());
+        for window in bytes.windows(64) {
+            let want = window
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b',')
+                .fold(0u64, |m, (i, _)| m | 1 << i);
+            assert_eq!(comma_mask(window), want);
+        }
+    }
+
+    #[test]
+    fn only_plain_trade_layouts_take_the_fast_path() {
+        let plain = super::super::ColumnMapping::default();
+        for (header, fast) in [
+            ("instrument,ts_ms,price", true),
+            ("ts_ns,price,instrument,size,venue", true),
+            ("instrument,ts_ms,price,seq", false),
+            ("instrument,ts_ms,price,side", false),
+            ("instrument,ts_ms,kind,price", false),
+            ("instrument,ts_ms,bid,ask", false),
+        ] {
+            let layout = Layout::resolve(header, &plain).unwrap();
+            assert_eq!(FastLayout::new(&layout).is_some(), fast, "{header}");
         }
     }
 

@@ -350,3 +350,49 @@ fn short_and_long_symbols_intern_apart() {
     assert_eq!(&*symbols.names[2], "A-VERY-LONG-INSTRUMENT-NAME-SWAP");
     assert!(symbols.intern(b"\xff").is_err());
 }
+
+/// Hands out a few bytes per read, so lines straddle reads.
+struct Trickle(Cursor<Vec<u8>>);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(4093);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+#[test]
+fn rows_across_read_blocks_and_batches_match_row_by_row() {
+    let mut text = String::from("instrument,ts_ms,price,size\n");
+    for i in 0..60_000u64 {
+        match i % 1000 {
+            7 => text.push_str("# a comment\n\n"),
+            8 => text.push_str(&format!("X{},{},oops,1\n", i % 13, i)),
+            9 => text.push_str(&format!(" X{} , {} , 1.5 ,\r\n", i % 13, i)),
+            _ => text.push_str(&format!("X{},{},{}.25,{}\n", i % 13, i, i % 97 + 1, i % 5)),
+        }
+    }
+    text.push_str("Y,1,2,3");
+    let one_by_one: Vec<_> = {
+        let mut reader = TickReader::new(Cursor::new(text.clone().into_bytes())).unwrap();
+        std::iter::from_fn(|| reader.next_row())
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    };
+    assert_eq!(one_by_one.len(), 60_000 - 60 + 1);
+    assert_eq!(one_by_one.iter().filter(|r| r.is_err()).count(), 60);
+    let mut reader = TickReader::new(std::io::BufReader::new(Trickle(Cursor::new(text.into_bytes())))).unwrap();
+    let mut batched = Vec::new();
+    loop {
+        let mut rows = Vec::new();
+        let error = reader.read_rows(&mut rows, 333);
+        let short = rows.len() < 333;
+        batched.extend(rows.into_iter().map(Ok));
+        match error {
+            Some(e) => batched.push(Err(e.to_string())),
+            None if short => break,
+            None => {}
+        }
+    }
+    assert_eq!(batched, one_by_one);
+}
