@@ -4,6 +4,10 @@
 //!
 //! Every wait is bounded; the server is killed when its guard drops.
 
+#[path = "support/load_summary.rs"]
+mod load_summary;
+
+use load_summary::assert_summary_line;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -325,38 +329,6 @@ async fn load_alerts_every_crash_once_and_summarises() {
         "{line}"
     );
     assert_summary_line(&line);
-}
-
-/// The summary line is exactly the contract's fields, in order, each with a
-/// number (or `n/a` where the contract allows none).
-fn assert_summary_line(line: &str) {
-    let rest = line.strip_prefix("summary: ").expect("summary prefix");
-    let fields: Vec<(&str, &str)> = rest
-        .split(' ')
-        .map(|kv| kv.split_once('=').expect("key=value"))
-        .collect();
-    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
-    assert_eq!(
-        keys,
-        [
-            "ticks",
-            "seconds",
-            "ticks_per_s",
-            "p50_us",
-            "p90_us",
-            "p99_us",
-            "p999_us",
-            "max_us",
-            "alerts",
-            "missing",
-            "unexpected",
-            "server_cpu_ns_per_tick"
-        ]
-    );
-    for (k, v) in fields {
-        let ok = v.parse::<f64>().is_ok() || (k == "server_cpu_ns_per_tick" && v == "n/a");
-        assert!(ok, "{k}={v} in {line}");
-    }
 }
 
 #[test]

@@ -5,6 +5,10 @@
 //! Every wait is bounded; every child process is killed when its guard
 //! drops.
 
+#[path = "support/load_summary.rs"]
+mod load_summary;
+
+use load_summary::{assert_summary_line, summary_field};
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -276,36 +280,9 @@ async fn load_ends_with_the_summary_line() {
     assert_success(out.status, "airbag load", &out);
     let stdout = text(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    let rest = last
-        .strip_prefix("summary: ")
-        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
-    let fields: Vec<(&str, &str)> = rest.split(' ').filter_map(|kv| kv.split_once('=')).collect();
-    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
-    assert_eq!(
-        keys,
-        [
-            "ticks",
-            "seconds",
-            "ticks_per_s",
-            "p50_us",
-            "p90_us",
-            "p99_us",
-            "p999_us",
-            "max_us",
-            "alerts",
-            "missing",
-            "unexpected",
-            "server_cpu_ns_per_tick"
-        ],
-        "{last}"
-    );
-    let get = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .unwrap_or_default()
-    };
+    assert!(last.starts_with("summary: "), "no summary line:\n{stdout}");
+    assert_summary_line(last);
+    let get = |key: &str| summary_field(last, key);
     assert_eq!(
         (get("alerts"), get("missing"), get("unexpected")),
         ("3", "0", "0"),
