@@ -13,6 +13,7 @@
 //! # data_dir = "/var/lib/airbag"
 //! log_json = false
 //! max_instruments = 100000
+//! allowed_lateness_ms = 0
 //! max_batch_ticks = 10000
 //! max_message_bytes = 16777216
 //! subscriber_queue = 4096
@@ -47,6 +48,11 @@ pub struct ServiceConfig {
     pub log_json: bool,
     /// Most distinct instruments; ticks for more are rejected.
     pub max_instruments: u32,
+    /// How far (event time, ms) a tick may arrive behind its instrument's
+    /// newest and still be applied in its place; every tick then waits up
+    /// to this long before it is evaluated. 0: apply at once, reject late
+    /// ticks.
+    pub allowed_lateness_ms: u64,
     /// Most ticks in one `TickBatch`; a larger batch ends its stream.
     pub max_batch_ticks: usize,
     /// Largest gRPC message accepted, in bytes.
@@ -61,6 +67,9 @@ pub struct ServiceConfig {
     pub shutdown_grace_ms: u64,
 }
 
+/// Longest allowed lateness: every tick may wait this long.
+pub const MAX_LATENESS_MS: u64 = 60_000;
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
@@ -71,6 +80,7 @@ impl Default for ServiceConfig {
             data_dir: None,
             log_json: false,
             max_instruments: 100_000,
+            allowed_lateness_ms: 0,
             max_batch_ticks: 10_000,
             max_message_bytes: 16 << 20,
             subscriber_queue: 4096,
@@ -169,6 +179,14 @@ impl ServiceConfig {
             }
         };
         check(self.max_instruments > 0, "max_instruments", "must be at least 1".into());
+        check(
+            self.allowed_lateness_ms <= MAX_LATENESS_MS,
+            "allowed_lateness_ms",
+            format!(
+                "must be at most {MAX_LATENESS_MS} (one minute), got {}",
+                self.allowed_lateness_ms
+            ),
+        );
         check(
             (1..=MAX_BATCH_TICKS).contains(&self.max_batch_ticks),
             "max_batch_ticks",

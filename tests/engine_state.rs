@@ -93,7 +93,10 @@ fn equal_timestamps_are_applied_in_sequence_order() {
 #[test]
 fn bad_symbols_and_the_instrument_cap() {
     let e = Engine::new(
-        EngineConfig { max_instruments: 3 },
+        EngineConfig {
+            max_instruments: 3,
+            ..EngineConfig::default()
+        },
         compile_texts(&[("t.toml".into(), DD.into())]).unwrap(),
     );
     let mut out = Vec::new();

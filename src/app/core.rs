@@ -50,6 +50,9 @@ impl Core {
         let engine = Engine::new(
             EngineConfig {
                 max_instruments: config.max_instruments,
+                allowed_lateness_ns: i64::try_from(config.allowed_lateness_ms)
+                    .unwrap_or(i64::MAX / 1_000_000)
+                    .saturating_mul(1_000_000),
             },
             ruleset,
         );
@@ -120,6 +123,13 @@ impl Core {
         self.reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// Applies the ticks the engine holds for event-time order and
+    /// publishes their alerts: when ingest has stopped.
+    pub fn flush_held(&self, now_ns: i64) {
+        let mut sink = PublishSink::new(&self.bus, now_ns);
+        self.engine.flush_held(&mut sink);
+    }
+
     /// Runs the engine's timers due at `now_ns` and publishes their alerts.
     pub fn run_timers(&self, now_ns: i64) {
         let mut sink = PublishSink::new(&self.bus, now_ns);
@@ -148,6 +158,22 @@ impl Core {
             "airbag_ticks_rejected_total",
             "Ticks rejected, by reason.",
             labels.iter().zip(rejected).map(|(l, n)| (&l[..], n)),
+        );
+        let sequence = self.engine.sequence_stats();
+        e.counter(
+            "airbag_ticks_sequence_gaps_total",
+            "Applied ticks whose sequence number skipped past the next one.",
+            sequence.gaps,
+        );
+        e.counter(
+            "airbag_ticks_sequence_missing_total",
+            "Sequence numbers skipped, over all gaps.",
+            sequence.missing,
+        );
+        e.counter(
+            "airbag_ticks_reordered_total",
+            "Ticks that arrived behind their instrument's newest, within the allowed lateness, and were applied in their place.",
+            sequence.reordered,
         );
         e.counter(
             "airbag_batches_total",

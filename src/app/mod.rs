@@ -326,6 +326,9 @@ impl Running {
             warn!("Ingest streams still open at the end of the grace period.");
         }
         let _ = timers.await;
+        // Ticks held for event-time order are applied now rather than lost
+        // with the process.
+        core.flush_held(SystemClock.now_ns());
 
         // 2. Subscriber streams deliver what they have queued, then end.
         core.bus().close();

@@ -33,14 +33,40 @@ pub struct EngineConfig {
     /// Most distinct instruments; the tick that would add one more is
     /// rejected.
     pub max_instruments: u32,
+    /// How far behind an instrument's newest tick (event time, ns) a tick
+    /// may arrive and still be applied in its place. Above 0, ticks are
+    /// held up to this long to be applied in event-time order (see
+    /// [`crate::state::reorder`]); 0 applies each tick at once and rejects
+    /// any tick older than the newest.
+    pub allowed_lateness_ns: i64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_instruments: 100_000,
+            allowed_lateness_ns: 0,
         }
     }
+}
+
+/// Sequence-number and ordering counts, for metrics and status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequenceStats {
+    /// Applied ticks whose sequence number skipped past the next one.
+    pub gaps: u64,
+    /// Sequence numbers skipped, over all gaps.
+    pub missing: u64,
+    /// Ticks accepted behind their instrument's newest (within the allowed
+    /// lateness) and applied in their place.
+    pub reordered: u64,
+}
+
+#[derive(Default)]
+struct SequenceCounters {
+    gaps: AtomicU64,
+    missing: AtomicU64,
+    reordered: AtomicU64,
 }
 
 /// Rolling state for every instrument and the ruleset that evaluates it.
@@ -58,6 +84,8 @@ pub struct Engine {
     /// the true earliest deadline, never later): `check_timers` skips its
     /// scan until then. See `check_timers` for why this holds.
     earliest_deadline_ns: AtomicI64,
+    allowed_lateness_ns: i64,
+    sequence: SequenceCounters,
 }
 
 impl Engine {
@@ -72,6 +100,8 @@ impl Engine {
             last_version: AtomicU64::new(1),
             current_version: AtomicU64::new(1),
             earliest_deadline_ns: AtomicI64::new(i64::MAX),
+            allowed_lateness_ns: config.allowed_lateness_ns.max(0),
+            sequence: SequenceCounters::default(),
         }
     }
 
@@ -158,19 +188,89 @@ impl Engine {
                 return Err(TickError::Duplicate { seq: tick.seq, last });
             }
         }
-        if let Some(newest_ns) = state.last_event_ns {
-            if tick.event_time_ns < newest_ns {
+        let lateness = self.allowed_lateness_ns;
+        if lateness == 0 {
+            if let Some(newest_ns) = state.last_event_ns {
+                if tick.event_time_ns < newest_ns {
+                    return Err(TickError::Late {
+                        event_time_ns: tick.event_time_ns,
+                        newest_ns,
+                        allowed_ns: 0,
+                    });
+                }
+            }
+            self.apply_in_order(state, tick, received_ns, out);
+            return Ok(());
+        }
+        self.hold_and_release(state, tick, received_ns, out)
+    }
+
+    /// With an allowed lateness: holds `tick` in its instrument's reorder
+    /// buffer, then applies every held tick the watermark has passed.
+    fn hold_and_release(
+        &self,
+        state: &mut InstrumentState,
+        tick: &Tick,
+        received_ns: i64,
+        out: &mut impl AlertSink,
+    ) -> Result<(), TickError> {
+        let lateness = self.allowed_lateness_ns;
+        let held = state.held.get_or_insert_with(Default::default);
+        if held.holds_seq(tick.seq) {
+            return Err(TickError::DuplicateHeld { seq: tick.seq });
+        }
+        let newest = match (held.newest_ns(), state.last_event_ns) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(newest_ns) = newest {
+            // Behind the newest applied tick it cannot take its place any
+            // more; that only happens beyond the allowed lateness.
+            let behind_applied = state.last_event_ns.is_some_and(|applied| tick.event_time_ns < applied);
+            if behind_applied || tick.event_time_ns < newest_ns.saturating_sub(lateness) {
                 return Err(TickError::Late {
                     event_time_ns: tick.event_time_ns,
                     newest_ns,
+                    allowed_ns: lateness,
                 });
             }
+            if tick.event_time_ns < newest_ns {
+                self.sequence.reordered.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        held.hold(*tick, received_ns);
+        while let Some(next) = state.held.as_mut().and_then(|b| b.release_passed(lateness)) {
+            self.apply_in_order(state, &next.tick, next.received_ns, out);
+        }
+        self.note_held_deadline(state);
+        Ok(())
+    }
+
+    /// Lowers the instrument's deadline to when its longest-held tick is
+    /// due.
+    fn note_held_deadline(&self, state: &mut InstrumentState) {
+        if let Some(due) = state.held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
+            state.next_deadline_ns = state.next_deadline_ns.min(due);
+            self.note_deadline(due);
+        }
+    }
+
+    /// Applies a tick known to be next in its instrument's order, and
+    /// evaluates the rules that watch it.
+    #[inline]
+    fn apply_in_order(&self, state: &mut InstrumentState, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) {
         // Read under the instrument's lock: see `install`.
         if self.current_version.load(Ordering::Acquire) > state.ruleset_version {
             rebind(state, &self.ruleset.load(), tick.event_time_ns, out);
         }
-        state.last_seq = Some(tick.seq);
+        if let Some(last) = state.last_seq {
+            let missing = tick.seq.saturating_sub(last).saturating_sub(1);
+            if missing > 0 {
+                self.sequence.gaps.fetch_add(1, Ordering::Relaxed);
+                self.sequence.missing.fetch_add(missing, Ordering::Relaxed);
+            }
+        }
+        state.last_seq = Some(state.last_seq.map_or(tick.seq, |last| last.max(tick.seq)));
         state.last_event_ns = Some(tick.event_time_ns);
         state.last_received_ns = received_ns;
         state.last.update(&tick.values);
@@ -183,6 +283,7 @@ impl Engine {
             windows,
             rules,
             next_deadline_ns,
+            held,
             ..
         } = state;
         let ctx = EvalCtx {
@@ -204,9 +305,38 @@ impl Engine {
                 deadline = deadline.min(due);
             }
         }
+        if let Some(due) = held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
+            deadline = deadline.min(due);
+        }
         *next_deadline_ns = deadline;
         self.note_deadline(deadline);
-        Ok(())
+    }
+
+    /// Applies every held tick now, in order: at the end of a replay's
+    /// input, and when the service drains before it stops.
+    pub fn flush_held(&self, out: &mut impl AlertSink) {
+        if self.allowed_lateness_ns == 0 {
+            return;
+        }
+        self.states.for_each(|state| {
+            while let Some(next) = state.held.as_mut().and_then(|b| b.release_any()) {
+                self.apply_in_order(state, &next.tick, next.received_ns, out);
+            }
+        });
+    }
+
+    /// Sequence gaps and reordering seen so far.
+    pub fn sequence_stats(&self) -> SequenceStats {
+        SequenceStats {
+            gaps: self.sequence.gaps.load(Ordering::Relaxed),
+            missing: self.sequence.missing.load(Ordering::Relaxed),
+            reordered: self.sequence.reordered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The allowed lateness this engine runs with, ns.
+    pub fn allowed_lateness_ns(&self) -> i64 {
+        self.allowed_lateness_ns
     }
 
     /// Applies ticks in order, as [`Engine::apply`] would one by one,
@@ -279,6 +409,13 @@ impl Engine {
             if state.ruleset_version < ruleset.version {
                 rebind(state, &ruleset, now_ns, out);
             }
+            while let Some(next) = state
+                .held
+                .as_mut()
+                .and_then(|b| b.release_due(now_ns, self.allowed_lateness_ns))
+            {
+                self.apply_in_order(state, &next.tick, next.received_ns, out);
+            }
             let InstrumentState {
                 symbol,
                 last,
@@ -287,6 +424,7 @@ impl Engine {
                 next_deadline_ns,
                 last_received_ns,
                 ruleset_version,
+                held,
                 ..
             } = state;
             let ctx = EvalCtx {
@@ -304,6 +442,9 @@ impl Engine {
                 if let Some(due) = bound.rule.deadline(*last_received_ns, &bound.state) {
                     deadline = deadline.min(due);
                 }
+            }
+            if let Some(due) = held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
+                deadline = deadline.min(due);
             }
             *next_deadline_ns = deadline;
             self.note_deadline(deadline);

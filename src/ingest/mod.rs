@@ -37,8 +37,17 @@ pub enum TickError {
     BadTime(i64),
     #[error("duplicate: sequence {seq} is at or below the last applied {last}")]
     Duplicate { seq: u64, last: u64 },
-    #[error("late: event time {event_time_ns} is before the instrument's newest {newest_ns}")]
-    Late { event_time_ns: i64, newest_ns: i64 },
+    #[error("duplicate: sequence {seq} is already held, waiting to be applied in event-time order")]
+    DuplicateHeld { seq: u64 },
+    #[error(
+        "late: event time {event_time_ns} is {} ns before the instrument's newest {newest_ns}, beyond the allowed lateness of {allowed_ns} ns",
+        newest_ns.saturating_sub(*event_time_ns)
+    )]
+    Late {
+        event_time_ns: i64,
+        newest_ns: i64,
+        allowed_ns: i64,
+    },
 }
 
 impl TickError {
@@ -50,7 +59,7 @@ impl TickError {
             TickError::Value { .. } => "bad_value",
             TickError::Crossed { .. } => "crossed_quote",
             TickError::BadTime(_) => "bad_time",
-            TickError::Duplicate { .. } => "duplicate",
+            TickError::Duplicate { .. } | TickError::DuplicateHeld { .. } => "duplicate",
             TickError::Late { .. } => "late",
         }
     }

@@ -13,7 +13,7 @@ use crate::state::{Field, WindowKey, WindowNeeds, WindowSlot};
 
 use super::context::WindowRegistry;
 use super::kinds::breaker::{Direction, Reference};
-use super::kinds::{Breaker, Condition, Measure, PriceBand, RuleLogic, StaleFeed, Tier};
+use super::kinds::{Breaker, Condition, FeedGap, Measure, PriceBand, RuleLogic, StaleFeed, Tier};
 use super::spec::{NumberSpec, RuleSpec};
 use super::units::{parse_duration, parse_fraction};
 use super::{expr, CompiledRule, RuleSource, Scope};
@@ -35,6 +35,7 @@ pub const KINDS: &[(&str, &[&str])] = &[
     ("mark_index_deviation", &["threshold", "for"]),
     ("volume_spike", &["window", "baseline", "factor", "for"]),
     ("stale_feed", &["after"]),
+    ("feed_gap", &["min_missing"]),
     (
         "circuit_breaker",
         &[
@@ -215,7 +216,7 @@ pub fn compile_rule(
         RuleLogic::Condition(c) => c.triggers(),
         RuleLogic::Breaker(b) => KindMask::of(b.field.tick_kind()),
         RuleLogic::Band(b) => KindMask::of(b.field.tick_kind()),
-        RuleLogic::Stale(_) => KindMask::ALL,
+        RuleLogic::Stale(_) | RuleLogic::Gap(_) => KindMask::ALL,
     };
     slots.sort();
     slots.dedup();
@@ -474,6 +475,18 @@ impl KindCompiler<'_> {
                 let after = self.required(&self.spec.after, "after", kind)?;
                 let after_ns = duration(after, "after", false, self.errors)?;
                 Some(RuleLogic::Stale(StaleFeed { after_ns }))
+            }
+            "feed_gap" => {
+                let min_missing = match &self.spec.min_missing {
+                    None => 1,
+                    Some(n) if *n.get_ref() >= 1 => n.get_ref().unsigned_abs(),
+                    Some(n) => {
+                        self.errors
+                            .at(n.span().start, "`min_missing` must be a whole number of at least 1");
+                        return None;
+                    }
+                };
+                Some(RuleLogic::Gap(FeedGap { min_missing }))
             }
             "circuit_breaker" => self.breaker(),
             "price_band" => {

@@ -59,7 +59,10 @@ pub fn run_test(
         ));
     }
     let engine = Engine::new(
-        EngineConfig { max_instruments: 1 },
+        EngineConfig {
+            max_instruments: 1,
+            ..EngineConfig::default()
+        },
         RuleSet {
             version: 0,
             rules: vec![Arc::new(rule)],

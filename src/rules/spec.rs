@@ -78,6 +78,7 @@ pub struct RuleSpec {
     pub band: Option<Spanned<String>>,
     pub limit_for: Option<Spanned<String>>,
     pub pause: Option<Spanned<String>>,
+    pub min_missing: Option<Spanned<i64>>,
 
     /// Tests of this rule, run whenever the rule is loaded.
     #[serde(default, rename = "test")]
@@ -161,6 +162,7 @@ impl RuleSpec {
             at("band", &self.band),
             at("limit_for", &self.limit_for),
             at("pause", &self.pause),
+            at("min_missing", &self.min_missing),
             at("for", &self.hold),
         ]
         .into_iter()

@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 use crate::model::{Fixed, InstrumentId, TickValues};
 use crate::rules::{CompiledRule, RuleState};
 
+use super::reorder::ReorderBuffer;
 use super::window::{Field, Window, WindowKey, WindowNeeds};
 
 /// The newest value of every field, whatever tick carried it.
@@ -158,8 +159,11 @@ pub struct InstrumentState {
     pub windows: WindowSet,
     pub rules: SmallVec<[BoundRule; 4]>,
     /// Earliest time a timer-driven transition is due (a halt ending, a
-    /// hold period, a silent feed); `i64::MAX` when none is.
+    /// hold period, a silent feed, a held tick); `i64::MAX` when none is.
     pub next_deadline_ns: i64,
+    /// Ticks waiting to be applied in event-time order; only with an
+    /// allowed lateness (see [`ReorderBuffer`]).
+    pub held: Option<Box<ReorderBuffer>>,
 }
 
 impl InstrumentState {
@@ -175,6 +179,7 @@ impl InstrumentState {
             windows: WindowSet::default(),
             rules: SmallVec::new(),
             next_deadline_ns: i64::MAX,
+            held: None,
         }
     }
 }

@@ -9,10 +9,12 @@
 //! - [`breaker`]: tiered circuit breakers (armed, tripped, resumed).
 //! - [`band`]: LULD-style price bands (limit state, then pause).
 //! - [`stale`]: feeds that went silent, raised by timers.
+//! - [`gap`]: feeds that skipped sequence numbers.
 
 pub mod band;
 pub mod breaker;
 pub mod condition;
+pub mod gap;
 pub mod measures;
 pub mod stale;
 
@@ -24,6 +26,7 @@ use super::CompiledRule;
 pub use band::{BandState, PriceBand};
 pub use breaker::{Breaker, BreakerState, Tier};
 pub use condition::{Condition, ConditionState};
+pub use gap::{FeedGap, GapState};
 pub use measures::Measure;
 pub use stale::{StaleFeed, StaleState};
 
@@ -34,6 +37,7 @@ pub enum RuleLogic {
     Breaker(Breaker),
     Band(PriceBand),
     Stale(StaleFeed),
+    Gap(FeedGap),
 }
 
 /// A rule's state for one instrument.
@@ -43,6 +47,7 @@ pub enum RuleState {
     Breaker(BreakerState),
     Band(BandState),
     Stale(StaleState),
+    Gap(GapState),
 }
 
 impl RuleLogic {
@@ -52,6 +57,7 @@ impl RuleLogic {
             RuleLogic::Breaker(_) => RuleState::Breaker(BreakerState::default()),
             RuleLogic::Band(_) => RuleState::Band(BandState::default()),
             RuleLogic::Stale(_) => RuleState::Stale(StaleState::default()),
+            RuleLogic::Gap(_) => RuleState::Gap(GapState::default()),
         }
     }
 }
@@ -63,6 +69,7 @@ pub(crate) fn on_tick(rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut RuleSt
         (RuleLogic::Breaker(b), RuleState::Breaker(s)) => b.on_tick(rule, ctx, s, out),
         (RuleLogic::Band(b), RuleState::Band(s)) => b.on_tick(rule, ctx, s, out),
         (RuleLogic::Stale(f), RuleState::Stale(s)) => f.on_tick(rule, ctx, s, out),
+        (RuleLogic::Gap(g), RuleState::Gap(s)) => g.on_tick(rule, ctx, s, out),
         (_, state) => *state = rule.initial_state(),
     }
 }
@@ -73,6 +80,7 @@ pub(crate) fn on_timer(rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut RuleS
         (RuleLogic::Breaker(b), RuleState::Breaker(s)) => b.on_timer(rule, ctx, s, out),
         (RuleLogic::Band(b), RuleState::Band(s)) => b.on_timer(rule, ctx, s, out),
         (RuleLogic::Stale(f), RuleState::Stale(s)) => f.on_timer(rule, ctx, s, out),
+        (RuleLogic::Gap(_), RuleState::Gap(_)) => {}
         (_, state) => *state = rule.initial_state(),
     }
 }
@@ -94,6 +102,7 @@ pub(crate) fn on_removed(rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &RuleSta
         RuleState::Breaker(s) => !s.is_armed(),
         RuleState::Band(s) => !s.is_normal(),
         RuleState::Stale(s) => s.stale,
+        RuleState::Gap(_) => false,
     };
     if open {
         let mut alert = ctx.alert(rule, crate::model::AlertKind::Resolved, ctx.now_ns, Vec::new());
