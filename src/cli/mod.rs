@@ -13,6 +13,7 @@
 //! - [`wire`]: connecting to a server, decimals and ticks to and from their
 //!   proto form.
 //! - [`send`]: `airbag send`, a tick file streamed to `Ingest`.
+//! - [`resume`]: `send` across disconnects and server restarts.
 //! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
@@ -29,6 +30,7 @@ pub mod cpu;
 pub mod load;
 pub mod pace;
 pub mod replay;
+pub mod resume;
 pub mod send;
 pub mod subscribe;
 pub mod tick_file;

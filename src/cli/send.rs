@@ -20,7 +20,7 @@
 //! sending goes on (`--strict` stops instead). Rejections by the server do
 //! not fail the command; a connection or stream failure does.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -68,6 +68,14 @@ pub struct SendArgs {
     /// sent.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_timeout: f64,
+    /// Send only the ticks above the server's last applied sequence number
+    /// of each instrument (from `Ingest.LastApplied`).
+    #[arg(long)]
+    pub resume: bool,
+    /// On a lost connection or a server restart, reconnect and resume
+    /// (as `--resume`) for up to this long without progress.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub retry_for: f64,
 }
 
 /// How [`send_file`] sends.
@@ -78,6 +86,9 @@ pub struct SendOptions {
     pub rate: f64,
     pub strict: bool,
     pub ack_timeout: Duration,
+    /// Ticks at or below these sequence numbers (by instrument) are not
+    /// sent: the server has applied them already.
+    pub skip_through: Option<Arc<HashMap<String, u64>>>,
 }
 
 impl Default for SendOptions {
@@ -87,6 +98,7 @@ impl Default for SendOptions {
             rate: 0.0,
             strict: false,
             ack_timeout: Duration::from_secs(30),
+            skip_through: None,
         }
     }
 }
@@ -118,6 +130,34 @@ pub struct SendSummary {
     pub unreadable_examples: Vec<String>,
     /// From the first batch sent to the last ack received.
     pub elapsed: Duration,
+    /// Ticks not sent because the server had applied them already.
+    pub skipped_applied: u64,
+    /// Connections made; more than one when the send resumed.
+    pub attempts: u64,
+}
+
+impl SendSummary {
+    /// Adds the counts of a later attempt at the same file.
+    pub fn absorb(&mut self, later: SendSummary) {
+        self.ticks_sent += later.ticks_sent;
+        self.batches_sent += later.batches_sent;
+        self.batches_acked += later.batches_acked;
+        self.applied += later.applied;
+        self.rejected += later.rejected;
+        for (code, n) in later.rejected_by_code {
+            *self.rejected_by_code.entry(code).or_default() += n;
+        }
+        let room = EXAMPLES_PER_CODE.saturating_sub(self.rejection_examples.len());
+        self.rejection_examples
+            .extend(later.rejection_examples.into_iter().take(room));
+        self.unreadable_rows = self.unreadable_rows.max(later.unreadable_rows);
+        if self.unreadable_examples.is_empty() {
+            self.unreadable_examples = later.unreadable_examples;
+        }
+        self.elapsed += later.elapsed;
+        self.skipped_applied += later.skipped_applied;
+        self.attempts += later.attempts;
+    }
 }
 
 impl fmt::Display for SendSummary {
@@ -165,6 +205,14 @@ impl fmt::Display for SendSummary {
                 writeln!(f, "  {e}")?;
             }
         }
+        if self.attempts > 1 || self.skipped_applied > 0 {
+            writeln!(
+                f,
+                "resumed: {} connections; {} ticks skipped as already applied by the server",
+                self.attempts,
+                thousands(self.skipped_applied)
+            )?;
+        }
         if self.batches_acked < self.batches_sent {
             writeln!(
                 f,
@@ -195,6 +243,8 @@ pub enum SendError {
     AckTimeout(Duration),
     #[error("{0}")]
     File(TickFileError),
+    #[error("{0}")]
+    Connect(String),
 }
 
 impl fmt::Display for SendFailure {
@@ -215,20 +265,30 @@ impl std::error::Error for SendFailure {
 /// The file cannot be opened, the server cannot be reached, or the stream
 /// fails.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let reader = TickReader::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let channel = wire::connect(&args.addr).await?;
-    let ack_timeout = if args.ack_timeout.is_finite() && args.ack_timeout >= 0.0 {
-        Duration::from_secs_f64(args.ack_timeout)
-    } else {
-        anyhow::bail!("--ack-timeout must be a number of seconds, got {}", args.ack_timeout);
+    let seconds = |value: f64, flag: &str| {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(anyhow::anyhow!("{flag} must be a number of seconds, got {value}"))
+        }
     };
+    let ack_timeout = seconds(args.ack_timeout, "--ack-timeout")?;
+    let retry_for = seconds(args.retry_for, "--retry-for")?;
     let options = SendOptions {
         batch: args.batch as usize,
         rate: args.rate,
         strict: args.strict,
         ack_timeout,
+        skip_through: None,
     };
-    match send_file(channel, reader, &options).await {
+    let outcome = if args.resume || !retry_for.is_zero() {
+        crate::cli::resume::send_resuming_to(&args.addr, &args.file, &options, retry_for).await
+    } else {
+        let reader = TickReader::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+        let channel = wire::connect(&args.addr).await?;
+        send_file(channel, reader, &options).await
+    };
+    match outcome {
         Ok(summary) => {
             eprint!("{summary}");
             Ok(())
@@ -287,13 +347,18 @@ pub async fn send_file<R>(
 where
     R: BufRead + Send + 'static,
 {
-    let mut summary = SendSummary::default();
+    let mut summary = SendSummary {
+        attempts: 1,
+        ..SendSummary::default()
+    };
     let fail = |summary: SendSummary, error| Err(Box::new(SendFailure { summary, error }));
 
     // Reader thread → sender: a few batches of read-ahead.
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(4);
     let batch_size = options.batch.max(1);
-    let reader_thread = tokio::task::spawn_blocking(move || read_batches(reader, batch_size, &item_tx));
+    let skip_through = options.skip_through.clone();
+    let reader_thread =
+        tokio::task::spawn_blocking(move || read_batches(reader, batch_size, skip_through.as_deref(), &item_tx));
 
     // Sender → gRPC stream.
     let (batch_tx, batch_rx) = mpsc::channel::<proto::TickBatch>(8);
@@ -372,7 +437,7 @@ where
             .map_err(|_| ())
     };
     // The reader thread ends once its channel is closed.
-    let _ = reader_thread.await;
+    summary.skipped_applied = reader_thread.await.unwrap_or(0);
     let (tally, ack_error) = match acked {
         Err(_) => (AckTally::default(), Some(SendError::AckTimeout(options.ack_timeout))),
         Ok(Err(join_error)) => (
@@ -406,13 +471,24 @@ where
     Ok(summary)
 }
 
-/// The reader thread: batches of proto ticks with their lines.
-fn read_batches<R: BufRead>(reader: TickReader<R>, batch: usize, out: &mpsc::Sender<Item>) {
+/// The reader thread: batches of proto ticks with their lines, leaving
+/// out ticks at or below `skip_through`. Returns how many it left out.
+fn read_batches<R: BufRead>(
+    reader: TickReader<R>,
+    batch: usize,
+    skip_through: Option<&HashMap<String, u64>>,
+    out: &mpsc::Sender<Item>,
+) -> u64 {
     let mut ticks = Vec::with_capacity(batch);
     let mut lines = Vec::with_capacity(batch);
+    let mut skipped = 0;
     for record in reader {
         match record {
             Ok(record) => {
+                if skip_through.and_then(|s| s.get(&*record.instrument)) >= Some(&record.seq) {
+                    skipped += 1;
+                    continue;
+                }
                 ticks.push(wire::tick(&record));
                 lines.push(record.line);
                 if ticks.len() == batch {
@@ -421,7 +497,7 @@ fn read_batches<R: BufRead>(reader: TickReader<R>, batch: usize, out: &mpsc::Sen
                         lines: std::mem::replace(&mut lines, Vec::with_capacity(batch)),
                     };
                     if out.blocking_send(item).is_err() {
-                        return;
+                        return skipped;
                     }
                 }
             }
@@ -434,11 +510,11 @@ fn read_batches<R: BufRead>(reader: TickReader<R>, batch: usize, out: &mpsc::Sen
                         lines: std::mem::take(&mut lines),
                     };
                     if out.blocking_send(item).is_err() {
-                        return;
+                        return skipped;
                     }
                 }
                 if out.blocking_send(Item::Unreadable(e)).is_err() || fatal {
-                    return;
+                    return skipped;
                 }
             }
         }
@@ -446,6 +522,7 @@ fn read_batches<R: BufRead>(reader: TickReader<R>, batch: usize, out: &mpsc::Sen
     if !ticks.is_empty() {
         let _ = out.blocking_send(Item::Batch { ticks, lines });
     }
+    skipped
 }
 
 /// The ack reader: tallies acks until the server closes the stream.

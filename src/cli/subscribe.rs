@@ -18,7 +18,10 @@
 //! The stream is meant to run forever: when the server ends it — with a
 //! status such as `RESOURCE_EXHAUSTED` for a subscriber that fell behind,
 //! or at shutdown — the command fails with the status message, unless
-//! `--count` alerts have been printed.
+//! `--count` alerts have been printed. With `--retry-for`, it reconnects
+//! instead and resumes from the alert after the last one printed (the
+//! server replays from its journal), so across disconnects and server
+//! restarts every alert is printed once, in sequence order.
 
 use std::io::{self, Write};
 
@@ -78,6 +81,10 @@ pub struct SubscribeArgs {
     /// Exit successfully after printing this many alerts.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// When the stream ends or the server goes away, reconnect and resume
+    /// after the last alert printed, for up to this long without an alert.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub retry_for: f64,
 }
 
 impl SubscribeArgs {
@@ -113,6 +120,22 @@ pub enum TailError {
 /// The server cannot be reached or refuses the subscription, or the stream
 /// ends before `--count` alerts were printed.
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
+    if !(args.retry_for.is_finite() && args.retry_for >= 0.0) {
+        anyhow::bail!("--retry-for must be a number of seconds, got {}", args.retry_for);
+    }
+    if args.retry_for > 0.0 {
+        let retry_for = std::time::Duration::from_secs_f64(args.retry_for);
+        let addr = args.addr.clone();
+        follow(
+            || wire::connect(&addr),
+            args.request(),
+            args.count,
+            retry_for,
+            &mut io::stdout(),
+        )
+        .await?;
+        return Ok(());
+    }
     let channel = wire::connect(&args.addr).await?;
     let stream = open(channel, args.request())
         .await
@@ -178,6 +201,81 @@ pub async fn tail<W: Write>(
 
 /// Appends `alert` as one JSON object (no line end) to `out`: the same
 /// object `airbag replay` prints ([`AlertJson`]).
+/// Tails alerts like [`tail`], but when the stream ends or fails (or the
+/// server cannot be reached), reconnects with `connect` and resumes from
+/// the alert after the last one written, until `count` alerts are written
+/// or `retry_for` passes without one. An alert at or below the last one
+/// written (a resumed stream overlapping) is not written again. Returns
+/// how many alerts were written.
+///
+/// # Errors
+/// Writing failed, or the server stayed away for `retry_for`.
+pub async fn follow<C, F, W>(
+    connect: C,
+    mut request: proto::SubscribeRequest,
+    count: Option<u64>,
+    retry_for: std::time::Duration,
+    out: &mut W,
+) -> anyhow::Result<u64>
+where
+    C: Fn() -> F,
+    F: std::future::Future<Output = Result<Channel, wire::ConnectError>>,
+    W: Write,
+{
+    let mut written = 0u64;
+    let mut last_seq: Option<u64> = None;
+    let mut heard_at = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut line = Vec::with_capacity(512);
+    while count.is_none_or(|c| written < c) {
+        if let Some(seq) = last_seq {
+            request.from_seq = seq + 1;
+        }
+        let why = match connect().await {
+            Err(e) => e.to_string(),
+            Ok(channel) => match open(channel, request.clone()).await {
+                Err(status) => wire::status_text(&status),
+                Ok(mut stream) => loop {
+                    if count.is_some_and(|c| written >= c) {
+                        return Ok(written);
+                    }
+                    match stream.message().await {
+                        Ok(Some(alert)) => {
+                            heard_at = std::time::Instant::now();
+                            backoff = std::time::Duration::from_millis(50);
+                            if last_seq.is_some_and(|last| alert.seq <= last) {
+                                continue;
+                            }
+                            last_seq = Some(alert.seq);
+                            line.clear();
+                            write_alert_json(&mut line, &alert);
+                            line.push(b'\n');
+                            match out.write_all(&line).and_then(|()| out.flush()) {
+                                Ok(()) => written += 1,
+                                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
+                                Err(e) => return Err(TailError::Output(e).into()),
+                            }
+                        }
+                        Ok(None) => break "the server closed the alert stream".to_string(),
+                        Err(status) => break wire::status_text(&status),
+                    }
+                },
+            },
+        };
+        if heard_at.elapsed() >= retry_for {
+            anyhow::bail!("no alert for {retry_for:?} and the server is away ({why}); {written} alerts written");
+        }
+        eprintln!(
+            "airbag subscribe: {why}; resuming from alert {} in {} ms",
+            last_seq.map_or(request.from_seq, |s| s + 1),
+            backoff.as_millis()
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+    }
+    Ok(written)
+}
+
 pub fn write_alert_json(out: &mut Vec<u8>, alert: &proto::Alert) {
     AlertJson::from_wire(alert).write_json(out);
 }
@@ -245,6 +343,7 @@ mod tests {
             include_shadow: true,
             from_seq: 5,
             count: None,
+            retry_for: 0.0,
         };
         let req = args.request();
         assert_eq!(req.min_severity, proto::Severity::Warning as i32);

@@ -493,6 +493,18 @@ impl Engine {
         self.instruments.len()
     }
 
+    /// Every instrument that has had a tick applied, with its last
+    /// applied sequence number, in id order.
+    pub fn last_applied_all(&self) -> Vec<(Arc<str>, u64)> {
+        let mut all = Vec::new();
+        self.states.for_each(|state| {
+            if let Some(seq) = state.last_seq {
+                all.push((state.symbol.clone(), seq));
+            }
+        });
+        all
+    }
+
     /// The last applied sequence number of an instrument, if any tick of
     /// it has been applied.
     pub fn last_seq(&self, id: InstrumentId) -> Option<u64> {

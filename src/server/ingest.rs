@@ -60,6 +60,37 @@ impl proto::ingest_server::Ingest for IngestService {
         let stream = IngestStream::new(self.core.clone(), request.into_inner());
         Ok(Response::new(stream))
     }
+
+    async fn last_applied(
+        &self,
+        request: Request<proto::LastAppliedRequest>,
+    ) -> Result<Response<proto::LastAppliedResponse>, Status> {
+        let engine = self.core.engine();
+        let wanted = request.into_inner().instruments;
+        let last_applied = if wanted.is_empty() {
+            engine
+                .last_applied_all()
+                .into_iter()
+                .map(|(symbol, seq)| proto::InstrumentSeq {
+                    instrument: symbol.to_string(),
+                    seq,
+                })
+                .collect()
+        } else {
+            wanted
+                .into_iter()
+                .filter_map(|symbol| {
+                    let id = engine.instruments().get(&symbol)?;
+                    let seq = engine.last_seq(id)?;
+                    Some(proto::InstrumentSeq {
+                        instrument: symbol,
+                        seq,
+                    })
+                })
+                .collect()
+        };
+        Ok(Response::new(proto::LastAppliedResponse { last_applied }))
+    }
 }
 
 /// One ingest stream: reads, evaluates and acknowledges batches as tonic

@@ -9,6 +9,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod flaky_proxy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

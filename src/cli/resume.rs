@@ -1,0 +1,140 @@
+//! Sending a tick file so that it survives disconnects and server
+//! restarts: nothing applied twice, nothing left out.
+//!
+//! Each attempt asks the server where every instrument stands
+//! (`Ingest.LastApplied`), reads the file from the start and sends only
+//! the ticks above those sequence numbers. A server that restarted from a
+//! checkpoint reports the positions it restored, so the ticks applied after
+//! that checkpoint are sent again and re-applied in their order; the
+//! server's duplicate check drops any tick it has already applied. When
+//! an attempt fails on the connection or the stream, the next one starts
+//! after a short backoff, until `retry_for` passes with no tick applied.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::cli::send::{send_file, SendError, SendFailure, SendOptions, SendSummary};
+use crate::cli::tick_file::TickReader;
+use crate::cli::wire::{self, ConnectError};
+use crate::server::proto;
+use crate::server::proto::ingest_client::IngestClient;
+
+/// The first wait between attempts; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The server's last applied sequence number of every instrument it has
+/// applied a tick of.
+///
+/// # Errors
+/// The call's status.
+pub async fn last_applied(channel: Channel) -> Result<HashMap<String, u64>, tonic::Status> {
+    let response = IngestClient::new(channel)
+        .last_applied(proto::LastAppliedRequest::default())
+        .await?
+        .into_inner();
+    Ok(response
+        .last_applied
+        .into_iter()
+        .map(|p| (p.instrument, p.seq))
+        .collect())
+}
+
+/// Whether a failed attempt may be resumed: the connection or stream
+/// failed, not the file.
+pub fn resumable(error: &SendError) -> bool {
+    match error {
+        SendError::Open(_) | SendError::Stream(_) | SendError::Closed | SendError::AckTimeout(_) => true,
+        SendError::Connect(_) => true,
+        SendError::File(_) => false,
+    }
+}
+
+/// Sends `path` until every tick is applied or refused, resuming after
+/// failures as the module docs say. `connect` makes a new connection for
+/// each attempt. The summary adds up every attempt.
+///
+/// # Errors
+/// A file error, or a failure after `retry_for` without progress; the
+/// summary so far comes with it.
+pub async fn send_resuming<C, F>(
+    connect: C,
+    path: &Path,
+    options: &SendOptions,
+    retry_for: Duration,
+) -> Result<SendSummary, Box<SendFailure>>
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<Channel, ConnectError>>,
+{
+    let mut total = SendSummary::default();
+    let mut backoff = FIRST_BACKOFF;
+    let mut progress_at = Instant::now();
+    loop {
+        let attempt = attempt(&connect, path, options).await;
+        let failure = match attempt {
+            Ok(summary) => {
+                total.absorb(summary);
+                return Ok(total);
+            }
+            Err(failure) => failure,
+        };
+        let SendFailure { summary, error } = *failure;
+        if summary.applied > 0 {
+            progress_at = Instant::now();
+            backoff = FIRST_BACKOFF;
+        }
+        total.absorb(summary);
+        if !resumable(&error) || progress_at.elapsed() >= retry_for {
+            return Err(Box::new(SendFailure { summary: total, error }));
+        }
+        eprintln!("airbag send: {error}; resuming in {} ms", backoff.as_millis());
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One attempt: connect, ask where the server stands, send the rest.
+async fn attempt<C, F>(connect: &C, path: &Path, options: &SendOptions) -> Result<SendSummary, Box<SendFailure>>
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<Channel, ConnectError>>,
+{
+    let fail = |error| {
+        Box::new(SendFailure {
+            summary: SendSummary {
+                attempts: 1,
+                ..SendSummary::default()
+            },
+            error,
+        })
+    };
+    let channel = connect().await.map_err(|e| fail(SendError::Connect(e.to_string())))?;
+    let positions = last_applied(channel.clone())
+        .await
+        .map_err(|status| fail(SendError::Open(status)))?;
+    let reader = TickReader::open(path).map_err(|e| fail(SendError::File(e)))?;
+    let options = SendOptions {
+        skip_through: Some(Arc::new(positions)),
+        ..options.clone()
+    };
+    send_file(channel, reader, &options).await
+}
+
+/// [`send_resuming`] connecting to `addr` with [`wire::connect`].
+///
+/// # Errors
+/// As [`send_resuming`].
+pub async fn send_resuming_to(
+    addr: &str,
+    path: &Path,
+    options: &SendOptions,
+    retry_for: Duration,
+) -> Result<SendSummary, Box<SendFailure>> {
+    send_resuming(|| wire::connect(addr), path, options, retry_for).await
+}
