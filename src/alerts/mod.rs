@@ -18,11 +18,14 @@
 //! - Replay: a ring of recent alerts lets a subscriber start at a sequence
 //!   number and join the live stream without a gap or a duplicate
 //!   ([`subscription`]).
+//! - Restart: [`replayed`] recognises alerts raised again by ticks
+//!   resent after a restart, which were published before it.
 //!
 //! Lock order: an instrument's lock (in the engine) may be held while the
 //! bus lock is taken; the bus never calls into the engine.
 
 pub mod filter;
+pub mod replayed;
 pub mod subscription;
 
 use std::collections::{HashMap, VecDeque};
