@@ -39,6 +39,8 @@ pub enum FormatError {
     Decode(#[source] postcard::Error),
     #[error("body decodes with {0} bytes left over")]
     TrailingBytes(usize),
+    #[error(transparent)]
+    Inconsistent(#[from] crate::engine::RestoreError),
     #[error("checkpoint cannot be encoded: {0}")]
     Encode(#[source] postcard::Error),
 }
@@ -59,7 +61,7 @@ pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, FormatError> {
 }
 
 /// Reads a checkpoint from file bytes, checking magic, version, length and
-/// checksum before decoding the body.
+/// checksum before decoding the body, and the body's references after.
 ///
 /// # Errors
 /// The first check that fails.
@@ -91,5 +93,6 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
     if !rest.is_empty() {
         return Err(FormatError::TrailingBytes(rest.len()));
     }
+    checkpoint.engine.check_references()?;
     Ok(checkpoint)
 }

@@ -63,6 +63,25 @@ pub struct EngineSnapshot {
     pub instruments: Vec<InstrumentSnapshot>,
 }
 
+impl EngineSnapshot {
+    /// Checks that every rule state refers to a rule the snapshot lists.
+    ///
+    /// # Errors
+    /// The first state that does not.
+    pub fn check_references(&self) -> Result<(), RestoreError> {
+        for instrument in &self.instruments {
+            if let Some(&(index, _)) = instrument.rules.iter().find(|(i, _)| *i as usize >= self.rules.len()) {
+                return Err(RestoreError::UnknownRule {
+                    symbol: instrument.symbol.clone(),
+                    index,
+                    rules: self.rules.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An instrument of a snapshot that could not be restored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedInstrument {
@@ -184,19 +203,7 @@ impl Engine {
         if existing > 0 {
             return Err(RestoreError::NotFresh { instruments: existing });
         }
-        for instrument in &snapshot.instruments {
-            if let Some(&(index, _)) = instrument
-                .rules
-                .iter()
-                .find(|(i, _)| *i as usize >= snapshot.rules.len())
-            {
-                return Err(RestoreError::UnknownRule {
-                    symbol: instrument.symbol.clone(),
-                    index,
-                    rules: snapshot.rules.len(),
-                });
-            }
-        }
+        snapshot.check_references()?;
         let ruleset = self.ruleset.load_full();
         let mut report = RestoreReport::default();
         for saved in snapshot.instruments {
