@@ -20,6 +20,10 @@
 //! alert_ring = 100000
 //! timer_interval_ms = 50
 //! shutdown_grace_ms = 10000
+//!
+//! [checkpoint]
+//! interval_ms = 5000
+//! keep = 3
 //! ```
 
 use std::fmt;
@@ -27,6 +31,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::checkpoint::CheckpointConfig;
 
 /// Everything `airbag serve` needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -41,8 +47,8 @@ pub struct ServiceConfig {
     /// Reload the rules when files in the folder change (SIGHUP and the
     /// `Reload` call work either way).
     pub watch_rules: bool,
-    /// Where durable state will live (the alert journal and checkpoints
-    /// come with the durability issue); created if missing.
+    /// Where durable state lives (checkpoints in `checkpoints/`); created
+    /// if missing. Without it, nothing is kept across restarts.
     pub data_dir: Option<PathBuf>,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
@@ -65,6 +71,8 @@ pub struct ServiceConfig {
     pub timer_interval_ms: u64,
     /// How long shutdown waits for in-flight batches and streams.
     pub shutdown_grace_ms: u64,
+    /// Checkpoints of the engine's state (written when `data_dir` is set).
+    pub checkpoint: CheckpointConfig,
 }
 
 /// Longest allowed lateness: every tick may wait this long.
@@ -87,6 +95,7 @@ impl Default for ServiceConfig {
             alert_ring: 100_000,
             timer_interval_ms: 50,
             shutdown_grace_ms: 10_000,
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -233,6 +242,7 @@ impl ServiceConfig {
                 format!("must name a folder, got {}", dir.display()),
             );
         }
+        self.checkpoint.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -275,6 +285,10 @@ subscriber_queue = 8
 alert_ring = 16
 timer_interval_ms = 10
 shutdown_grace_ms = 100
+
+[checkpoint]
+interval_ms = 1000
+keep = 5
 "#,
         )
         .unwrap();
@@ -283,7 +297,27 @@ shutdown_grace_ms = 100
         assert!(c.log_json);
         assert!(!c.watch_rules);
         assert_eq!(c.subscriber_queue, 8);
+        assert_eq!(
+            c.checkpoint,
+            CheckpointConfig {
+                interval_ms: 1000,
+                keep: 5
+            }
+        );
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn checkpoint_values_are_checked() {
+        let c = ServiceConfig::from_toml("[checkpoint]\ninterval_ms = 0\nkeep = 0\n").unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["checkpoint.interval_ms", "checkpoint.keep"]);
+        let (line, _, message) = ServiceConfig::from_toml("[checkpoint]\nevery_ms = 5\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(message.contains("unknown field `every_ms`"), "{message}");
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - [`clock`]: time as an input.
 //! - [`replay`]: recorded ticks through the engine in event time, offline:
 //!   backtests and ruleset comparisons. No gRPC.
+//! - [`checkpoint`]: the engine's state on disk (atomic, checksummed
+//!   files), written periodically and at shutdown, restored on start.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
 //!   with bounded queues, replay of recent alerts. No gRPC.
 //! - [`server`]: the gRPC services; the only module that knows protobuf.
@@ -34,6 +36,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;

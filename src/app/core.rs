@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{AlertBus, BusConfig, PublishSink};
+use crate::checkpoint::Checkpointer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServiceConfig;
 use crate::engine::{Engine, EngineConfig};
@@ -33,6 +34,10 @@ pub struct Core {
     pub(super) in_flight: watch::Sender<()>,
     /// Numbers ingest streams, to spread them over histogram shards.
     pub(super) streams: AtomicUsize,
+    /// Writes checkpoints; `None` without a `data_dir`.
+    pub(super) checkpointer: Option<Checkpointer>,
+    /// The alert sequence number of the checkpoint restored at start.
+    pub(super) restored_alert_seq: Option<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -78,6 +83,8 @@ impl Core {
             shutdown: CancellationToken::new(),
             in_flight: watch::channel(()).0,
             streams: AtomicUsize::new(0),
+            checkpointer: None,
+            restored_alert_seq: None,
         }
     }
 
@@ -258,6 +265,9 @@ impl Core {
             "From receiving the triggering tick to publishing its alert.",
             &bus.tick_to_alert,
         );
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.render(&mut e);
+        }
         e.finish()
     }
 }

@@ -6,6 +6,9 @@
 //!   metrics, reload state, the shutdown token), and the metrics page.
 //! - [`reload`]: reloading the rules folder, all or nothing, with an
 //!   audit record per attempt.
+//! - [`checkpoints`]: with `data_dir` set, the newest valid checkpoint is
+//!   restored before the service starts; one is written periodically and
+//!   one at shutdown, after the drain.
 //! - [`start`] / [`start_on`]: bind and spawn; a [`Running`] service.
 //!   Rules are reloaded on SIGHUP, over gRPC, and (`watch_rules`) when
 //!   the folder's files change.
@@ -33,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoints;
 mod core;
 mod reload;
 
@@ -76,6 +80,10 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("checkpoints: {0}")]
+    Checkpoint(#[from] crate::checkpoint::StoreError),
+    #[error("cannot restore the checkpoint: {0}")]
+    Restore(#[from] crate::engine::RestoreError),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
@@ -94,6 +102,7 @@ pub struct Running {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: JoinHandle<()>,
     timers: JoinHandle<()>,
+    checkpoints: JoinHandle<()>,
     /// Cancelled at the end of shutdown: stops the metrics endpoint.
     stopped: CancellationToken,
     /// Reloads on file changes while held; stopped when dropped.
@@ -175,7 +184,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         source,
     })?;
     let timer_every = Duration::from_millis(config.timer_interval_ms);
-    let core = Arc::new(Core::new(config, ruleset));
+    let core = Arc::new(checkpoints::open_and_restore(Core::new(config, ruleset)).await?);
 
     let stopped = CancellationToken::new();
     let render_core = core.clone();
@@ -184,6 +193,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     info!(addr = %metrics_addr, "Metrics listening on /metrics.");
 
     let timers = tokio::spawn(run_timers(core.clone(), timer_every));
+    let checkpoints = tokio::spawn(checkpoints::run_periodic(core.clone()));
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(core.clone()));
 
@@ -216,6 +226,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         grpc,
         metrics,
         timers,
+        checkpoints,
         stopped,
         watcher,
     })
@@ -305,6 +316,7 @@ impl Running {
             mut grpc,
             metrics,
             timers,
+            checkpoints,
             stopped,
             watcher,
             ..
@@ -326,13 +338,16 @@ impl Running {
             warn!("Ingest streams still open at the end of the grace period.");
         }
         let _ = timers.await;
+        let _ = checkpoints.await;
         // Ticks held for event-time order are applied now rather than lost
-        // with the process.
+        // with the process (and so are in the final checkpoint).
         core.flush_held(SystemClock.now_ns());
 
-        // 2. Subscriber streams deliver what they have queued, then end.
+        // 2. Subscriber streams deliver what they have queued, then end;
+        //    meanwhile the state ingest left is checkpointed.
         core.bus().close();
         info!(last_seq = core.bus().last_seq(), "Alert streams closing.");
+        checkpoints::write_final(&core).await;
 
         // 3. The gRPC server finishes once every stream has ended.
         let result = match timeout_at(deadline, &mut grpc).await {

@@ -27,6 +27,9 @@ use crate::rules::{EvalCtx, RuleSet};
 use crate::state::store::lock;
 use crate::state::{BoundRule, InstrumentState, Instruments, StateStore, WindowSet};
 
+mod snapshot;
+pub use snapshot::{EngineSnapshot, InstrumentSnapshot, RestoreError, RestoreReport, RuleStamp, SkippedInstrument};
+
 /// Limits and options of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {

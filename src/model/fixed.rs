@@ -20,7 +20,7 @@ pub const FIXED_DECIMALS: u32 = 8;
 pub const FIXED_SCALE: i64 = 100_000_000;
 
 /// An exact decimal with 8 fractional digits, stored as a scaled `i64`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Fixed(i64);
 
 /// Why a decimal could not be turned into a [`Fixed`].

@@ -12,7 +12,7 @@ use super::reorder::ReorderBuffer;
 use super::window::{Field, Window, WindowKey, WindowNeeds};
 
 /// The newest value of every field, whatever tick carried it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastValues {
     pub price: Option<Fixed>,
     pub size: Option<Fixed>,
@@ -109,6 +109,11 @@ impl WindowSet {
             Some(&i) if i != ABSENT => Some(&self.windows[i as usize].1),
             _ => None,
         }
+    }
+
+    /// Every window with its key.
+    pub fn iter(&self) -> impl Iterator<Item = &(WindowKey, Window)> {
+        self.windows.iter()
     }
 
     /// Moves every window out, for carrying state into a new ruleset.

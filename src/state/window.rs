@@ -30,7 +30,7 @@ pub const EXACT_SPAN_LIMIT_NS: i64 = 60 * 1_000_000_000;
 pub const BUCKETS_PER_LONG_WINDOW: i64 = 300;
 
 /// A value a tick can carry, by name in rules (`price`, `bid`, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Field {
     /// Trade price.
     Price,
@@ -127,14 +127,14 @@ pub fn mid(bid: Fixed, ask: Fixed) -> Fixed {
 
 /// Identifies one window: the same key is one shared window per
 /// instrument, however many rules read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct WindowKey {
     pub field: Field,
     pub span_ns: i64,
 }
 
 /// Which aggregates the rules of a ruleset read from a window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct WindowNeeds {
     pub max: bool,
     pub min: bool,
@@ -169,7 +169,7 @@ impl WindowNeeds {
 }
 
 /// A value and the event time it was seen at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extreme {
     pub time_ns: i64,
     pub value: Fixed,
@@ -177,7 +177,7 @@ pub struct Extreme {
 
 /// Running totals of the samples that fell in one bucket (or one sample,
 /// for exact windows).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Slot {
     /// Bucket start (exact windows: the sample's time).
     time_ns: i64,
@@ -191,7 +191,7 @@ struct Slot {
 }
 
 /// One rolling window of one field for one instrument.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     span_ns: i64,
     /// Bucket width; 0 for an exact window.
@@ -412,6 +412,51 @@ impl Window {
     /// Samples held, for memory accounting.
     pub fn held(&self) -> usize {
         self.maxq.len() + self.minq.len() + self.slots.len()
+    }
+
+    /// Checks that a window read back from outside (a checkpoint) is one
+    /// this code could have built for `key`: its span and buckets, deques
+    /// in order, running totals equal to the sums of its slots. Names the
+    /// first thing found wrong.
+    ///
+    /// # Errors
+    /// The first inconsistency found.
+    pub fn check_consistent(&self, key: WindowKey) -> Result<(), &'static str> {
+        let expected = Window::new(key.span_ns, self.needs);
+        if key.span_ns <= 0 || self.span_ns != key.span_ns || self.bucket_ns != expected.bucket_ns {
+            return Err("span or bucket width does not match the window's key");
+        }
+        if (!self.needs.max && !self.maxq.is_empty())
+            || (!self.needs.min && !self.minq.is_empty())
+            || (!self.needs.slots && !self.slots.is_empty())
+        {
+            return Err("holds samples for an aggregate it does not keep");
+        }
+        let ordered = |q: &VecDeque<Extreme>, falling: bool| {
+            q.iter()
+                .zip(q.iter().skip(1))
+                .all(|(a, b)| a.time_ns <= b.time_ns && if falling { a.value > b.value } else { a.value < b.value })
+        };
+        if !ordered(&self.maxq, true) || !ordered(&self.minq, false) {
+            return Err("max or min deque out of order");
+        }
+        let mut count = 0u64;
+        let (mut sum, mut sum_weight, mut sum_weighted) = (0i128, 0i128, 0i128);
+        let mut previous = i64::MIN;
+        for slot in &self.slots {
+            if slot.count == 0 || slot.time_ns < previous {
+                return Err("empty or out-of-order slot");
+            }
+            previous = slot.time_ns;
+            count = count.checked_add(slot.count).ok_or("slot counts overflow")?;
+            sum = sum.checked_add(slot.sum).ok_or("slot sums overflow")?;
+            sum_weight = sum_weight.checked_add(slot.sum_weight).ok_or("slot weights overflow")?;
+            sum_weighted = sum_weighted.wrapping_add(slot.sum_weighted);
+        }
+        if (count, sum, sum_weight, sum_weighted) != (self.count, self.sum, self.sum_weight, self.sum_weighted) {
+            return Err("running totals differ from the sum of the slots");
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ pub struct PriceBand {
     pub pause_ns: i64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BandState {
     #[default]
     Normal,

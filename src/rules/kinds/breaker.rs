@@ -60,7 +60,7 @@ pub struct Breaker {
     pub latch_daily: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     #[default]
     Armed,
@@ -75,7 +75,7 @@ pub enum Phase {
 }
 
 /// Per-instrument state of a breaker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BreakerState {
     pub phase: Phase,
     /// With daily latching: the UTC day (days since the epoch) and the

@@ -25,7 +25,7 @@ pub struct Condition {
 }
 
 /// Per-instrument state of a condition rule.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConditionState {
     /// The rule has fired and not yet resolved.
     pub active: bool,

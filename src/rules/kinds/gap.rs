@@ -18,7 +18,7 @@ pub struct FeedGap {
 }
 
 /// The last sequence number this rule saw for the instrument.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GapState {
     pub last_seq: Option<u64>,
 }

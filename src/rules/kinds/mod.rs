@@ -41,7 +41,7 @@ pub enum RuleLogic {
 }
 
 /// A rule's state for one instrument.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RuleState {
     Condition(ConditionState),
     Breaker(BreakerState),

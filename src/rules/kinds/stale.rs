@@ -14,7 +14,7 @@ pub struct StaleFeed {
     pub after_ns: i64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StaleState {
     pub stale: bool,
 }

@@ -1,0 +1,136 @@
+//! Checkpoints in the service: with `data_dir` set, the newest valid
+//! checkpoint in `<data_dir>/checkpoints/` is restored before the service
+//! accepts anything; one is written every `checkpoint.interval_ms` and one
+//! at shutdown, once ingest has drained. Snapshot, encoding and the write
+//! run on the blocking pool, never on an ingest task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use crate::checkpoint::{CheckpointStore, Checkpointer, StoreError, Written};
+use crate::clock::{Clock, SystemClock};
+
+use super::{AppError, Core};
+
+impl Core {
+    /// The alert sequence number of the checkpoint restored at start, if
+    /// one was: every alert up to it came from state that was restored.
+    pub fn restored_alert_seq(&self) -> Option<u64> {
+        self.restored_alert_seq
+    }
+
+    /// Writes a checkpoint now, if checkpoints are on (`data_dir` set).
+    /// The alert sequence number is read before the snapshot begins.
+    /// Blocking: call from the blocking pool.
+    pub fn write_checkpoint(&self) -> Option<Result<Written, StoreError>> {
+        let checkpointer = self.checkpointer.as_ref()?;
+        let alert_seq = self.bus.last_seq();
+        let result = checkpointer.write(&self.engine, alert_seq, SystemClock.now_ns());
+        match &result {
+            Ok(written) => tracing::debug!(
+                path = %written.path.display(),
+                bytes = written.bytes,
+                alert_seq,
+                "Checkpoint written."
+            ),
+            Err(error) => warn!(%error, "Checkpoint failed; the previous ones are kept."),
+        }
+        Some(result)
+    }
+}
+
+/// Opens the checkpoint folder of `data_dir` and restores the newest valid
+/// checkpoint into `core`'s engine (which nothing has used yet). Without a
+/// `data_dir`, returns `core` as it is.
+///
+/// # Errors
+/// The checkpoint folder cannot be created or listed.
+pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
+    let Some(data_dir) = core.config.data_dir.clone() else {
+        return Ok(core);
+    };
+    let keep = core.config.checkpoint.keep;
+    tokio::task::spawn_blocking(move || {
+        let store = CheckpointStore::open(data_dir.join("checkpoints"), keep)?;
+        let outcome = store.load_newest()?;
+        match outcome.loaded {
+            Some(loaded) => {
+                let checkpoint = loaded.checkpoint;
+                let alert_seq = checkpoint.alert_seq;
+                let age_s = (SystemClock.now_ns() - checkpoint.written_at_ns) as f64 / 1e9;
+                let report = core.engine.restore(checkpoint.engine, SystemClock.now_ns())?;
+                for skipped in &report.instruments_skipped {
+                    warn!(symbol = %skipped.symbol, reason = %skipped.reason, "Instrument not restored.");
+                }
+                info!(
+                    path = %loaded.path.display(),
+                    bytes = loaded.bytes,
+                    age_s,
+                    alert_seq,
+                    passed_over = outcome.rejected.len(),
+                    instruments = report.instruments_restored,
+                    instruments_skipped = report.instruments_skipped.len(),
+                    ruleset_version = report.ruleset_version,
+                    rule_states_restored = report.rule_states_restored,
+                    rule_states_reset = report.rule_states_reset,
+                    rule_states_new = report.rule_states_new,
+                    rule_states_dropped = report.rule_states_dropped,
+                    windows_restored = report.windows_restored,
+                    windows_new = report.windows_new,
+                    inconsistent = report.inconsistent,
+                    "Checkpoint restored."
+                );
+                core.restored_alert_seq = Some(alert_seq);
+            }
+            None if outcome.rejected.is_empty() => {
+                info!(dir = %store.dir().display(), "No checkpoint to restore: starting empty.");
+            }
+            None => warn!(
+                dir = %store.dir().display(),
+                unusable = outcome.rejected.len(),
+                "No checkpoint could be restored: starting empty."
+            ),
+        }
+        core.checkpointer = Some(Checkpointer::new(store));
+        Ok(core)
+    })
+    .await
+    .map_err(AppError::Task)?
+}
+
+/// Writes a checkpoint every `checkpoint.interval_ms` until shutdown. A
+/// write that takes longer than the interval delays the next one.
+pub(super) async fn run_periodic(core: Arc<Core>) {
+    if core.checkpointer.is_none() {
+        return;
+    }
+    let every = Duration::from_millis(core.config.checkpoint.interval_ms);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let token = core.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            _ = ticker.tick() => {
+                let core = core.clone();
+                let _ = tokio::task::spawn_blocking(move || core.write_checkpoint()).await;
+            }
+        }
+    }
+}
+
+/// The checkpoint written at shutdown, after ingest and timers stopped.
+pub(super) async fn write_final(core: &Arc<Core>) {
+    let core = core.clone();
+    let written = tokio::task::spawn_blocking(move || core.write_checkpoint()).await;
+    if let Ok(Some(Ok(written))) = written {
+        info!(
+            path = %written.path.display(),
+            bytes = written.bytes,
+            "Checkpoint written at shutdown."
+        );
+    }
+}

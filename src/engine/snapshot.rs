@@ -1,0 +1,420 @@
+//! Engine state out and back in, for checkpoints.
+//!
+//! [`Engine::snapshot`] copies every instrument's state (sequence and time
+//! marks, last values, windows, the state of every bound rule) into an
+//! [`EngineSnapshot`], holding each instrument's lock only while it clones
+//! that instrument. [`Engine::restore`] rebuilds a fresh engine's
+//! instruments from one, bound to the engine's own ruleset: a rule whose id
+//! and definition are unchanged gets its saved state, a window comes back
+//! by its key, and everything else starts fresh, so a changed ruleset keeps
+//! what still applies. Ticks held back for reordering are not part of a
+//! snapshot: clients resend from the last applied sequence number.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::rules::kinds::breaker::Phase;
+use crate::rules::{CompiledRule, RuleLogic, RuleSet, RuleState};
+use crate::state::{BoundRule, InstrumentState, LastValues, SymbolError, Window, WindowKey, WindowSet};
+
+use super::Engine;
+
+/// A rule as an instrument was bound to it: its id and the hash of its
+/// definition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleStamp {
+    pub id: String,
+    pub content_hash: u64,
+}
+
+/// One instrument's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstrumentSnapshot {
+    pub symbol: String,
+    pub last_seq: Option<u64>,
+    pub last_event_ns: Option<i64>,
+    pub last_received_ns: i64,
+    pub last: LastValues,
+    /// False for an instrument no ruleset was bound to yet (interned, no
+    /// tick applied): it gets bound by its first tick, as before.
+    pub bound: bool,
+    pub windows: Vec<(WindowKey, Window)>,
+    /// Each bound rule's state, with the rule's index in
+    /// [`EngineSnapshot::rules`].
+    pub rules: Vec<(u32, RuleState)>,
+    pub next_deadline_ns: i64,
+}
+
+/// Every instrument's state and the rules it was evaluated by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// Version of the ruleset in force when the snapshot began.
+    pub ruleset_version: u64,
+    /// The rules the instrument states refer to: first the ruleset in
+    /// force, in evaluation order (`rules_in_force` of them), then any rule
+    /// of an older ruleset an instrument was still bound to.
+    pub rules: Vec<RuleStamp>,
+    pub rules_in_force: u32,
+    /// In instrument id order.
+    pub instruments: Vec<InstrumentSnapshot>,
+}
+
+impl EngineSnapshot {
+    /// Checks that every rule state refers to a rule the snapshot lists.
+    ///
+    /// # Errors
+    /// The first state that does not.
+    pub fn check_references(&self) -> Result<(), RestoreError> {
+        for instrument in &self.instruments {
+            if let Some(&(index, _)) = instrument.rules.iter().find(|(i, _)| *i as usize >= self.rules.len()) {
+                return Err(RestoreError::UnknownRule {
+                    symbol: instrument.symbol.clone(),
+                    index,
+                    rules: self.rules.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An instrument of a snapshot that could not be restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedInstrument {
+    pub symbol: String,
+    pub reason: String,
+}
+
+/// What [`Engine::restore`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub instruments_restored: usize,
+    pub instruments_skipped: Vec<SkippedInstrument>,
+    /// Rule states carried over: same rule id, same definition.
+    pub rule_states_restored: usize,
+    /// Rules whose definition changed since the snapshot: started fresh.
+    pub rule_states_reset: usize,
+    /// Rules that did not apply to the instrument in the snapshot (new
+    /// rules, or new to this instrument): started fresh.
+    pub rule_states_new: usize,
+    /// Saved states of rules that no longer apply to the instrument.
+    pub rule_states_dropped: usize,
+    pub windows_restored: usize,
+    pub windows_new: usize,
+    /// Saved rule states or windows that failed their consistency checks
+    /// and were started fresh instead (each is also counted as reset or
+    /// new).
+    pub inconsistent: usize,
+    /// The version the ruleset in force now carries: the snapshot's when
+    /// its rules are the same, the next one when they changed, so versions
+    /// in alerts never go back across a restart.
+    pub ruleset_version: u64,
+}
+
+/// Why a snapshot could not be restored at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the engine already has {instruments} instrument(s): restore only into a fresh engine, before any ingest")]
+    NotFresh { instruments: usize },
+    #[error(
+        "instrument {symbol} refers to rule #{index}, but the snapshot lists only {rules} rules: the snapshot is corrupt"
+    )]
+    UnknownRule { symbol: String, index: u32, rules: usize },
+}
+
+impl Engine {
+    /// Numbers the ruleset in force (still version 1 in a fresh engine)
+    /// after the snapshot's: the same version when the snapshot was taken
+    /// under the same rules, the next one otherwise. Returns the version.
+    fn continue_versions(&self, snapshot: &EngineSnapshot) -> u64 {
+        let current = self.ruleset.load_full();
+        let in_force = snapshot.rules.get(..snapshot.rules_in_force as usize).unwrap_or(&[]);
+        let same = current.rules.len() == in_force.len()
+            && current
+                .rules
+                .iter()
+                .zip(in_force)
+                .all(|(rule, stamp)| *rule.id == *stamp.id && rule.content_hash == stamp.content_hash);
+        let version = if same {
+            snapshot.ruleset_version
+        } else {
+            snapshot.ruleset_version.saturating_add(1)
+        };
+        if version <= current.version {
+            return current.version;
+        }
+        let continued = RuleSet {
+            version,
+            rules: current.rules.clone(),
+            windows: current.windows.clone(),
+            sources: current.sources.clone(),
+        };
+        self.ruleset.store(Arc::new(continued));
+        self.last_version.store(version, Ordering::SeqCst);
+        self.current_version.store(version, Ordering::Release);
+        version
+    }
+
+    /// Copies every instrument's state, one instrument at a time: each is
+    /// locked only while its state is cloned, so ingest on other
+    /// instruments goes on and no instrument waits longer than one clone.
+    /// Blocking (it allocates the copy): call off the async workers.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        let ruleset = self.ruleset.load_full();
+        let mut table = RuleTable::default();
+        for rule in &ruleset.rules {
+            table.index(rule);
+        }
+        let rules_in_force = table.stamps.len() as u32;
+
+        struct Copied {
+            symbol: Arc<str>,
+            last_seq: Option<u64>,
+            last_event_ns: Option<i64>,
+            last_received_ns: i64,
+            last: LastValues,
+            bound: bool,
+            windows: WindowSet,
+            rules: SmallVec<[BoundRule; 4]>,
+            next_deadline_ns: i64,
+        }
+        let mut copied = Vec::with_capacity(self.instruments.len());
+        self.states.for_each(|state| {
+            copied.push(Copied {
+                symbol: state.symbol.clone(),
+                last_seq: state.last_seq,
+                last_event_ns: state.last_event_ns,
+                last_received_ns: state.last_received_ns,
+                last: state.last,
+                bound: state.ruleset_version != 0,
+                windows: state.windows.clone(),
+                rules: state.rules.clone(),
+                next_deadline_ns: state.next_deadline_ns,
+            });
+        });
+
+        let instruments = copied
+            .into_iter()
+            .map(|c| InstrumentSnapshot {
+                symbol: c.symbol.to_string(),
+                last_seq: c.last_seq,
+                last_event_ns: c.last_event_ns,
+                last_received_ns: c.last_received_ns,
+                last: c.last,
+                bound: c.bound,
+                windows: c.windows.into_windows().collect(),
+                rules: c.rules.into_iter().map(|b| (table.index(&b.rule), b.state)).collect(),
+                next_deadline_ns: c.next_deadline_ns,
+            })
+            .collect();
+        EngineSnapshot {
+            ruleset_version: ruleset.version,
+            rules: table.stamps,
+            rules_in_force,
+            instruments,
+        }
+    }
+
+    /// Rebuilds the instruments of `snapshot` in this engine, which must be
+    /// fresh (no instrument yet). Symbols are interned in snapshot order;
+    /// each instrument is bound to this engine's ruleset: a rule whose id
+    /// and content hash match a saved state gets that state, windows come
+    /// back by key, the rest start fresh. Timer deadlines follow from the
+    /// restored states.
+    ///
+    /// `resume_ns` (server clock) is when the service resumes: an
+    /// instrument's last-received mark is moved forward to it if earlier,
+    /// so the time the service was down does not count as silence of the
+    /// feed. `i64::MIN` restores the marks as saved.
+    ///
+    /// # Errors
+    /// The engine is not fresh, or the snapshot refers to a rule it does
+    /// not list; nothing is restored then.
+    pub fn restore(&self, snapshot: EngineSnapshot, resume_ns: i64) -> Result<RestoreReport, RestoreError> {
+        let existing = self.instruments.len();
+        if existing > 0 {
+            return Err(RestoreError::NotFresh { instruments: existing });
+        }
+        snapshot.check_references()?;
+        let mut report = RestoreReport {
+            ruleset_version: self.continue_versions(&snapshot),
+            ..RestoreReport::default()
+        };
+        let ruleset = self.ruleset.load_full();
+        for saved in snapshot.instruments {
+            let (id, symbol, new) = match self.instruments.intern(&saved.symbol) {
+                Ok(interned) => interned,
+                Err(error) => {
+                    report.instruments_skipped.push(SkippedInstrument {
+                        symbol: saved.symbol,
+                        reason: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if !new {
+                report.instruments_skipped.push(SkippedInstrument {
+                    symbol: saved.symbol,
+                    reason: "listed twice in the snapshot; the first is kept".into(),
+                });
+                continue;
+            }
+            let mut state = InstrumentState::new(id, symbol, saved.last_received_ns.max(resume_ns));
+            state.last_seq = saved.last_seq;
+            state.last_event_ns = saved.last_event_ns;
+            state.last = saved.last;
+            if saved.bound {
+                bind_saved(&mut state, &ruleset, &snapshot.rules, saved, &mut report);
+            }
+            let deadline = state.next_deadline_ns;
+            if self.states.get_or_insert(id, || state).is_none() {
+                report.instruments_skipped.push(SkippedInstrument {
+                    symbol: self.instruments.symbol(id).map(|s| s.to_string()).unwrap_or_default(),
+                    reason: SymbolError::Unknown(id.0).to_string(),
+                });
+                continue;
+            }
+            self.note_deadline(deadline);
+            report.instruments_restored += 1;
+        }
+        Ok(report)
+    }
+}
+
+/// Stamps of the rules instruments are bound to, each once.
+#[derive(Default)]
+struct RuleTable {
+    stamps: Vec<RuleStamp>,
+    by_rule: FxHashMap<(Arc<str>, u64), u32>,
+}
+
+impl RuleTable {
+    fn index(&mut self, rule: &CompiledRule) -> u32 {
+        let next = self.stamps.len() as u32;
+        let stamps = &mut self.stamps;
+        *self
+            .by_rule
+            .entry((rule.id.clone(), rule.content_hash))
+            .or_insert_with(|| {
+                stamps.push(RuleStamp {
+                    id: rule.id.to_string(),
+                    content_hash: rule.content_hash,
+                });
+                next
+            })
+    }
+}
+
+/// Binds `state` to `ruleset`, taking the saved rule states and windows
+/// that still apply.
+fn bind_saved(
+    state: &mut InstrumentState,
+    ruleset: &RuleSet,
+    stamps: &[RuleStamp],
+    saved: InstrumentSnapshot,
+    report: &mut RestoreReport,
+) {
+    let mut saved_windows: HashMap<WindowKey, Window> = saved.windows.into_iter().collect();
+    let mut saved_rules: Vec<Option<(&RuleStamp, RuleState)>> = saved
+        .rules
+        .into_iter()
+        .map(|(i, s)| Some((&stamps[i as usize], s)))
+        .collect();
+    let mut windows = WindowSet::with_slots(ruleset.windows.len());
+    let mut rules = SmallVec::new();
+    for rule in &ruleset.rules {
+        if !rule.scope.matches(&state.symbol) {
+            continue;
+        }
+        let same = saved_rules
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|(stamp, _)| is_rule(stamp, rule)));
+        let rule_state = match same.and_then(|i| saved_rules[i].take()) {
+            Some((_, saved_state)) if fits(rule, &saved_state) => {
+                report.rule_states_restored += 1;
+                saved_state
+            }
+            Some(_) => {
+                report.inconsistent += 1;
+                report.rule_states_reset += 1;
+                rule.initial_state()
+            }
+            None => {
+                let changed = saved_rules
+                    .iter_mut()
+                    .find(|s| s.as_ref().is_some_and(|(stamp, _)| *stamp.id == *rule.id))
+                    .map(Option::take);
+                if changed.is_some() {
+                    report.rule_states_reset += 1;
+                } else {
+                    report.rule_states_new += 1;
+                }
+                rule.initial_state()
+            }
+        };
+        for &slot in &rule.slots {
+            if windows.get(slot).is_some() {
+                continue;
+            }
+            let (key, needs) = ruleset.windows[slot.0 as usize];
+            let window = match saved_windows.remove(&key) {
+                Some(w) if w.needs() == needs => match w.check_consistent(key) {
+                    Ok(()) => Some(w),
+                    Err(_) => {
+                        report.inconsistent += 1;
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if window.is_some() {
+                report.windows_restored += 1;
+            } else {
+                report.windows_new += 1;
+            }
+            windows.insert(slot, key, needs, window);
+        }
+        rules.push(BoundRule {
+            rule: rule.clone(),
+            state: rule_state,
+        });
+    }
+    report.rule_states_dropped += saved_rules.iter().filter(|s| s.is_some()).count();
+    state.rules = rules;
+    state.windows = windows;
+    state.ruleset_version = ruleset.version;
+    state.next_deadline_ns = state
+        .rules
+        .iter()
+        .filter_map(|b| b.rule.deadline(state.last_received_ns, &b.state))
+        .min()
+        .unwrap_or(i64::MAX);
+}
+
+fn is_rule(stamp: &RuleStamp, rule: &CompiledRule) -> bool {
+    stamp.content_hash == rule.content_hash && *stamp.id == *rule.id
+}
+
+/// Whether a saved state belongs to this rule's kind and stays within its
+/// definition (a breaker's tiers).
+fn fits(rule: &CompiledRule, state: &RuleState) -> bool {
+    match (&rule.logic, state) {
+        (RuleLogic::Breaker(breaker), RuleState::Breaker(s)) => {
+            let tiers = breaker.tiers.len();
+            let phase = match s.phase {
+                Phase::Armed => true,
+                Phase::Halted { tier, .. } | Phase::Resumed { tier } => usize::from(tier) < tiers,
+            };
+            phase && s.latched.is_none_or(|(_, tier)| usize::from(tier) < tiers)
+        }
+        (RuleLogic::Condition(_), RuleState::Condition(_))
+        | (RuleLogic::Band(_), RuleState::Band(_))
+        | (RuleLogic::Stale(_), RuleState::Stale(_)) => true,
+        _ => false,
+    }
+}
