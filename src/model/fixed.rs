@@ -63,6 +63,10 @@ impl Fixed {
     /// [`FixedError::TooPrecise`] when digits below 10^-8 are not zero,
     /// [`FixedError::OutOfRange`] when the value does not fit.
     pub fn from_scaled(mantissa: i64, scale: u32) -> Result<Self, FixedError> {
+        if mantissa == 0 {
+            // Zero at any scale is exactly zero.
+            return Ok(Fixed::ZERO);
+        }
         if scale <= FIXED_DECIMALS {
             let factor = 10i64.pow(FIXED_DECIMALS - scale);
             mantissa.checked_mul(factor).map(Fixed).ok_or(FixedError::OutOfRange)

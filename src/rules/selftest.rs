@@ -72,9 +72,10 @@ pub fn run_test(
     );
     let mut alerts: Vec<Alert> = Vec::new();
     for (seq, step) in test.ticks.iter().enumerate() {
-        let offset_ns = parse_duration(step.get_ref().at.get_ref())
-            .map_err(|e| fail(step.get_ref().at.span().start, format!("`at`: {e}")))?;
-        let now = START_NS + offset_ns;
+        let at = &step.get_ref().at;
+        let now = parse_duration(at.get_ref())
+            .and_then(|offset_ns| after_start(at.get_ref(), offset_ns))
+            .map_err(|e| fail(at.span().start, format!("`at`: {e}")))?;
         engine.check_timers(now, &mut alerts);
         if let Some(values) = tick_values(step.get_ref()).map_err(|m| fail(step.span().start, m))? {
             engine
@@ -102,8 +103,10 @@ pub fn run_test(
             ));
         }
         if let Some(at) = &e.at {
-            let at_ns = parse_duration(at).map_err(|m| fail(expected.span().start, format!("`at`: {m}")))?;
-            if got.event_time_ns != START_NS + at_ns {
+            let at_ns = parse_duration(at)
+                .and_then(|offset_ns| after_start(at, offset_ns))
+                .map_err(|m| fail(expected.span().start, format!("`at`: {m}")))?;
+            if got.event_time_ns != at_ns {
                 return Err(fail(
                     expected.span().start,
                     format!("alert {} is `{}`, expected at {at}", i + 1, describe(got)),
@@ -137,6 +140,16 @@ pub fn run_test(
         ));
     }
     Ok(())
+}
+
+/// The event time `offset_ns` after the start of a test.
+///
+/// # Errors
+/// The time is past the end of the clock (year 2262).
+fn after_start(text: &str, offset_ns: i64) -> Result<i64, String> {
+    START_NS
+        .checked_add(offset_ns)
+        .ok_or_else(|| format!("`{text}` is too far after the test's start: the clock ends in the year 2262"))
 }
 
 fn describe(alert: &Alert) -> String {

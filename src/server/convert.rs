@@ -6,11 +6,12 @@ use prost::Message;
 
 use super::proto;
 use crate::alerts::{FilterSpec, PublishedAlert};
-use crate::ingest::{scaled_field, TickError, ValueError};
+use crate::ingest::{scaled_field, validate_values, TickError, ValueError};
 use crate::metrics::MISSING_VALUES;
 use crate::model::{Alert, Fixed, Severity, Side, TickValues, FIXED_DECIMALS};
 use crate::rules::ruleset::SourceFile;
 use crate::rules::{CompiledRule, RuleError};
+use crate::state::instruments::check_symbol;
 
 /// Why a tick was rejected: a problem with its encoding, or with its
 /// content.
@@ -76,6 +77,49 @@ pub fn tick_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
             price: decimal("index", p.price.as_ref())?,
         },
     })
+}
+
+/// A wire tick's values as ingest accepts them: every decimal converted
+/// exactly ([`tick_values`]), then the tick checked as a whole
+/// ([`validate_values`]). The instrument is resolved afterwards.
+///
+/// # Errors
+/// The first problem found, naming the field.
+#[inline]
+pub fn checked_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
+    let values = tick_values(tick)?;
+    validate_values(tick.event_time_ns, &values)?;
+    Ok(values)
+}
+
+/// A `TickBatch` message decoded from its bytes, with each tick's values
+/// or the reason ingest rejects it before the engine sees it.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    pub batch: proto::TickBatch,
+    /// One entry per tick of `batch`, in order.
+    pub ticks: Vec<Result<TickValues, Rejected>>,
+}
+
+/// Decodes a `TickBatch` message the way `Ingest` does and checks each
+/// tick: values ([`checked_values`]), then the symbol's shape. What needs
+/// the engine (the instrument cap, sequence and time order) and the
+/// stream (`max_batch_ticks`) is not checked here. For tools and fuzzing.
+///
+/// # Errors
+/// The bytes are not a `TickBatch`.
+pub fn decode_batch(bytes: &[u8]) -> Result<DecodedBatch, prost::DecodeError> {
+    let batch = proto::TickBatch::decode(bytes)?;
+    let ticks = batch
+        .ticks
+        .iter()
+        .map(|tick| {
+            let values = checked_values(tick)?;
+            check_symbol(&tick.instrument).map_err(|e| Rejected::Tick(TickError::Symbol(e)))?;
+            Ok(values)
+        })
+        .collect();
+    Ok(DecodedBatch { batch, ticks })
 }
 
 /// A [`Fixed`] as the shortest exact wire decimal: `92` is `{92, 0}`,

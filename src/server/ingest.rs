@@ -26,7 +26,6 @@ use super::proto;
 use crate::alerts::PublishSink;
 use crate::app::Core;
 use crate::clock::{Clock, SystemClock};
-use crate::ingest::validate_values;
 use crate::metrics::{reject_index, REJECT_CODES};
 use crate::model::{InstrumentId, Tick};
 
@@ -168,12 +167,18 @@ impl Stream for IngestStream {
 
 /// What to answer when reading the request stream failed: a message that
 /// could not be decoded or was too large is the client's error
-/// (`INVALID_ARGUMENT`); a broken connection is answered as it is (nobody
-/// is listening).
+/// (`INVALID_ARGUMENT`, saying which); a broken connection is answered as
+/// it is (nobody is listening).
 fn inbound_error(status: Status) -> Status {
     use tonic::Code;
     match status.code() {
-        Code::Internal | Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument => {
+        // The transport's length check, before the message is read:
+        // "decoded message length too large: found N bytes, the limit is: M bytes".
+        Code::OutOfRange => {
+            debug!(error = %status.message(), "Ingest stream sent an oversized message.");
+            Status::invalid_argument(format!("{} (max_message_bytes)", status.message()))
+        }
+        Code::Internal | Code::ResourceExhausted | Code::InvalidArgument => {
             debug!(error = %status.message(), "Ingest stream sent a malformed message.");
             Status::invalid_argument(format!("malformed message: {}", status.message()))
         }
@@ -323,9 +328,8 @@ impl Session {
     /// the tick and the instrument's `touched` slot.
     #[inline]
     fn decode(&mut self, tick: &mut proto::Tick, received_ns: i64) -> Result<(Tick, usize), Rejected> {
-        let values = convert::tick_values(tick)?;
         // Before the symbol is interned: a bad tick adds no instrument.
-        validate_values(tick.event_time_ns, &values)?;
+        let values = convert::checked_values(tick)?;
         let id = match self.symbols.get(tick.instrument.as_str()) {
             Some(&id) => id,
             None => {

@@ -219,7 +219,8 @@ pub struct IngestStream {
 }
 
 impl IngestStream {
-    async fn open(mut client: IngestClient<Channel>) -> Self {
+    /// Opens an `Ingest` stream on `client`.
+    pub async fn open(mut client: IngestClient<Channel>) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let acks = within("ingest", client.ingest(ReceiverStream::new(rx)))
             .await

@@ -45,8 +45,9 @@ pub(super) fn compile(src: &str, root: &Node<'_>) -> Result<Compiled, ExprError>
     }
     let cond = c.cond(root, "")?;
     if c.triggers == KindMask::NONE {
+        // About the whole condition: point at where it starts.
         return Err(ExprError {
-            column: 1,
+            column: root.col,
             message: "the condition reads no market data: use at least one field (such as `price`) or window function (such as `max(price, 3s)`)".into(),
         });
     }
