@@ -47,7 +47,10 @@ fn bundled_rules() -> &'static RuleSet {
 pub fn bundled_engine() -> Engine {
     let set = bundled_rules();
     Engine::new(
-        EngineConfig { max_instruments: 64 },
+        EngineConfig {
+            max_instruments: 64,
+            ..EngineConfig::default()
+        },
         RuleSet {
             version: 0,
             rules: set.rules.clone(),
@@ -211,7 +214,13 @@ fn evaluate_rule(condition: &str, steps: &[(u8, i64)]) {
     let Ok(set) = rule_texts(&files) else {
         return;
     };
-    let engine = Engine::new(EngineConfig { max_instruments: 4 }, set);
+    let engine = Engine::new(
+        EngineConfig {
+            max_instruments: 4,
+            ..EngineConfig::default()
+        },
+        set,
+    );
     let mut alerts: Vec<Alert> = Vec::new();
     let start = 1_700_000_000_000_000_000i64;
     for (i, &(kind, raw)) in steps.iter().enumerate() {
