@@ -20,12 +20,25 @@
 //! timer_interval_ms = 50
 //! shutdown_grace_ms = 10000
 //! ```
+//!
+//! Security settings are tables of their own: [`tls`] (`[tls]`: TLS,
+//! mTLS, where plaintext may listen), [`auth`] (`[auth]`: tokens,
+//! certificate subjects, roles) and [`limits`] (`[limits]`: streams,
+//! ingest rate, rules folder size).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod auth;
+pub mod limits;
+pub mod tls;
+
+use self::auth::AuthConfig;
+use self::limits::LimitsConfig;
+use self::tls::TlsConfig;
 
 /// Everything `airbag serve` needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -59,6 +72,12 @@ pub struct ServiceConfig {
     pub timer_interval_ms: u64,
     /// How long shutdown waits for in-flight batches and streams.
     pub shutdown_grace_ms: u64,
+    /// `[tls]`: TLS and mTLS on the gRPC port.
+    pub tls: TlsConfig,
+    /// `[auth]`: tokens, certificate subjects and their roles.
+    pub auth: AuthConfig,
+    /// `[limits]`: concurrent streams, ingest rate, rules folder size.
+    pub limits: LimitsConfig,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +96,9 @@ impl Default for ServiceConfig {
             alert_ring: 100_000,
             timer_interval_ms: 50,
             shutdown_grace_ms: 10_000,
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -215,11 +237,31 @@ impl ServiceConfig {
                 format!("must name a folder, got {}", dir.display()),
             );
         }
+        self.security_problems(self.listen, self.metrics_listen, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+impl ServiceConfig {
+    /// Problems with `[tls]`, `[auth]` and `[limits]`, and with serving on
+    /// `grpc` and `metrics` (the configured addresses, or the ones bound).
+    pub fn security_problems(&self, grpc: SocketAddr, metrics: SocketAddr, out: &mut Vec<ConfigProblem>) {
+        self.tls.problems(out);
+        if let Err(problems) = self.auth.credentials() {
+            out.extend(problems);
+        }
+        out.extend(auth::auth_problems(&self.auth, &self.tls, grpc.ip().is_loopback()));
+        out.extend(tls::exposure_problems(
+            grpc,
+            metrics,
+            &self.tls,
+            self.auth.allow_metrics_non_loopback,
+        ));
+        self.limits.problems(out);
     }
 }
 
@@ -257,6 +299,16 @@ subscriber_queue = 8
 alert_ring = 16
 timer_interval_ms = 10
 shutdown_grace_ms = 100
+
+[tls]
+allow_plaintext_non_loopback = true
+
+[auth]
+allow_metrics_non_loopback = true
+token_file = "/etc/airbag/tokens.toml"
+
+[limits]
+max_ingest_streams = 3
 "#,
         )
         .unwrap();
@@ -265,7 +317,32 @@ shutdown_grace_ms = 100
         assert!(c.log_json);
         assert!(!c.watch_rules);
         assert_eq!(c.subscriber_queue, 8);
-        c.validate().unwrap();
+        assert!(c.tls.allow_plaintext_non_loopback);
+        assert_eq!(c.limits.max_ingest_streams, 3);
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "auth.token_file");
+        assert!(
+            problems[0].message.contains("/etc/airbag/tokens.toml"),
+            "{}",
+            problems[0]
+        );
+        ServiceConfig {
+            auth: AuthConfig {
+                token_file: None,
+                tokens: vec![auth::TokenEntry {
+                    name: "ops".into(),
+                    sha256: auth::token_sha256_hex(b"secret"),
+                    roles: vec![auth::Role::Admin],
+                }],
+                ..c.auth
+            },
+            ..c
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
