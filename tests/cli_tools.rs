@@ -112,6 +112,7 @@ fn subscribe_args(addr: &str) -> SubscribeArgs {
         include_shadow: false,
         from_seq: 0,
         count: None,
+        security: Default::default(),
     }
 }
 

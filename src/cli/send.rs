@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::cli::pace::Pacer;
 use crate::cli::tick_file::{TickFileError, TickReader};
@@ -68,6 +67,8 @@ pub struct SendArgs {
     /// sent.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub ack_timeout: f64,
+    #[command(flatten)]
+    pub security: wire::ClientSecurity,
 }
 
 /// How [`send_file`] sends.
@@ -216,7 +217,7 @@ impl std::error::Error for SendFailure {
 /// fails.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let reader = TickReader::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let channel = wire::connect(&args.addr).await?;
+    let channel = wire::connect_with(&args.addr, &args.security).await?;
     let ack_timeout = if args.ack_timeout.is_finite() && args.ack_timeout >= 0.0 {
         Duration::from_secs_f64(args.ack_timeout)
     } else {
@@ -280,7 +281,7 @@ struct AckTally {
 /// `options.ack_timeout`, the file could not be read, or (with
 /// `options.strict`) a row was unreadable.
 pub async fn send_file<R>(
-    channel: Channel,
+    channel: wire::Connection,
     reader: TickReader<R>,
     options: &SendOptions,
 ) -> Result<SendSummary, Box<SendFailure>>

@@ -23,7 +23,6 @@
 use std::io::{self, Write};
 
 use tonic::codec::Streaming;
-use tonic::transport::Channel;
 
 use crate::cli::alert_json::AlertJson;
 use crate::cli::wire;
@@ -78,6 +77,8 @@ pub struct SubscribeArgs {
     /// Exit successfully after printing this many alerts.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    #[command(flatten)]
+    pub security: wire::ClientSecurity,
 }
 
 impl SubscribeArgs {
@@ -113,7 +114,7 @@ pub enum TailError {
 /// The server cannot be reached or refuses the subscription, or the stream
 /// ends before `--count` alerts were printed.
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
-    let channel = wire::connect(&args.addr).await?;
+    let channel = wire::connect_with(&args.addr, &args.security).await?;
     let stream = open(channel, args.request())
         .await
         .map_err(|status| anyhow::anyhow!("the server refused the subscription: {}", wire::status_text(&status)))?;
@@ -127,7 +128,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
 /// # Errors
 /// The status the server answered with.
 pub async fn open(
-    channel: Channel,
+    channel: wire::Connection,
     request: proto::SubscribeRequest,
 ) -> Result<Streaming<proto::Alert>, tonic::Status> {
     let mut client = AlertsClient::new(channel);
@@ -245,6 +246,7 @@ mod tests {
             include_shadow: true,
             from_seq: 5,
             count: None,
+            security: wire::ClientSecurity::default(),
         };
         let req = args.request();
         assert_eq!(req.min_severity, proto::Severity::Warning as i32);
