@@ -1,5 +1,6 @@
 //! The `airbag` binary: `serve` runs the service, `check` validates a
-//! rules folder for CI. Client commands are a variant of [`Command`] with
+//! rules folder for CI, `token hash` prints the hash a bearer token is
+//! configured by. Client commands are a variant of [`Command`] with
 //! their `clap::Args` and an arm calling [`block_on`] with their `run`.
 //!
 //! Startup order: parse flags, read and validate the configuration (exit
