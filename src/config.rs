@@ -25,6 +25,11 @@
 //! interval_ms = 5000
 //! keep = 3
 //! ```
+//!
+//! Security settings are tables of their own: [`tls`] (`[tls]`: TLS,
+//! mTLS, where plaintext may listen), [`auth`] (`[auth]`: tokens,
+//! certificate subjects, roles) and [`limits`] (`[limits]`: streams,
+//! ingest rate, rules folder size).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,6 +38,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::checkpoint::CheckpointConfig;
+pub mod auth;
+pub mod limits;
+pub mod tls;
+
+use self::auth::AuthConfig;
+use self::limits::LimitsConfig;
+use self::tls::TlsConfig;
 
 /// Everything `airbag serve` needs to run.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -73,6 +85,12 @@ pub struct ServiceConfig {
     pub shutdown_grace_ms: u64,
     /// Checkpoints of the engine's state (written when `data_dir` is set).
     pub checkpoint: CheckpointConfig,
+    /// `[tls]`: TLS and mTLS on the gRPC port.
+    pub tls: TlsConfig,
+    /// `[auth]`: tokens, certificate subjects and their roles.
+    pub auth: AuthConfig,
+    /// `[limits]`: concurrent streams, ingest rate, rules folder size.
+    pub limits: LimitsConfig,
 }
 
 /// Longest allowed lateness: every tick may wait this long.
@@ -96,6 +114,9 @@ impl Default for ServiceConfig {
             timer_interval_ms: 50,
             shutdown_grace_ms: 10_000,
             checkpoint: CheckpointConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -243,11 +264,31 @@ impl ServiceConfig {
             );
         }
         self.checkpoint.check(&mut problems);
+        self.security_problems(self.listen, self.metrics_listen, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+impl ServiceConfig {
+    /// Problems with `[tls]`, `[auth]` and `[limits]`, and with serving on
+    /// `grpc` and `metrics` (the configured addresses, or the ones bound).
+    pub fn security_problems(&self, grpc: SocketAddr, metrics: SocketAddr, out: &mut Vec<ConfigProblem>) {
+        self.tls.problems(out);
+        if let Err(problems) = self.auth.credentials() {
+            out.extend(problems);
+        }
+        out.extend(auth::auth_problems(&self.auth, &self.tls, grpc.ip().is_loopback()));
+        out.extend(tls::exposure_problems(
+            grpc,
+            metrics,
+            &self.tls,
+            self.auth.allow_metrics_non_loopback,
+        ));
+        self.limits.problems(out);
     }
 }
 
@@ -289,6 +330,16 @@ shutdown_grace_ms = 100
 [checkpoint]
 interval_ms = 1000
 keep = 5
+
+[tls]
+allow_plaintext_non_loopback = true
+
+[auth]
+allow_metrics_non_loopback = true
+token_file = "/etc/airbag/tokens.toml"
+
+[limits]
+max_ingest_streams = 3
 "#,
         )
         .unwrap();
@@ -304,7 +355,32 @@ keep = 5
                 keep: 5
             }
         );
-        c.validate().unwrap();
+        assert!(c.tls.allow_plaintext_non_loopback);
+        assert_eq!(c.limits.max_ingest_streams, 3);
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "auth.token_file");
+        assert!(
+            problems[0].message.contains("/etc/airbag/tokens.toml"),
+            "{}",
+            problems[0]
+        );
+        ServiceConfig {
+            auth: AuthConfig {
+                token_file: None,
+                tokens: vec![auth::TokenEntry {
+                    name: "ops".into(),
+                    sha256: auth::token_sha256_hex(b"secret"),
+                    roles: vec![auth::Role::Admin],
+                }],
+                ..c.auth
+            },
+            ..c
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

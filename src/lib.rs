@@ -25,9 +25,11 @@
 //!   files), written periodically and at shutdown, restored on start.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
 //!   with bounded queues, replay of recent alerts. No gRPC.
-//! - [`server`]: the gRPC services; the only module that knows protobuf.
+//! - [`server`]: the gRPC services; the only module that knows protobuf;
+//!   TLS, auth and stream limits in front of them.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
-//! - [`config`]: the service's TOML configuration.
+//! - [`config`]: the service's TOML configuration, with its `[tls]`,
+//!   `[auth]` and `[limits]` tables.
 //! - [`app`]: wiring, startup, rule reloads and graceful shutdown.
 //! - [`cli`]: the client commands (`send`, `subscribe`, `load`, `replay`)
 //!   and the CSV tick reader they share.

@@ -1,5 +1,6 @@
 //! The `airbag` binary: `serve` runs the service, `check` validates a
-//! rules folder for CI. Client commands are a variant of [`Command`] with
+//! rules folder for CI, `token hash` prints the hash a bearer token is
+//! configured by. Client commands are a variant of [`Command`] with
 //! their `clap::Args` and an arm calling [`block_on`] with their `run`.
 //!
 //! Startup order: parse flags, read and validate the configuration (exit
@@ -43,6 +44,19 @@ enum Command {
     /// Run rules over recorded ticks in event time (backtest), or compare
     /// two rules folders over the same ticks.
     Replay(Box<airbag::cli::replay::ReplayArgs>),
+    /// Bearer tokens: `airbag token hash` prints the SHA-256 that
+    /// `[[auth.tokens]]` holds for a token read from stdin.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Read one token from stdin (a trailing newline is dropped) and print
+    /// its SHA-256 as 64 hex digits.
+    Hash,
 }
 
 /// Flags override the config file, which overrides the defaults.
@@ -66,6 +80,10 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Serve plaintext gRPC on a non-loopback address (see
+    /// `tls.allow_plaintext_non_loopback`).
+    #[arg(long)]
+    allow_plaintext_non_loopback: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +101,33 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => block_on(airbag::cli::subscribe::run(args)),
         Command::Load(args) => block_on(airbag::cli::load::run(args)),
         Command::Replay(args) => airbag::cli::replay::run(*args),
+        Command::Token {
+            command: TokenCommand::Hash,
+        } => token_hash(),
     }
+}
+
+/// `airbag token hash`: the token from stdin, its hash on stdout. The
+/// token itself is never printed.
+fn token_hash() -> ExitCode {
+    use std::io::Read as _;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(64 * 1024).read_to_end(&mut input) {
+        eprintln!("airbag: cannot read the token from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let token = input.strip_suffix(b"\n").unwrap_or(&input);
+    let token = token.strip_suffix(b"\r").unwrap_or(token);
+    if token.is_empty() {
+        eprintln!("airbag: no token on stdin; try: printf %s \"$TOKEN\" | airbag token hash");
+        return ExitCode::FAILURE;
+    }
+    if token.iter().any(|&b| !(0x21..=0x7e).contains(&b)) {
+        eprintln!("airbag: the token must be printable ASCII without spaces (it travels as gRPC metadata)");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", airbag::config::auth::token_sha256_hex(token));
+    ExitCode::SUCCESS
 }
 
 /// The configuration from file, then flags.
@@ -106,6 +150,9 @@ fn service_config(args: &ServeArgs) -> Result<ServiceConfig, airbag::config::Con
     }
     if args.log_json {
         config.log_json = true;
+    }
+    if args.allow_plaintext_non_loopback {
+        config.tls.allow_plaintext_non_loopback = true;
     }
     config.validate()?;
     Ok(config)

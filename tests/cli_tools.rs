@@ -113,6 +113,7 @@ fn subscribe_args(addr: &str) -> SubscribeArgs {
         from_seq: 0,
         count: None,
         retry_for: 0.0,
+        security: Default::default(),
     }
 }
 

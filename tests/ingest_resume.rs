@@ -90,9 +90,12 @@ async fn real_trades_sent_through_a_cut_connection_give_the_alerts_of_one_clean_
 
     let clean = TestServer::builder().rule_file("r.toml", RULES).start().await;
     let reader = TickReader::open(&ticks).expect("tick file");
-    let summary = within("clean send", send_file(clean.channel().await, reader, &options))
-        .await
-        .expect("send");
+    let summary = within(
+        "clean send",
+        send_file(wire::connect(&clean.url()).await.expect("connect"), reader, &options),
+    )
+    .await
+    .expect("send");
     assert_eq!(summary.rejected, 0, "{summary}");
     let expected = all_alerts(&clean).await;
     assert!(
@@ -111,7 +114,13 @@ async fn real_trades_sent_through_a_cut_connection_give_the_alerts_of_one_clean_
     };
     let summary = tokio::time::timeout(
         Duration::from_secs(60),
-        send_resuming_to(&proxy.url(), &ticks, &paced, Duration::from_secs(10)),
+        send_resuming_to(
+            &proxy.url(),
+            &Default::default(),
+            &ticks,
+            &paced,
+            Duration::from_secs(10),
+        ),
     )
     .await
     .expect("resuming send finishes")
@@ -124,7 +133,7 @@ async fn real_trades_sent_through_a_cut_connection_give_the_alerts_of_one_clean_
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "alert {i} differs");
     }
-    let channel = server.channel().await;
+    let channel = wire::connect(&server.url()).await.expect("connect");
     let positions = last_applied(channel).await.expect("last applied");
     assert_eq!(
         positions.get("BTC-USDT"),

@@ -590,7 +590,14 @@ async fn two_thousand_subscribers_that_never_read_neither_hold_up_nor_grow_the_s
     const QUEUE: usize = 256;
     let served = Served::start(
         EVERY_TICK,
-        &format!("subscriber_queue = {QUEUE}\nalert_ring = 1000\nmax_batch_ticks = 1000\n"),
+        // Stream limits raised so that all of them get in: what is tested
+        // here is the memory they hold, not the limits.
+        &format!(
+            "subscriber_queue = {QUEUE}\nalert_ring = 1000\nmax_batch_ticks = 1000\n\n[limits]\n\
+             max_subscribers = {}\nmax_subscribers_per_connection = {}\n",
+            STALLED + 16,
+            STALLED / CONNECTIONS
+        ),
     );
     let mut good_alerts = GoodSubscriber::start(served.subscribe().await);
 

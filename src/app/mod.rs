@@ -55,7 +55,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::metrics;
 use crate::rules::watch::{fingerprint, RulesWatcher, WatchTiming};
-use crate::rules::{load_dir, RuleError};
+use crate::rules::{load_dir_with, RuleError};
 
 pub use self::core::Core;
 pub use self::reload::{ReloadOutcomes, ReloadStatus, ReloadTrigger};
@@ -84,6 +84,8 @@ pub enum AppError {
     Checkpoint(#[from] crate::checkpoint::StoreError),
     #[error("cannot restore the checkpoint: {0}")]
     Restore(#[from] crate::engine::RestoreError),
+    #[error("cannot set up security: {0}")]
+    Security(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
@@ -142,12 +144,21 @@ pub async fn start(config: ServiceConfig) -> Result<Running, AppError> {
 }
 
 /// As [`start`], on listeners the caller bound (`config.listen` and
-/// `config.metrics_listen` are then ignored).
+/// `config.metrics_listen` are then ignored; the bound addresses are
+/// checked as they would be: plaintext off loopback needs the override).
 ///
 /// # Errors
-/// Invalid configuration or rule errors.
+/// Invalid configuration, rule errors, or TLS files that cannot be used.
 pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpListener) -> Result<Running, AppError> {
     config.validate()?;
+    if let (Ok(grpc_at), Ok(metrics_at)) = (grpc.local_addr(), metrics.local_addr()) {
+        let mut problems = Vec::new();
+        config.security_problems(grpc_at, metrics_at, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems).into());
+        }
+    }
+    let security = crate::server::Security::load(&config).map_err(AppError::Security)?;
     if let Some(dir) = &config.data_dir {
         std::fs::create_dir_all(dir).map_err(|source| AppError::DataDir {
             path: dir.clone(),
@@ -155,11 +166,12 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         })?;
     }
     let dir = config.rules.clone();
+    let rule_limits = config.limits.rules();
     let (baseline, loaded) = {
         let dir = dir.clone();
         // The fingerprint is taken before loading: a change made while the
         // rules load is then seen by the watcher and reloaded.
-        tokio::task::spawn_blocking(move || (fingerprint(&dir), load_dir(&dir)))
+        tokio::task::spawn_blocking(move || (fingerprint(&dir), load_dir_with(&dir, &rule_limits)))
             .await
             .map_err(AppError::Task)?
     };
@@ -218,7 +230,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     };
 
     let shutdown = core.shutdown_token().clone().cancelled_owned();
-    let grpc = tokio::spawn(crate::server::serve(core.clone(), grpc, shutdown));
+    let grpc = tokio::spawn(crate::server::serve(core.clone(), grpc, security, shutdown));
     Ok(Running {
         core,
         grpc_addr,

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use crate::alerts::PublishSink;
 use crate::clock::{Clock, SystemClock};
-use crate::rules::{load_dir, RuleError, RuleSet};
+use crate::rules::{load_dir_with, RuleError, RuleSet};
 
 use super::Core;
 
@@ -82,7 +82,7 @@ impl Core {
         let _serial = self.reload_serial.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = &self.config.rules;
         let now = SystemClock.now_ns();
-        match load_dir(dir) {
+        match load_dir_with(dir, &self.config.limits.rules()) {
             Ok(ruleset) => {
                 let current = self.engine.ruleset();
                 if current.sources == ruleset.sources {

@@ -93,10 +93,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Channel;
 
 use crate::cli::pace::Pacer;
-use crate::cli::wire::{self, thousands, ConnectError};
+use crate::cli::wire::{self, thousands, ConnectError, Connection};
 use crate::cli::{cpu, subscribe, DEFAULT_ADDR};
 use crate::model::Fixed;
 use crate::server::proto;
@@ -176,6 +175,8 @@ pub struct LoadArgs {
     /// Seconds between rewrites with `--reload-storm`.
     #[arg(long, default_value_t = 0.1, value_name = "SECONDS")]
     pub reload_every: f64,
+    #[command(flatten)]
+    pub security: wire::ClientSecurity,
 }
 
 impl Default for LoadArgs {
@@ -195,6 +196,7 @@ impl Default for LoadArgs {
             grace: 2.0,
             reload_storm: None,
             reload_every: 0.1,
+            security: wire::ClientSecurity::default(),
         }
     }
 }
@@ -558,7 +560,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
 /// or a low rate).
 pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
     args.validate()?;
-    let admin_channel = wire::connect(&args.addr).await?;
+    let target = wire::Target::new(&args.addr, &args.security)?;
+    let admin_channel = target.connect().await?;
     let mut admin = RuleAdminClient::new(admin_channel.clone());
 
     if args.crashes_enabled() {
@@ -595,7 +598,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
     let storm_channel = match &args.reload_storm {
         Some(dir) => {
             warn_if_not_served(&mut admin, dir).await;
-            Some(wire::connect(&args.addr).await?)
+            Some(target.connect().await?)
         }
         None => None,
     };
@@ -603,7 +606,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
     // One TCP connection per ingest stream.
     let mut channels = Vec::with_capacity(args.connections as usize);
     for _ in 0..args.connections {
-        channels.push(wire::connect(&args.addr).await?);
+        channels.push(target.connect().await?);
     }
 
     let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -761,7 +764,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
 
 /// Fails when the server answers `ListRules` and has no rule `rule`. A
 /// server without the admin service is let through with a warning.
-async fn check_rule(admin: &mut RuleAdminClient<Channel>, rule: &str, depth: f64) -> Result<(), LoadError> {
+async fn check_rule(admin: &mut RuleAdminClient<Connection>, rule: &str, depth: f64) -> Result<(), LoadError> {
     match tokio::time::timeout(ADMIN_TIMEOUT, admin.list_rules(proto::ListRulesRequest {})).await {
         Ok(Ok(response)) => {
             let rules = response.into_inner().rules;
@@ -795,7 +798,7 @@ async fn check_rule(admin: &mut RuleAdminClient<Channel>, rule: &str, depth: f64
 }
 
 /// The server's `ticks_applied`, if it answers `Status` in time.
-async fn server_ticks_applied(admin: &mut RuleAdminClient<Channel>) -> Option<u64> {
+async fn server_ticks_applied(admin: &mut RuleAdminClient<Connection>) -> Option<u64> {
     match tokio::time::timeout(ADMIN_TIMEOUT, admin.status(proto::StatusRequest {})).await {
         Ok(Ok(response)) => Some(response.into_inner().ticks_applied),
         _ => None,
@@ -860,7 +863,7 @@ pub fn storm_rule(n: u64) -> String {
 
 /// Warns when the server's rules folder is not `dir`: the storm's writes
 /// would then never become active.
-async fn warn_if_not_served(admin: &mut RuleAdminClient<Channel>, dir: &Path) {
+async fn warn_if_not_served(admin: &mut RuleAdminClient<Connection>, dir: &Path) {
     let Ok(Ok(status)) = tokio::time::timeout(ADMIN_TIMEOUT, admin.status(proto::StatusRequest {})).await else {
         return;
     };
@@ -879,7 +882,7 @@ async fn warn_if_not_served(admin: &mut RuleAdminClient<Channel>, dir: &Path) {
 }
 
 /// The server's ruleset version, if it answers in time.
-async fn ruleset_version(admin: &mut RuleAdminClient<Channel>) -> Result<u64, String> {
+async fn ruleset_version(admin: &mut RuleAdminClient<Connection>) -> Result<u64, String> {
     match tokio::time::timeout(ADMIN_TIMEOUT, admin.list_rules(proto::ListRulesRequest {})).await {
         Ok(Ok(response)) => Ok(response.into_inner().ruleset_version),
         Ok(Err(status)) => Err(format!("ListRules failed: {}", wire::status_text(&status))),
@@ -890,7 +893,7 @@ async fn ruleset_version(admin: &mut RuleAdminClient<Channel>) -> Result<u64, St
 /// Polls until the ruleset version differs from `before`; the moment it
 /// was seen, or `None` after [`STORM_TIMEOUT`] from `since`.
 async fn version_change(
-    admin: &mut RuleAdminClient<Channel>,
+    admin: &mut RuleAdminClient<Connection>,
     before: u64,
     since: Instant,
 ) -> Result<Option<Instant>, String> {
@@ -910,7 +913,7 @@ async fn version_change(
 
 /// Rewrites `dir/STORM_FILE` every `every` until `stop`, timing each write
 /// until it is active; then removes the file and waits for that reload.
-async fn run_storm(dir: PathBuf, every: Duration, channel: Channel, stop: CancellationToken) -> ReloadStats {
+async fn run_storm(dir: PathBuf, every: Duration, channel: Connection, stop: CancellationToken) -> ReloadStats {
     let mut stats = ReloadStats::new(every.as_secs_f64());
     let mut admin = RuleAdminClient::new(channel);
     let path = dir.join(STORM_FILE);
@@ -1364,7 +1367,7 @@ struct ConnStats {
 /// is up, then waits (at most [`ACK_TIMEOUT`]) for the last ack.
 async fn run_connection(
     mut generator: Generator,
-    channel: Channel,
+    channel: Connection,
     start: Instant,
     rate: f64,
     book: Arc<Mutex<CrashBook>>,

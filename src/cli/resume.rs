@@ -16,11 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
-
 use crate::cli::send::{send_file, SendError, SendFailure, SendOptions, SendSummary};
 use crate::cli::tick_file::TickReader;
-use crate::cli::wire::{self, ConnectError};
+use crate::cli::wire::{self, ClientSecurity, ConnectError, Connection};
 use crate::server::proto;
 use crate::server::proto::ingest_client::IngestClient;
 
@@ -33,7 +31,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// The call's status.
-pub async fn last_applied(channel: Channel) -> Result<HashMap<String, u64>, tonic::Status> {
+pub async fn last_applied(channel: Connection) -> Result<HashMap<String, u64>, tonic::Status> {
     let response = IngestClient::new(channel)
         .last_applied(proto::LastAppliedRequest::default())
         .await?
@@ -70,7 +68,7 @@ pub async fn send_resuming<C, F>(
 ) -> Result<SendSummary, Box<SendFailure>>
 where
     C: Fn() -> F,
-    F: Future<Output = Result<Channel, ConnectError>>,
+    F: Future<Output = Result<Connection, ConnectError>>,
 {
     let mut total = SendSummary::default();
     let mut backoff = FIRST_BACKOFF;
@@ -103,7 +101,7 @@ where
 async fn attempt<C, F>(connect: &C, path: &Path, options: &SendOptions) -> Result<SendSummary, Box<SendFailure>>
 where
     C: Fn() -> F,
-    F: Future<Output = Result<Channel, ConnectError>>,
+    F: Future<Output = Result<Connection, ConnectError>>,
 {
     let fail = |error| {
         Box::new(SendFailure {
@@ -126,15 +124,16 @@ where
     send_file(channel, reader, &options).await
 }
 
-/// [`send_resuming`] connecting to `addr` with [`wire::connect`].
+/// [`send_resuming`] connecting to `addr` with [`wire::connect_with`].
 ///
 /// # Errors
 /// As [`send_resuming`].
 pub async fn send_resuming_to(
     addr: &str,
+    security: &ClientSecurity,
     path: &Path,
     options: &SendOptions,
     retry_for: Duration,
 ) -> Result<SendSummary, Box<SendFailure>> {
-    send_resuming(|| wire::connect(addr), path, options, retry_for).await
+    send_resuming(|| wire::connect_with(addr, security), path, options, retry_for).await
 }

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::cli::pace::Pacer;
 use crate::cli::tick_file::{TickFileError, TickReader};
@@ -76,6 +75,8 @@ pub struct SendArgs {
     /// (as `--resume`) for up to this long without progress.
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub retry_for: f64,
+    #[command(flatten)]
+    pub security: wire::ClientSecurity,
 }
 
 /// How [`send_file`] sends.
@@ -282,10 +283,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         skip_through: None,
     };
     let outcome = if args.resume || !retry_for.is_zero() {
-        crate::cli::resume::send_resuming_to(&args.addr, &args.file, &options, retry_for).await
+        crate::cli::resume::send_resuming_to(&args.addr, &args.security, &args.file, &options, retry_for).await
     } else {
         let reader = TickReader::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-        let channel = wire::connect(&args.addr).await?;
+        let channel = wire::connect_with(&args.addr, &args.security).await?;
         send_file(channel, reader, &options).await
     };
     match outcome {
@@ -340,7 +341,7 @@ struct AckTally {
 /// `options.ack_timeout`, the file could not be read, or (with
 /// `options.strict`) a row was unreadable.
 pub async fn send_file<R>(
-    channel: Channel,
+    channel: wire::Connection,
     reader: TickReader<R>,
     options: &SendOptions,
 ) -> Result<SendSummary, Box<SendFailure>>

@@ -26,7 +26,6 @@
 use std::io::{self, Write};
 
 use tonic::codec::Streaming;
-use tonic::transport::Channel;
 
 use crate::cli::alert_json::AlertJson;
 use crate::cli::wire;
@@ -85,6 +84,8 @@ pub struct SubscribeArgs {
     /// after the last alert printed, for up to this long without an alert.
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub retry_for: f64,
+    #[command(flatten)]
+    pub security: wire::ClientSecurity,
 }
 
 impl SubscribeArgs {
@@ -125,9 +126,9 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     }
     if args.retry_for > 0.0 {
         let retry_for = std::time::Duration::from_secs_f64(args.retry_for);
-        let addr = args.addr.clone();
+        let (addr, security) = (args.addr.clone(), args.security.clone());
         follow(
-            || wire::connect(&addr),
+            || wire::connect_with(&addr, &security),
             args.request(),
             args.count,
             retry_for,
@@ -136,7 +137,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         .await?;
         return Ok(());
     }
-    let channel = wire::connect(&args.addr).await?;
+    let channel = wire::connect_with(&args.addr, &args.security).await?;
     let stream = open(channel, args.request())
         .await
         .map_err(|status| anyhow::anyhow!("the server refused the subscription: {}", wire::status_text(&status)))?;
@@ -150,7 +151,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
 /// # Errors
 /// The status the server answered with.
 pub async fn open(
-    channel: Channel,
+    channel: wire::Connection,
     request: proto::SubscribeRequest,
 ) -> Result<Streaming<proto::Alert>, tonic::Status> {
     let mut client = AlertsClient::new(channel);
@@ -219,7 +220,7 @@ pub async fn follow<C, F, W>(
 ) -> anyhow::Result<u64>
 where
     C: Fn() -> F,
-    F: std::future::Future<Output = Result<Channel, wire::ConnectError>>,
+    F: std::future::Future<Output = Result<wire::Connection, wire::ConnectError>>,
     W: Write,
 {
     let mut written = 0u64;
@@ -344,6 +345,7 @@ mod tests {
             from_seq: 5,
             count: None,
             retry_for: 0.0,
+            security: wire::ClientSecurity::default(),
         };
         let req = args.request();
         assert_eq!(req.min_severity, proto::Severity::Warning as i32);

@@ -1,10 +1,15 @@
-//! Connecting to a server and converting between the client's values and
+//! Connecting to a server (plaintext or TLS, with a bearer token or a
+//! client certificate) and converting between the client's values and
 //! their proto form.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::cli::tick_file::TickRecord;
 use crate::model::{Side, TickValues};
@@ -18,6 +23,198 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
+/// How a client proves who it is and checks the server: the flags every
+/// client command shares. TLS is on with `https://` addresses and
+/// whenever a `--tls-*` flag is given.
+#[derive(clap::Args, Clone, Default)]
+pub struct ClientSecurity {
+    /// Bearer token sent as `authorization` metadata. Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(long, env = "AIRBAG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// CA certificate (PEM) to verify the server's certificate against;
+    /// without it, TLS uses the system's trusted roots.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it is not the
+    /// host in the address.
+    #[arg(long, value_name = "NAME")]
+    pub tls_domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_domain", &self.tls_domain)
+            .finish()
+    }
+}
+
+impl ClientSecurity {
+    /// With a bearer token only.
+    pub fn token(token: impl Into<String>) -> Self {
+        ClientSecurity {
+            token: Some(token.into()),
+            ..ClientSecurity::default()
+        }
+    }
+
+    fn wants_tls(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_domain.is_some()
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to a server: one HTTP/2 channel that sends the
+/// credentials with every call.
+pub type Connection = InterceptedService<Channel, Credentials>;
+
+/// A server to connect to, with the TLS settings and credentials to use:
+/// files are read once, connections made as often as needed.
+#[derive(Clone, Debug)]
+pub struct Target {
+    url: String,
+    endpoint: Endpoint,
+    credentials: Credentials,
+}
+
+impl Target {
+    /// Checks the address and reads the TLS files.
+    ///
+    /// # Errors
+    /// The address does not parse, a file cannot be read, or the token
+    /// cannot be sent as metadata.
+    pub fn new(addr: &str, security: &ClientSecurity) -> Result<Self, ConnectError> {
+        let tls = security.wants_tls() || addr.starts_with("https://");
+        let mut url = normalize_addr(addr);
+        if tls {
+            if let Some(rest) = url.strip_prefix("http://") {
+                url = format!("https://{rest}");
+            }
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|source| ConnectError::BadAddress {
+                addr: addr.to_owned(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
+        if tls {
+            endpoint = endpoint
+                .tls_config(client_tls(security)?)
+                .map_err(|source| ConnectError::Tls {
+                    what: "the TLS settings".into(),
+                    message: error_chain(&source),
+                })?;
+        }
+        let authorization = match &security.token {
+            Some(token) => {
+                let mut value =
+                    MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| ConnectError::BadToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Target {
+            url,
+            endpoint,
+            credentials: Credentials { authorization },
+        })
+    }
+
+    /// The URL connected to (`https://` when TLS is on).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens one HTTP/2 connection, with TCP_NODELAY and large
+    /// flow-control windows.
+    ///
+    /// Cancellation-safe: dropping the future abandons the attempt.
+    ///
+    /// # Errors
+    /// The connection (or the TLS handshake) cannot be made within
+    /// [`CONNECT_TIMEOUT`].
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                addr: self.url.clone(),
+                source,
+            })?;
+        Ok(InterceptedService::new(channel, self.credentials.clone()))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn client_tls(security: &ClientSecurity) -> Result<ClientTlsConfig, ConnectError> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| ConnectError::Tls {
+            what: format!("{what} {}", path.display()),
+            message: e.to_string(),
+        })
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &security.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+        None => tls.with_enabled_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) {
+        tls = tls.identity(Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?));
+    }
+    if let Some(domain) = &security.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    Ok(tls)
+}
+
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -27,6 +224,10 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("cannot use {what}: {message}")]
+    Tls { what: String, message: String },
+    #[error("the token cannot be sent as gRPC metadata: it must be printable ASCII")]
+    BadToken,
     #[error("cannot connect to {addr}: {source}")]
     Unreachable {
         addr: String,
@@ -45,28 +246,24 @@ pub fn normalize_addr(addr: &str) -> String {
 }
 
 /// Opens one HTTP/2 connection to `addr` (`http://host:port` or
-/// `host:port`), with TCP_NODELAY and large flow-control windows.
+/// `host:port`) without credentials; see [`connect_with`].
+///
+/// # Errors
+/// As [`connect_with`].
+pub async fn connect(addr: &str) -> Result<Connection, ConnectError> {
+    connect_with(addr, &ClientSecurity::default()).await
+}
+
+/// Opens one HTTP/2 connection to `addr` with `security`'s TLS settings
+/// and token, TCP_NODELAY and large flow-control windows.
 ///
 /// Cancellation-safe: dropping the future abandons the attempt.
 ///
 /// # Errors
-/// The address does not parse, or the connection cannot be made within
-/// [`CONNECT_TIMEOUT`].
-pub async fn connect(addr: &str) -> Result<Channel, ConnectError> {
-    let url = normalize_addr(addr);
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|source| ConnectError::BadAddress {
-            addr: addr.to_owned(),
-            source,
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW);
-    endpoint
-        .connect()
-        .await
-        .map_err(|source| ConnectError::Unreachable { addr: url, source })
+/// The address does not parse, a TLS file cannot be read, or the
+/// connection cannot be made within [`CONNECT_TIMEOUT`].
+pub async fn connect_with(addr: &str, security: &ClientSecurity) -> Result<Connection, ConnectError> {
+    Target::new(addr, security)?.connect().await
 }
 
 /// The wire form of a [`crate::model::Fixed`] with the smallest scale that holds it

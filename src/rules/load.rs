@@ -17,10 +17,43 @@ use super::selftest::run_test;
 use super::spec::RuleFileSpec;
 use super::{CompiledRule, RuleSource};
 
-/// Largest rule file accepted, in bytes.
+/// Largest rule file accepted by default, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
-/// Most rules in one ruleset.
+/// Most rules in one ruleset by default.
 pub const MAX_RULES: usize = 10_000;
+
+/// How large a rules folder may be; the service takes them from
+/// `[limits]` (`max_rule_file_bytes`, `max_rules`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleLimits {
+    /// Largest rule file, in bytes.
+    pub max_file_bytes: usize,
+    /// Most rules in one ruleset.
+    pub max_rules: usize,
+}
+
+impl Default for RuleLimits {
+    fn default() -> Self {
+        RuleLimits {
+            max_file_bytes: MAX_RULE_FILE_BYTES,
+            max_rules: MAX_RULES,
+        }
+    }
+}
+
+impl RuleLimits {
+    fn file_too_large(&self, file: &str, bytes: u64) -> RuleError {
+        RuleError {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "file is {bytes} bytes; the limit is {} (limits.max_rule_file_bytes)",
+                self.max_file_bytes
+            ),
+        }
+    }
+}
 
 /// A problem in a rule file, located for the person who wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +89,20 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Loads every `*.toml` file directly in `dir` (hidden files are skipped,
 /// so a Kubernetes ConfigMap's `..data` folder is not read twice), in file
-/// name order.
+/// name order, within the default [`RuleLimits`].
 ///
 /// # Errors
 /// Every problem found, in file order; an unreadable folder is one error.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
+    load_dir_with(dir, &RuleLimits::default())
+}
+
+/// As [`load_dir`], within `limits`: a file over the size limit is not
+/// read.
+///
+/// # Errors
+/// Every problem found, in file order; an unreadable folder is one error.
+pub fn load_dir_with(dir: &Path, limits: &RuleLimits) -> Result<RuleSet, Vec<RuleError>> {
     let shown = dir.display().to_string();
     let whole = |message: String| {
         vec![RuleError {
@@ -88,13 +130,16 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
     let mut errors = Vec::new();
     for name in names {
         let path = dir.join(&name);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.len() > limits.max_file_bytes as u64 {
+                errors.push(limits.file_too_large(&name, meta.len()));
+                continue;
+            }
+        }
         match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() > MAX_RULE_FILE_BYTES => errors.push(RuleError {
-                file: name,
-                line: 0,
-                column: 0,
-                message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", bytes.len()),
-            }),
+            Ok(bytes) if bytes.len() > limits.max_file_bytes => {
+                errors.push(limits.file_too_large(&name, bytes.len() as u64));
+            }
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => files.push((name, text)),
                 Err(e) => errors.push(RuleError {
@@ -112,7 +157,7 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
             }),
         }
     }
-    match compile_texts(&files) {
+    match compile_texts_with(&files, limits) {
         Ok(set) if errors.is_empty() => Ok(set),
         Ok(_) => Err(errors),
         Err(more) => {
@@ -135,10 +180,13 @@ pub fn source_files(dir: &Path) -> Vec<SourceFile> {
             if name.starts_with('.') || !name.ends_with(".toml") {
                 return None;
             }
-            let bytes = std::fs::read(entry.path()).ok()?;
+            // Streamed: a file far over the size limit costs no memory.
+            let mut file = std::fs::File::open(entry.path()).ok()?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).ok()?;
             Some(SourceFile {
                 name,
-                sha256: hex(&Sha256::digest(&bytes)),
+                sha256: hex(&hasher.finalize()),
             })
         })
         .collect();
@@ -146,11 +194,20 @@ pub fn source_files(dir: &Path) -> Vec<SourceFile> {
     files
 }
 
-/// Compiles named rule texts (file name, contents) into one ruleset.
+/// Compiles named rule texts (file name, contents) into one ruleset,
+/// within the default [`RuleLimits`].
 ///
 /// # Errors
 /// Every problem found, in the order of the texts.
 pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleError>> {
+    compile_texts_with(files, &RuleLimits::default())
+}
+
+/// As [`compile_texts`], within `limits`.
+///
+/// # Errors
+/// Every problem found, in the order of the texts.
+pub fn compile_texts_with(files: &[(String, String)], limits: &RuleLimits) -> Result<RuleSet, Vec<RuleError>> {
     let mut errors = Vec::new();
     let mut registry = WindowRegistry::default();
     let mut rules = Vec::new();
@@ -158,7 +215,11 @@ pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleErro
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
     for (name, text) in files {
         let first_error = errors.len();
-        compile_file(name, text, &mut registry, &mut rules, &mut seen, &mut errors);
+        if text.len() > limits.max_file_bytes {
+            errors.push(limits.file_too_large(name, text.len() as u64));
+        } else {
+            compile_file(name, text, &mut registry, &mut rules, &mut seen, &mut errors);
+        }
         // Within a file, errors in reading order.
         errors[first_error..].sort_by_key(|e| (e.line, e.column));
         sources.push(SourceFile {
@@ -166,7 +227,7 @@ pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleErro
             sha256: hex(&Sha256::digest(text.as_bytes())),
         });
     }
-    finish(registry, rules, sources, errors)
+    finish(registry, rules, sources, errors, limits)
 }
 
 fn compile_file(
@@ -186,15 +247,6 @@ fn compile_file(
             message,
         }
     };
-    if text.len() > MAX_RULE_FILE_BYTES {
-        errors.push(RuleError {
-            file: name.to_string(),
-            line: 0,
-            column: 0,
-            message: format!("file is {} bytes; the limit is {MAX_RULE_FILE_BYTES}", text.len()),
-        });
-        return;
-    }
     let spec: RuleFileSpec = match toml::from_str(text) {
         Ok(spec) => spec,
         Err(e) => {
@@ -262,13 +314,21 @@ fn finish(
     rules: Vec<Arc<CompiledRule>>,
     sources: Vec<SourceFile>,
     mut errors: Vec<RuleError>,
+    limits: &RuleLimits,
 ) -> Result<RuleSet, Vec<RuleError>> {
-    if rules.len() > MAX_RULES {
+    if let Some(first_over) = rules.get(limits.max_rules) {
+        // Named at the first rule past the limit, so the author sees
+        // where the folder overflowed.
         errors.push(RuleError {
-            file: "(ruleset)".into(),
-            line: 0,
-            column: 0,
-            message: format!("{} rules; the limit is {MAX_RULES}", rules.len()),
+            file: first_over.source.file.clone(),
+            line: first_over.source.line,
+            column: 1,
+            message: format!(
+                "the ruleset has {} rules; the limit is {} (limits.max_rules), and this is rule {}",
+                rules.len(),
+                limits.max_rules,
+                limits.max_rules + 1
+            ),
         });
     }
     if registry.len() >= usize::from(u16::MAX) {

@@ -32,7 +32,7 @@ use crate::state::WindowSlot;
 
 pub use context::{EvalCtx, WindowRegistry};
 pub use kinds::{RuleLogic, RuleState};
-pub use load::{compile_texts, load_dir, RuleError};
+pub use load::{compile_texts, compile_texts_with, load_dir, load_dir_with, RuleError, RuleLimits};
 pub use ruleset::RuleSet;
 
 /// Which instruments a rule watches.

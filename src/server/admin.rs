@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, proto};
 use crate::app::Core;
-use crate::rules::{compile_texts, load_dir};
+use crate::rules::{compile_texts_with, load_dir_with};
 
 /// The name a validated text's errors are reported under.
 pub const TEXT_SOURCE_NAME: &str = "(text)";
@@ -53,11 +53,12 @@ impl proto::rule_admin_server::RuleAdmin for AdminService {
         request: Request<proto::ValidateRequest>,
     ) -> Result<Response<proto::ValidateResponse>, Status> {
         use proto::validate_request::Source;
+        let limits = self.core.config().limits.rules();
         let result = match request.into_inner().source {
             None => return Err(Status::invalid_argument("set `directory` or `text`")),
-            Some(Source::Directory(dir)) => blocking(move || load_dir(&PathBuf::from(dir))).await?,
+            Some(Source::Directory(dir)) => blocking(move || load_dir_with(&PathBuf::from(dir), &limits)).await?,
             Some(Source::Text(text)) => {
-                blocking(move || compile_texts(&[(TEXT_SOURCE_NAME.to_string(), text)])).await?
+                blocking(move || compile_texts_with(&[(TEXT_SOURCE_NAME.to_string(), text)], &limits)).await?
             }
         };
         Ok(Response::new(match result {

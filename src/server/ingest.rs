@@ -22,6 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::convert::{self, Rejected};
+use super::gate::IngestBudget;
+use super::limits::IngestRate;
 use super::proto;
 use crate::alerts::PublishSink;
 use crate::app::Core;
@@ -56,7 +58,9 @@ impl proto::ingest_server::Ingest for IngestService {
         if self.core.is_shutting_down() {
             return Err(Status::unavailable("server shutting down"));
         }
-        let stream = IngestStream::new(self.core.clone(), request.into_inner());
+        // The connection's rate budget, when `[limits]` sets one (see `gate`).
+        let budget = request.extensions().get::<IngestBudget>().map(|b| b.0.clone());
+        let stream = IngestStream::new(self.core.clone(), request.into_inner(), budget);
         Ok(Response::new(stream))
     }
 
@@ -108,12 +112,12 @@ pub struct IngestStream {
 }
 
 impl IngestStream {
-    fn new(core: Arc<Core>, inbound: Streaming<proto::TickBatch>) -> Self {
+    fn new(core: Arc<Core>, inbound: Streaming<proto::TickBatch>, budget: Option<Arc<IngestRate>>) -> Self {
         let shutdown = Box::pin(core.shutdown_token().clone().cancelled_owned());
         let in_flight = Some(core.in_flight_guard());
         IngestStream {
             inbound,
-            session: Session::new(core),
+            session: Session::new(core, budget),
             shutdown,
             in_flight,
             draining: false,
@@ -154,7 +158,7 @@ impl Stream for IngestStream {
                 }
             }
             Poll::Ready(Some(Err(status))) => {
-                let status = inbound_error(status);
+                let status = inbound_error(status, this.session.core.config().max_message_bytes);
                 this.finish(Some(status))
             }
             // The client finished sending: the stream ends with OK.
@@ -167,16 +171,17 @@ impl Stream for IngestStream {
 
 /// What to answer when reading the request stream failed: a message that
 /// could not be decoded or was too large is the client's error
-/// (`INVALID_ARGUMENT`, saying which); a broken connection is answered as
-/// it is (nobody is listening).
-fn inbound_error(status: Status) -> Status {
+/// (`INVALID_ARGUMENT`, naming `max_message_bytes` for a message too
+/// large); a broken connection is answered as it is (nobody is listening).
+fn inbound_error(status: Status, max_message_bytes: usize) -> Status {
     use tonic::Code;
     match status.code() {
-        // The transport's length check, before the message is read:
-        // "decoded message length too large: found N bytes, the limit is: M bytes".
         Code::OutOfRange => {
-            debug!(error = %status.message(), "Ingest stream sent an oversized message.");
-            Status::invalid_argument(format!("{} (max_message_bytes)", status.message()))
+            debug!(error = %status.message(), "Ingest stream sent a message over the size limit.");
+            Status::invalid_argument(format!(
+                "message too large (max_message_bytes = {max_message_bytes}): {}",
+                status.message()
+            ))
         }
         Code::Internal | Code::ResourceExhausted | Code::InvalidArgument => {
             debug!(error = %status.message(), "Ingest stream sent a malformed message.");
@@ -204,6 +209,8 @@ struct Session {
     origin: Vec<(u32, usize)>,
     /// Histogram shard of this stream.
     shard: usize,
+    /// The connection's ingest rate budget, if limited.
+    budget: Option<Arc<IngestRate>>,
 }
 
 /// An instrument the current batch touched.
@@ -223,7 +230,7 @@ fn rejection(index: u32, why: &Rejected) -> proto::Rejection {
 }
 
 impl Session {
-    fn new(core: Arc<Core>) -> Self {
+    fn new(core: Arc<Core>, budget: Option<Arc<IngestRate>>) -> Self {
         let shard = core.next_stream_index();
         Session {
             core,
@@ -233,13 +240,16 @@ impl Session {
             ticks: Vec::new(),
             origin: Vec::new(),
             shard,
+            budget,
         }
     }
 
     /// Evaluates one batch and builds its acknowledgement.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for a batch over the size limit: the stream ends.
+    /// `INVALID_ARGUMENT` for a batch over the size limit,
+    /// `RESOURCE_EXHAUSTED` for one over the connection's rate budget: the
+    /// stream ends.
     fn process(&mut self, mut batch: proto::TickBatch) -> Result<proto::IngestAck, Status> {
         let limit = self.core.config().max_batch_ticks;
         let count = batch.ticks.len();
@@ -248,6 +258,9 @@ impl Session {
                 "batch {} has {count} ticks; the limit is {limit} (max_batch_ticks)",
                 batch.batch_id
             )));
+        }
+        if let Some(budget) = &self.budget {
+            budget.admit(batch.batch_id, count)?;
         }
         let received_ns = SystemClock.now_ns();
         let started = Instant::now();
