@@ -23,6 +23,9 @@
 //!   backtests and ruleset comparisons. No gRPC.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
 //!   with bounded queues, replay of recent alerts. No gRPC.
+//! - [`journal`]: an append-only log on disk of numbered records, in
+//!   checksummed segment files: repaired on open, read from a sequence
+//!   number, pruned by size and age. Knows nothing of alerts.
 //! - [`server`]: the gRPC services; the only module that knows protobuf.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
 //! - [`config`]: the service's TOML configuration.
@@ -39,6 +42,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod replay;
