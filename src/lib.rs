@@ -22,7 +22,8 @@
 //! - [`replay`]: recorded ticks through the engine in event time, offline:
 //!   backtests and ruleset comparisons. No gRPC.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
-//!   with bounded queues, replay of recent alerts. No gRPC.
+//!   with bounded queues, the alert journal on disk, replay from a
+//!   sequence number. No gRPC.
 //! - [`journal`]: an append-only log on disk of numbered records, in
 //!   checksummed segment files: repaired on open, read from a sequence
 //!   number, pruned by size and age. Knows nothing of alerts.
