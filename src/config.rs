@@ -24,6 +24,13 @@
 //! [checkpoint]
 //! interval_ms = 5000
 //! keep = 3
+
+//! # The alert journal, in <data_dir>/journal (used when data_dir is set).
+//! [journal]
+//! fsync = "always"            # or "never", or milliseconds: 100
+//! segment_bytes = 67108864
+//! retain_bytes = 1073741824
+//! retain_age = "7d"
 //! ```
 //!
 //! Security settings are tables of their own: [`tls`] (`[tls]`: TLS,
@@ -34,8 +41,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::journal::{FsyncPolicy, JournalConfig};
 
 use crate::checkpoint::CheckpointConfig;
 pub mod auth;
@@ -59,8 +69,9 @@ pub struct ServiceConfig {
     /// Reload the rules when files in the folder change (SIGHUP and the
     /// `Reload` call work either way).
     pub watch_rules: bool,
-    /// Where durable state lives (checkpoints in `checkpoints/`); created
-    /// if missing. Without it, nothing is kept across restarts.
+    /// Where durable state lives, created if missing: the alert journal
+    /// in `journal/` and checkpoints in `checkpoints/`. Without it, nothing
+    /// is kept across restarts.
     pub data_dir: Option<PathBuf>,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
@@ -91,6 +102,80 @@ pub struct ServiceConfig {
     pub auth: AuthConfig,
     /// `[limits]`: concurrent streams, ingest rate, rules folder size.
     pub limits: LimitsConfig,
+    /// The `[journal]` table: the alert journal (used when `data_dir` is
+    /// set).
+    pub journal: JournalSettings,
+}
+
+/// The `[journal]` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// `"always"`, `"never"`, or the milliseconds between background
+    /// syncs.
+    #[serde(deserialize_with = "fsync_policy")]
+    pub fsync: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub retain_bytes: u64,
+    /// A duration such as `"7d"` or `"12h"`.
+    #[serde(deserialize_with = "duration_text")]
+    pub retain_age: Duration,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        let JournalConfig {
+            segment_bytes,
+            fsync,
+            retain_bytes,
+            retain_age,
+        } = JournalConfig::default();
+        JournalSettings {
+            fsync,
+            segment_bytes,
+            retain_bytes,
+            retain_age,
+        }
+    }
+}
+
+impl JournalSettings {
+    pub fn journal_config(&self) -> JournalConfig {
+        JournalConfig {
+            segment_bytes: self.segment_bytes,
+            fsync: self.fsync,
+            retain_bytes: self.retain_bytes,
+            retain_age: self.retain_age,
+        }
+    }
+}
+
+/// `fsync = "always" | "never" | <milliseconds>`.
+fn fsync_policy<'de, D: Deserializer<'de>>(d: D) -> Result<FsyncPolicy, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Name(String),
+        Millis(i64),
+    }
+    let expected = "expected \"always\", \"never\" or a number of milliseconds such as 100";
+    match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(format!("fsync: {expected}")))? {
+        Raw::Name(name) => match name.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => Err(serde::de::Error::custom(format!("fsync: {expected}, got \"{other}\""))),
+        },
+        Raw::Millis(ms) => u64::try_from(ms)
+            .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
+            .map_err(|_| serde::de::Error::custom(format!("fsync: {expected}, got {ms}"))),
+    }
+}
+
+/// A duration written as text: `"7d"`, `"12h"`, `"30m"`.
+fn duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let ns = crate::rules::units::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
 }
 
 /// Longest allowed lateness: every tick may wait this long.
@@ -117,6 +202,7 @@ impl Default for ServiceConfig {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            journal: JournalSettings::default(),
         }
     }
 }
@@ -265,6 +351,15 @@ impl ServiceConfig {
         }
         self.checkpoint.check(&mut problems);
         self.security_problems(self.listen, self.metrics_listen, &mut problems);
+        for (key, message) in self.journal.journal_config().problems() {
+            let key = match key {
+                "fsync" => "journal.fsync",
+                "segment_bytes" => "journal.segment_bytes",
+                "retain_bytes" => "journal.retain_bytes",
+                _ => "journal.retain_age",
+            };
+            problems.push(ConfigProblem { key, message });
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -340,6 +435,12 @@ token_file = "/etc/airbag/tokens.toml"
 
 [limits]
 max_ingest_streams = 3
+
+[journal]
+fsync = 250
+segment_bytes = 1048576
+retain_bytes = 10485760
+retain_age = "12h"
 "#,
         )
         .unwrap();
@@ -353,6 +454,15 @@ max_ingest_streams = 3
             CheckpointConfig {
                 interval_ms: 1000,
                 keep: 5
+            }
+        );
+        assert_eq!(
+            c.journal.journal_config(),
+            JournalConfig {
+                segment_bytes: 1 << 20,
+                fsync: FsyncPolicy::Interval(Duration::from_millis(250)),
+                retain_bytes: 10 << 20,
+                retain_age: Duration::from_secs(12 * 3600),
             }
         );
         assert!(c.tls.allow_plaintext_non_loopback);
@@ -394,6 +504,57 @@ max_ingest_streams = 3
         let (line, _, message) = ServiceConfig::from_toml("[checkpoint]\nevery_ms = 5\n").unwrap_err();
         assert_eq!(line, 2);
         assert!(message.contains("unknown field `every_ms`"), "{message}");
+    }
+
+    #[test]
+    fn journal_fsync_takes_a_name_or_milliseconds() {
+        for (text, policy) in [
+            ("\"always\"", FsyncPolicy::Always),
+            ("\"never\"", FsyncPolicy::Never),
+            ("5", FsyncPolicy::Interval(Duration::from_millis(5))),
+        ] {
+            let c = ServiceConfig::from_toml(&format!("[journal]\nfsync = {text}\n")).unwrap();
+            assert_eq!(c.journal.fsync, policy, "{text}");
+        }
+        for (text, column) in [("\"sometimes\"", 9), ("-1", 9), ("1.5", 9), ("true", 9)] {
+            let (line, col, message) = ServiceConfig::from_toml(&format!("[journal]\nfsync = {text}\n")).unwrap_err();
+            assert_eq!((line, col), (2, column), "{text}: {message}");
+            assert!(
+                message.contains("expected \"always\", \"never\" or a number of milliseconds"),
+                "{message}"
+            );
+        }
+        let (_, _, message) = ServiceConfig::from_toml("[journal]\nretain_age = \"7 days\"\n").unwrap_err();
+        assert!(message.contains("7 days"), "{message}");
+        let (line, _, message) = ServiceConfig::from_toml("[journal]\nsegment_size = 5\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(message.contains("unknown field `segment_size`"), "{message}");
+    }
+
+    #[test]
+    fn journal_values_out_of_range_are_named() {
+        let c = ServiceConfig::from_toml(
+            "[journal]\nfsync = 0\nsegment_bytes = 10\nretain_bytes = 0\nretain_age = \"0s\"\n",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "journal.segment_bytes",
+                "journal.fsync",
+                "journal.retain_bytes",
+                "journal.retain_age"
+            ]
+        );
+        assert!(
+            problems[1].message.contains("between 1 and 60000 ms, got 0 ms"),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@
 //! - [`checkpoint`]: the engine's state on disk (atomic, checksummed
 //!   files), written periodically and at shutdown, restored on start.
 //! - [`alerts`]: the alert bus: sequence numbers, fan-out to subscribers
-//!   with bounded queues, replay of recent alerts. No gRPC.
+//!   with bounded queues, the alert journal on disk, replay from a
+//!   sequence number. No gRPC.
+//! - [`journal`]: an append-only log on disk of numbered records, in
+//!   checksummed segment files: repaired on open, read from a sequence
+//!   number, pruned by size and age. Knows nothing of alerts.
 //! - [`server`]: the gRPC services; the only module that knows protobuf;
 //!   TLS, auth and stream limits in front of them.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
@@ -44,6 +48,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod replay;

@@ -156,7 +156,7 @@ fn a_changed_or_removed_rule_closes_what_it_had_open() {
     e.install(compile_texts(&[("t.toml".into(), changed)]).unwrap(), T0 + S, &mut out);
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[1].kind, AlertKind::Resolved);
-    assert_eq!(out[1].reason, Some("rule removed or changed by a reload"));
+    assert_eq!(out[1].reason.as_deref(), Some("rule removed or changed by a reload"));
     assert_eq!(out[1].ruleset_version, 2);
     // The changed rule starts with fresh rule state but reads the same
     // market window, so it sees the fall in progress at once.

@@ -17,14 +17,20 @@
 //!   from.
 //! - Replay: a ring of recent alerts lets a subscriber start at a sequence
 //!   number and join the live stream without a gap or a duplicate
-//!   ([`subscription`]).
+//!   ([`subscription`]); older alerts come from the journal.
+//! - Journal ([`journaling`], optional): each alert is appended to the
+//!   on-disk journal under the bus lock, before fan-out; numbering goes on
+//!   from the journal's last record after a restart ([`encoding`]: the
+//!   bytes of a journaled alert).
 //! - Restart: [`replayed`] recognises alerts raised again by ticks
 //!   resent after a restart, which were published before it.
 //!
 //! Lock order: an instrument's lock (in the engine) may be held while the
 //! bus lock is taken; the bus never calls into the engine.
 
+pub mod encoding;
 pub mod filter;
+pub mod journaling;
 pub mod replayed;
 pub mod subscription;
 
@@ -41,6 +47,7 @@ use crate::metrics::{Latency, TICK_TO_ALERT_MAX_NS};
 use crate::model::{Alert, AlertSink, Severity};
 
 pub use filter::{FilterError, FilterSpec, SubscriptionFilter};
+pub use journaling::{BusJournalStats, JournalHealth, JournalReadError};
 pub use subscription::{SubscribeError, Subscription, SubscriptionEnd};
 
 /// Sizes of the bus's queues.
@@ -77,6 +84,16 @@ pub struct PublishedAlert {
 }
 
 impl PublishedAlert {
+    fn new(seq: u64, alert: Alert, received_ns: i64, emitted_ns: i64) -> Self {
+        PublishedAlert {
+            seq,
+            alert,
+            received_ns,
+            emitted_ns,
+            encoded: OnceLock::new(),
+        }
+    }
+
     /// The alert encoded by `encode`, which runs at most once per alert
     /// however many subscribers send it.
     pub fn encoded(&self, encode: impl FnOnce(&PublishedAlert) -> Bytes) -> &Bytes {
@@ -118,6 +135,7 @@ struct Inner {
     by_rule: HashMap<(Arc<str>, Severity), u64>,
     lagged: u64,
     tick_to_alert: Latency,
+    journal: Option<journaling::BusJournal>,
 }
 
 impl Inner {
@@ -167,6 +185,7 @@ impl AlertBus {
                 by_rule: HashMap::new(),
                 lagged: 0,
                 tick_to_alert: Latency::new(TICK_TO_ALERT_MAX_NS, 3),
+                journal: None,
             }),
             subscribers: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
@@ -181,23 +200,21 @@ impl AlertBus {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Numbers `alert`, keeps it in the ring and queues it for every
-    /// matching subscriber; returns its sequence number. Never blocks on a
-    /// subscriber.
+    /// Numbers `alert`, journals it (with a journal), keeps it in the ring
+    /// and queues it for every matching subscriber; returns its sequence
+    /// number. Never blocks on a subscriber; with the `always` fsync
+    /// policy it waits for the journal's `fdatasync`.
     pub fn publish(&self, alert: Alert, received_ns: i64) -> u64 {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
         // Read under the lock so emit times never go backwards along seq.
         let emitted_ns = self.clock.now_ns();
-        let published = Arc::new(PublishedAlert {
-            seq,
-            alert,
-            received_ns,
-            emitted_ns,
-            encoded: OnceLock::new(),
-        });
+        let published = Arc::new(PublishedAlert::new(seq, alert, received_ns, emitted_ns));
         let inner = &mut *inner;
+        if let Some(journal) = &mut inner.journal {
+            journal.write(&published, &inner.ring);
+        }
         inner
             .tick_to_alert
             .record(u64::try_from(emitted_ns.saturating_sub(received_ns)).unwrap_or(0));
@@ -243,11 +260,12 @@ impl AlertBus {
 
     /// Opens a subscription: live alerts matching `filter` from now on, or,
     /// with `from_seq` above 0, every matching alert from that sequence
-    /// number on (replayed from the ring, then live).
+    /// number on (replayed from the journal when older than the ring, then
+    /// from the ring, then live).
     ///
     /// # Errors
-    /// The bus is closed, or `from_seq` is older than the ring or beyond
-    /// the next alert.
+    /// The bus is closed, or `from_seq` is older than both the journal and
+    /// the ring, or beyond the next alert.
     pub fn subscribe(
         self: &Arc<Self>,
         filter: SubscriptionFilter,
@@ -263,15 +281,19 @@ impl AlertBus {
             drop(inner);
             return Ok(Subscription::live(self.clone(), filter, live));
         }
-        let oldest = inner.oldest_seq();
-        if from_seq < oldest {
-            return Err(SubscribeError::TooOld { from_seq, oldest });
-        }
         if from_seq > inner.next_seq {
             return Err(SubscribeError::Ahead {
                 from_seq,
                 next: inner.next_seq,
             });
+        }
+        if from_seq < inner.oldest_seq() {
+            let Some(reader) = inner.journal_reader(from_seq) else {
+                let oldest = inner.oldest_available();
+                return Err(SubscribeError::TooOld { from_seq, oldest });
+            };
+            drop(inner);
+            return Ok(Subscription::from_journal(self.clone(), filter, reader));
         }
         drop(inner);
         Ok(Subscription::replaying(self.clone(), filter, from_seq))
@@ -295,7 +317,8 @@ impl AlertBus {
     /// One step of a replay: appends to `out` the matching alerts of up to
     /// [`REPLAY_CHUNK`] sequence numbers from `next`, or, when `next` has
     /// reached the newest alert, registers the subscriber as live in the
-    /// same critical section, so nothing is missed or doubled.
+    /// same critical section, so nothing is missed or doubled. When the
+    /// ring has moved past `next`, the replay goes back to the journal.
     fn catch_up(
         &self,
         next: u64,
@@ -308,7 +331,12 @@ impl AlertBus {
         }
         let oldest = inner.oldest_seq();
         if next < oldest {
-            return CatchUp::Overrun { oldest };
+            return match inner.journal_reader(next) {
+                Some(reader) => CatchUp::Journal(reader),
+                None => CatchUp::Overrun {
+                    oldest: inner.oldest_available(),
+                },
+            };
         }
         let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
         if start >= inner.ring.len() {
@@ -332,11 +360,14 @@ impl AlertBus {
 
     /// Closes the bus: no new subscriptions, and every open one ends with
     /// [`SubscriptionEnd::Shutdown`] once it has delivered what it has
-    /// queued. Alerts published afterwards are numbered and kept in the
-    /// ring but reach no subscriber.
+    /// queued; the journal is synced. Alerts published afterwards are
+    /// numbered, journaled and kept in the ring but reach no subscriber.
     pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
+        if let Some(journal) = &mut inner.journal {
+            journal.sync();
+        }
         for slot in inner.live.drain(..) {
             let _ = slot.end.set(SubscriptionEnd::Shutdown);
         }
@@ -385,7 +416,10 @@ enum CatchUp {
     More(u64),
     /// Caught up: live from here.
     Live(LiveHandle),
-    /// The ring moved past the replay's position.
+    /// The ring moved past the replay's position; the journal has it.
+    Journal(crate::journal::JournalReader),
+    /// The ring moved past the replay's position, and the journal does not
+    /// have it either.
     Overrun {
         oldest: u64,
     },

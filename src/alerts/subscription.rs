@@ -4,7 +4,10 @@
 //! A subscription that starts at a sequence number first replays from the
 //! ring in chunks (each under a short lock), and registers as live in the
 //! same critical section as its last replay step: the live queue starts
-//! exactly where the replay stopped.
+//! exactly where the replay stopped. A start older than the ring is read
+//! from the journal first, in chunks on a blocking thread, up to where the
+//! journal ended when the chunk began; then the ring takes over (and hands
+//! back to the journal if it has moved on meanwhile).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,7 +18,9 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
+use super::journaling::{fetch, Fetch, JournalChunk, JournalReadError};
 use super::{AlertBus, CatchUp, LiveHandle, PublishedAlert, SubscriptionFilter};
+use crate::journal::{JournalError, JournalReader};
 
 /// Why a subscription ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,9 +28,13 @@ pub enum SubscriptionEnd {
     /// Its queue was full: it was disconnected. Every matching alert before
     /// `resume_seq` was delivered; subscribe again from `resume_seq`.
     Lagged { resume_seq: u64, queued: usize },
-    /// A replay fell behind the ring: the alerts from `resume_seq` are no
+    /// A replay fell behind what is kept (the ring moved on, or journal
+    /// retention removed a segment): the alerts from `resume_seq` are no
     /// longer kept; the oldest kept is `oldest`.
     ReplayOverrun { resume_seq: u64, oldest: u64 },
+    /// The journal could not be read from `resume_seq` on (damaged or
+    /// unreadable); every matching alert before it was delivered.
+    JournalUnreadable { resume_seq: u64, reason: String },
     /// The server is shutting down.
     Shutdown,
 }
@@ -42,6 +51,9 @@ impl fmt::Display for SubscriptionEnd {
                 f,
                 "replay fell behind: seq {resume_seq} is no longer kept; the oldest available is {oldest}"
             ),
+            SubscriptionEnd::JournalUnreadable { resume_seq, reason } => {
+                write!(f, "cannot read the alert journal at seq {resume_seq}: {reason}")
+            }
             SubscriptionEnd::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -59,6 +71,11 @@ pub enum SubscribeError {
 }
 
 enum Phase {
+    /// Replaying from the journal: a chunk from `next` is being read.
+    Journal {
+        next: u64,
+        fetch: Fetch,
+    },
     /// Replaying from the ring; `next` is the first sequence number not yet
     /// looked at.
     Replay {
@@ -69,6 +86,8 @@ enum Phase {
         rx: mpsc::Receiver<Arc<PublishedAlert>>,
         end: Arc<OnceLock<SubscriptionEnd>>,
     },
+    /// Ends with this once the alerts pending are delivered.
+    Ending(SubscriptionEnd),
     Done,
 }
 
@@ -111,6 +130,50 @@ impl Subscription {
         Self::new(bus, filter, Phase::Replay { next: from_seq })
     }
 
+    pub(super) fn from_journal(bus: Arc<AlertBus>, filter: Arc<SubscriptionFilter>, reader: JournalReader) -> Self {
+        let next = reader.next_seq();
+        let phase = Phase::Journal {
+            next,
+            fetch: fetch(reader, filter.clone()),
+        };
+        Self::new(bus, filter, phase)
+    }
+
+    /// Takes a chunk read from the journal: its alerts are pending, and
+    /// the next phase reads on, moves to the ring, or ends.
+    fn take_chunk(&mut self, chunk: JournalChunk) {
+        let JournalChunk { reader, alerts, error } = chunk;
+        self.pending.extend(alerts);
+        self.phase = match error {
+            Some((resume_seq, error)) => Phase::Ending(self.journal_end(resume_seq, &error)),
+            None if reader.is_done() => Phase::Replay {
+                next: reader.next_seq(),
+            },
+            None => Phase::Journal {
+                next: reader.next_seq(),
+                fetch: fetch(reader, self.filter.clone()),
+            },
+        };
+    }
+
+    fn journal_end(&self, resume_seq: u64, error: &JournalReadError) -> SubscriptionEnd {
+        match error {
+            JournalReadError::Journal(JournalError::Removed { .. } | JournalError::TooOld { .. }) => {
+                SubscriptionEnd::ReplayOverrun {
+                    resume_seq,
+                    oldest: self.bus.lock().oldest_available(),
+                }
+            }
+            error => {
+                tracing::error!(resume_seq, %error, "A replay from the journal failed.");
+                SubscriptionEnd::JournalUnreadable {
+                    resume_seq,
+                    reason: error.to_string(),
+                }
+            }
+        }
+    }
+
     pub fn filter(&self) -> &SubscriptionFilter {
         &self.filter
     }
@@ -125,9 +188,23 @@ impl Subscription {
                 return Poll::Ready(Some(Ok(alert)));
             }
             match &mut self.phase {
+                Phase::Journal { next, fetch } => match fetch.poll_chunk(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(chunk)) => self.take_chunk(chunk),
+                    Poll::Ready(Err(reason)) => {
+                        let resume_seq = *next;
+                        self.phase = Phase::Ending(SubscriptionEnd::JournalUnreadable { resume_seq, reason });
+                    }
+                },
                 Phase::Replay { next } => match self.bus.catch_up(*next, &self.filter, &mut self.pending) {
                     CatchUp::More(to) => *next = to,
                     CatchUp::Live(LiveHandle { id, rx, end }) => self.phase = Phase::Live { id, rx, end },
+                    CatchUp::Journal(reader) => {
+                        self.phase = Phase::Journal {
+                            next: reader.next_seq(),
+                            fetch: fetch(reader, self.filter.clone()),
+                        };
+                    }
                     CatchUp::Overrun { oldest } => {
                         let resume_seq = *next;
                         self.phase = Phase::Done;
@@ -149,6 +226,11 @@ impl Subscription {
                         }
                         Poll::Pending => Poll::Pending,
                     };
+                }
+                Phase::Ending(end) => {
+                    let end = end.clone();
+                    self.phase = Phase::Done;
+                    return Poll::Ready(Some(Err(end)));
                 }
                 Phase::Done => return Poll::Ready(None),
             }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::{AlertBus, BusConfig, PublishSink};
+use crate::alerts::{AlertBus, BusConfig, BusJournalStats, JournalHealth, PublishSink};
 use crate::checkpoint::Checkpointer;
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServiceConfig;
@@ -50,8 +50,24 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// A core running `ruleset` (as version 1) with the limits of `config`.
+    /// A core running `ruleset` (as version 1) with the limits of `config`
+    /// and an alert bus without a journal.
     pub fn new(config: ServiceConfig, ruleset: RuleSet) -> Self {
+        let bus = AlertBus::new(Self::bus_config(&config), Arc::new(SystemClock));
+        Self::with_bus(config, ruleset, Arc::new(bus))
+    }
+
+    /// The bus sizes `config` asks for.
+    pub fn bus_config(config: &ServiceConfig) -> BusConfig {
+        BusConfig {
+            subscriber_queue: config.subscriber_queue,
+            ring_capacity: config.alert_ring,
+        }
+    }
+
+    /// A core publishing to `bus` (built with [`Core::bus_config`], and a
+    /// journal when `config.data_dir` is set).
+    pub fn with_bus(config: ServiceConfig, ruleset: RuleSet, bus: Arc<AlertBus>) -> Self {
         let engine = Engine::new(
             EngineConfig {
                 max_instruments: config.max_instruments,
@@ -61,13 +77,6 @@ impl Core {
             },
             ruleset,
         );
-        let bus = Arc::new(AlertBus::new(
-            BusConfig {
-                subscriber_queue: config.subscriber_queue,
-                ring_capacity: config.alert_ring,
-            },
-            Arc::new(SystemClock),
-        ));
         let now = SystemClock.now_ns();
         Core {
             engine,
@@ -213,6 +222,9 @@ impl Core {
             "Open alert subscriptions.",
             bus.subscribers as f64,
         );
+        if let Some(journal) = self.bus.journal_stats() {
+            render_journal(&mut e, &journal);
+        }
         e.gauge(
             "airbag_instruments",
             "Distinct instruments seen.",
@@ -270,4 +282,67 @@ impl Core {
         }
         e.finish()
     }
+}
+
+/// The alert journal's metrics.
+fn render_journal(e: &mut Exposition, j: &BusJournalStats) {
+    let s = &j.journal;
+    e.gauge(
+        "airbag_journal_bytes",
+        "Bytes of the alert journal's segment files.",
+        s.bytes as f64,
+    );
+    e.gauge(
+        "airbag_journal_segments",
+        "Segment files of the alert journal.",
+        s.segments as f64,
+    );
+    e.gauge(
+        "airbag_journal_first_seq",
+        "Oldest alert kept in the journal (the next one when it holds none).",
+        s.first_seq as f64,
+    );
+    e.counter(
+        "airbag_journal_appends_total",
+        "Alerts appended to the journal since start.",
+        s.appends,
+    );
+    e.counter_family(
+        "airbag_journal_errors_total",
+        "Journal failures by operation: a write (the alert was still delivered, from memory) or an fdatasync.",
+        [
+            (&[("op", "write")][..], j.write_failures),
+            (&[("op", "fsync")][..], s.sync_errors),
+        ],
+    );
+    e.gauge(
+        "airbag_journal_healthy",
+        "1 while every published alert is journaled; 0 while writes fail or after the journal stopped.",
+        if j.health == JournalHealth::Healthy { 1.0 } else { 0.0 },
+    );
+    e.gauge(
+        "airbag_journal_unjournaled_alerts",
+        "Alerts published but not in the journal.",
+        j.unjournaled as f64,
+    );
+    e.counter(
+        "airbag_journal_repairs_total",
+        "Torn or corrupt journal tails cut at start.",
+        s.repairs,
+    );
+    e.counter(
+        "airbag_journal_repaired_bytes_total",
+        "Bytes cut from the journal at start.",
+        s.repaired_bytes,
+    );
+    e.counter(
+        "airbag_journal_segments_removed_total",
+        "Journal segments removed by retention since start.",
+        s.segments_removed,
+    );
+    e.summary_seconds(
+        "airbag_journal_fsync_seconds",
+        "fdatasync of the alert journal.",
+        &s.fsync,
+    );
 }

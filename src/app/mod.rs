@@ -1,6 +1,6 @@
-//! Wiring: loads the rules, builds the engine and the alert bus, starts
-//! the gRPC server, the metrics endpoint and the timer task, and shuts
-//! them down in order.
+//! Wiring: loads the rules, opens the alert journal (when `data_dir` is
+//! set), builds the engine and the alert bus, starts the gRPC server, the
+//! metrics endpoint and the timer task, and shuts them down in order.
 //!
 //! - [`core`]: [`Core`], what every request handler shares (engine, bus,
 //!   metrics, reload state, the shutdown token), and the metrics page.
@@ -51,8 +51,10 @@ use tokio::time::{timeout_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alerts::AlertBus;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, ServiceConfig};
+use crate::journal::Journal;
 use crate::metrics;
 use crate::rules::watch::{fingerprint, RulesWatcher, WatchTiming};
 use crate::rules::{load_dir_with, RuleError};
@@ -86,6 +88,8 @@ pub enum AppError {
     Restore(#[from] crate::engine::RestoreError),
     #[error("cannot set up security: {0}")]
     Security(String),
+    #[error("cannot open the alert journal: {0}")]
+    Journal(#[source] crate::journal::JournalError),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
@@ -196,7 +200,8 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         source,
     })?;
     let timer_every = Duration::from_millis(config.timer_interval_ms);
-    let core = Arc::new(checkpoints::open_and_restore(Core::new(config, ruleset)).await?);
+    let bus = build_bus(&config).await?;
+    let core = Arc::new(checkpoints::open_and_restore(Core::with_bus(config, ruleset, bus)).await?);
 
     let stopped = CancellationToken::new();
     let render_core = core.clone();
@@ -244,15 +249,61 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     })
 }
 
-/// Runs timers every `every` until shutdown.
+/// The alert bus: with a journal in `<data_dir>/journal` (opened and
+/// repaired here) when `data_dir` is set.
+async fn build_bus(config: &ServiceConfig) -> Result<Arc<AlertBus>, AppError> {
+    let bus_config = Core::bus_config(config);
+    let Some(data_dir) = &config.data_dir else {
+        return Ok(Arc::new(AlertBus::new(bus_config, Arc::new(SystemClock))));
+    };
+    let dir = data_dir.join("journal");
+    let journal_config = config.journal.journal_config();
+    let journal = tokio::task::spawn_blocking(move || Journal::open(&dir, journal_config))
+        .await
+        .map_err(AppError::Task)?
+        .map_err(AppError::Journal)?;
+    let recovery = journal.recovery();
+    info!(
+        dir = %journal.dir().display(),
+        first_seq = recovery.first_seq,
+        next_seq = recovery.next_seq,
+        segments = recovery.segments,
+        repaired = recovery.cut.is_some(),
+        fsync = %journal_config.fsync,
+        "Alert journal opened; numbering goes on from next_seq."
+    );
+    Ok(Arc::new(AlertBus::with_journal(
+        bus_config,
+        Arc::new(SystemClock),
+        journal,
+    )))
+}
+
+/// How often journal retention runs besides when a segment fills: age
+/// limits apply even when no alert comes.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs timers every `every`, and journal retention every minute, until
+/// shutdown.
 async fn run_timers(core: Arc<Core>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let journaled = core.bus().has_journal();
     let token = core.shutdown_token().clone();
     loop {
         tokio::select! {
             () = token.cancelled() => break,
             _ = ticker.tick() => core.run_timers(SystemClock.now_ns()),
+            _ = retention.tick(), if journaled => {
+                let bus = core.bus().clone();
+                match tokio::task::spawn_blocking(move || bus.enforce_journal_retention()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => warn!(%error, "Journal retention failed; will try again."),
+                    Err(error) => warn!(%error, "Journal retention task failed; will try again."),
+                }
+            }
         }
     }
 }

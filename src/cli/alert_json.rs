@@ -91,7 +91,7 @@ impl<'a> AlertJson<'a> {
             received_time_ns,
             emitted_time_ns,
             values: Values::Engine(&alert.values),
-            reason: alert.reason.unwrap_or_default(),
+            reason: alert.reason.as_deref().unwrap_or_default(),
         }
     }
 
@@ -250,7 +250,7 @@ mod tests {
             ],
             event_time_ns: 1_700_000_002_000_000_000,
             tick_seq: Some(3),
-            reason: Some("a, \"quoted\" reason"),
+            reason: Some("a, \"quoted\" reason".into()),
         }
     }
 

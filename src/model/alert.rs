@@ -157,7 +157,9 @@ pub struct Alert {
     /// Sequence number of the triggering tick; `None` when a timer raised it.
     pub tick_seq: Option<u64>,
     /// A short explanation where the kind alone does not say enough.
-    pub reason: Option<&'static str>,
+    /// Borrowed when the engine raises the alert, owned when it is read
+    /// back from the journal.
+    pub reason: Option<Cow<'static, str>>,
 }
 
 impl Alert {

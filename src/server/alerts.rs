@@ -8,8 +8,9 @@
 //!
 //! A subscription ends with a status: `RESOURCE_EXHAUSTED` when the
 //! subscriber fell behind (naming the sequence number to resume from),
-//! `OUT_OF_RANGE` when a replay start is no longer kept, `UNAVAILABLE`
-//! when the server shuts down.
+//! `OUT_OF_RANGE` when a replay start is no longer kept, `DATA_LOSS` when
+//! the alert journal cannot be read, `UNAVAILABLE` when the server shuts
+//! down. Each names the sequence number to resume from where there is one.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -125,6 +126,7 @@ pub fn end_status(end: &SubscriptionEnd) -> Status {
     match end {
         SubscriptionEnd::Lagged { .. } => Status::resource_exhausted(end.to_string()),
         SubscriptionEnd::ReplayOverrun { .. } => Status::out_of_range(end.to_string()),
+        SubscriptionEnd::JournalUnreadable { .. } => Status::data_loss(end.to_string()),
         SubscriptionEnd::Shutdown => Status::unavailable(end.to_string()),
     }
 }

@@ -176,7 +176,7 @@ pub fn alert_to_proto(a: &Alert, seq: u64, received_ns: i64, emitted_ns: i64) ->
         tick_seq: a.tick_seq,
         received_time_ns: received_ns,
         emitted_time_ns: emitted_ns,
-        reason: a.reason.unwrap_or_default().to_string(),
+        reason: a.reason.as_deref().unwrap_or_default().to_string(),
     }
 }
 

@@ -107,7 +107,7 @@ pub(crate) fn on_removed(rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &RuleSta
     if open {
         let mut alert = ctx.alert(rule, crate::model::AlertKind::Resolved, ctx.now_ns, Vec::new());
         alert.actions = std::sync::Arc::from([]);
-        alert.reason = Some("rule removed or changed by a reload");
+        alert.reason = Some("rule removed or changed by a reload".into());
         out.emit(alert);
     }
 }
