@@ -5,7 +5,7 @@
 #
 # With a nightly toolchain and cargo-fuzz, runs each cargo-fuzz target in
 # fuzz/ (rule_file, expression, tick_batch) for SECONDS_PER_TARGET seconds,
-# starting from a seed corpus (fuzz/corpus/, made by the `seeds` binary).
+# starting from a seed corpus (fuzz/corpus/, written by fuzz/src/seeds.rs).
 # A crash leaves its input in fuzz/artifacts/TARGET/ and the script exits
 # non-zero; reproduce with
 #   cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...
@@ -41,7 +41,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 echo "fuzz.sh: $(rustup run nightly rustc --version), $(cargo fuzz --version)"
-cargo +nightly run --quiet --manifest-path fuzz/Cargo.toml --bin seeds
+# Builds every binary of fuzz/ (the targets and the seed writer) with the
+# fuzzing flags, once; then writes the seed corpus.
+cargo +nightly fuzz build
+host="$(rustup run nightly rustc -vV | sed -n 's/^host: //p')"
+"fuzz/target/$host/release/seeds"
 failed=()
 for target in "${targets[@]}"; do
   echo "fuzz.sh: $target for ${seconds}s"
