@@ -354,6 +354,61 @@ fn restore_refuses_an_engine_that_has_instruments() {
     assert_eq!(used.instrument_count(), 1);
 }
 
+#[test]
+fn a_saved_state_that_does_not_fit_its_rule_starts_fresh() {
+    let steps = market();
+    let original = engine(RULES);
+    run(&original, &steps[..split_at(&steps, SPLIT)]);
+    let mut snapshot = original.snapshot();
+    let cb = snapshot.rules.iter().position(|r| r.id == "cb").unwrap() as u32;
+    let (_, state) = snapshot.instruments[0]
+        .rules
+        .iter_mut()
+        .find(|(i, _)| *i == cb)
+        .unwrap();
+    let RuleState::Breaker(breaker) = state else {
+        panic!("cb is a breaker")
+    };
+    breaker.phase = Phase::Resumed { tier: 9 };
+    let restored = engine(RULES);
+    let report = restored.restore(snapshot, i64::MIN).unwrap();
+    assert_eq!((report.inconsistent, report.rule_states_reset), (1, 1));
+    assert_eq!(report.rule_states_restored, 4 * 8 - 1);
+    let phase = restored.with_state("BTC-USDT", |s| {
+        s.rules.iter().find(|b| &*b.rule.id == "cb").map(|b| b.state.clone())
+    });
+    assert_eq!(phase, Some(Some(RuleState::Breaker(Default::default()))));
+}
+
+#[test]
+fn the_time_the_service_was_down_is_not_silence_of_the_feed() {
+    let rules = "[[rule]]\nid = \"quiet\"\nkind = \"stale_feed\"\nafter = \"5s\"\n";
+    let original = engine(rules);
+    let values = TickValues::Trade {
+        price: Fixed::ONE,
+        size: Fixed::ONE,
+        side: None,
+    };
+    original.ingest("BTC-USDT", T0, 1, values, T0, &mut Vec::new()).unwrap();
+    let snapshot = original.snapshot();
+
+    // Down from T0 + 1 s to T0 + 100 s.
+    let resumed = engine(rules);
+    resumed.restore(snapshot.clone(), T0 + 100 * S).unwrap();
+    let mut alerts = Vec::new();
+    resumed.check_timers(T0 + 104 * S, &mut alerts);
+    assert!(alerts.is_empty(), "{alerts:?}");
+    resumed.check_timers(T0 + 105 * S, &mut alerts);
+    assert_eq!(kinds(&alerts), BTreeSet::from([("quiet".to_string(), "fired")]));
+
+    // Restored as saved, the silence counts from the last tick.
+    let as_saved = engine(rules);
+    as_saved.restore(snapshot, i64::MIN).unwrap();
+    let mut alerts = Vec::new();
+    as_saved.check_timers(T0 + 5 * S, &mut alerts);
+    assert_eq!(alerts.len(), 1);
+}
+
 // ---------------------------------------------------------------------------
 // A real server restarted on the same data_dir.
 // ---------------------------------------------------------------------------

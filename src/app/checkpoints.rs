@@ -5,9 +5,8 @@
 //! run on the blocking pool, never on an ingest task.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
 use crate::checkpoint::{CheckpointStore, Checkpointer, StoreError, Written};
@@ -102,23 +101,26 @@ pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
 }
 
 /// Writes a checkpoint every `checkpoint.interval_ms` until shutdown. A
-/// write that takes longer than the interval delays the next one.
+/// checkpoint that takes long spaces the next one out: the pause after one
+/// is at least four times as long as it took, so checkpoints never take
+/// more than a fifth of a core from ingest, whatever the interval.
 pub(super) async fn run_periodic(core: Arc<Core>) {
     if core.checkpointer.is_none() {
         return;
     }
     let every = Duration::from_millis(core.config.checkpoint.interval_ms);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let token = core.shutdown_token().clone();
+    let mut wait = every;
     loop {
         tokio::select! {
             () = token.cancelled() => break,
-            _ = ticker.tick() => {
-                let core = core.clone();
-                let _ = tokio::task::spawn_blocking(move || core.write_checkpoint()).await;
-            }
+            () = tokio::time::sleep(wait) => {}
         }
+        let started = Instant::now();
+        let writer = core.clone();
+        let _ = tokio::task::spawn_blocking(move || writer.write_checkpoint()).await;
+        let took = started.elapsed();
+        wait = every.saturating_sub(took).max(took * 4);
     }
 }
 

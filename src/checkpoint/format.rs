@@ -50,7 +50,8 @@ pub enum FormatError {
 /// # Errors
 /// [`FormatError::Encode`]: a value the encoding cannot represent.
 pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, FormatError> {
-    let mut out = postcard::to_extend(checkpoint, vec![0u8; HEADER_LEN]).map_err(FormatError::Encode)?;
+    let mut out = postcard::serialize_with_flavor(checkpoint, VecAfterHeader(vec![0u8; HEADER_LEN]))
+        .map_err(FormatError::Encode)?;
     let body_len = (out.len() - HEADER_LEN) as u64;
     let digest = Sha256::digest(&out[HEADER_LEN..]);
     out[0..8].copy_from_slice(&MAGIC);
@@ -58,6 +59,30 @@ pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, FormatError> {
     out[12..20].copy_from_slice(&body_len.to_le_bytes());
     out[20..52].copy_from_slice(&digest);
     Ok(out)
+}
+
+/// Postcard output into a `Vec` that already holds room for the header,
+/// copying slices whole.
+struct VecAfterHeader(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecAfterHeader {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Reads a checkpoint from file bytes, checking magic, version, length and

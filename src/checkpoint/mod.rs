@@ -47,7 +47,8 @@ pub struct Checkpoint {
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// How often a checkpoint is written while the service runs (one more
-    /// is written at shutdown).
+    /// is written at shutdown). A checkpoint that takes long spaces the
+    /// next one out by four times its duration.
     pub interval_ms: u64,
     /// How many checkpoint files to keep, newest first.
     pub keep: usize,

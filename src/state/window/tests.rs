@@ -151,3 +151,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn consistency_check_accepts_built_windows_and_names_what_is_wrong() {
+    let key = |span_ns| WindowKey {
+        field: Field::Price,
+        span_ns,
+    };
+    for span in [3_000, 2 * EXACT_SPAN_LIMIT_NS] {
+        let mut w = Window::new(span, ALL);
+        for (i, v) in [100, 90, 95, 80, 120].into_iter().enumerate() {
+            let t = i as i64 * span / 4;
+            w.advance(t);
+            w.push(t, fx(v), fx(2));
+        }
+        assert_eq!(w.check_consistent(key(span)), Ok(()));
+        assert!(w.check_consistent(key(span + 1)).is_err());
+
+        let mut off = w.clone();
+        off.count += 1;
+        assert_eq!(
+            off.check_consistent(key(span)),
+            Err("running totals differ from the sum of the slots")
+        );
+        let mut unordered = w.clone();
+        unordered.maxq.push_back(Extreme {
+            time_ns: span,
+            value: fx(1_000),
+        });
+        assert_eq!(
+            unordered.check_consistent(key(span)),
+            Err("max or min deque out of order")
+        );
+        let mut extra = Window::new(span, WindowNeeds::MAX);
+        extra.slots = w.slots.clone();
+        assert_eq!(
+            extra.check_consistent(key(span)),
+            Err("holds samples for an aggregate it does not keep")
+        );
+    }
+}
