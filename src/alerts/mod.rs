@@ -136,6 +136,11 @@ struct Inner {
     lagged: u64,
     tick_to_alert: Latency,
     journal: Option<journaling::BusJournal>,
+    /// After a restart: alerts published before it that resent ticks will
+    /// raise again, to be recognised and dropped.
+    replayed: Option<replayed::ReplayedAlerts>,
+    /// Alerts recognised as raised again and dropped.
+    replayed_dropped: u64,
 }
 
 impl Inner {
@@ -186,6 +191,8 @@ impl AlertBus {
                 lagged: 0,
                 tick_to_alert: Latency::new(TICK_TO_ALERT_MAX_NS, 3),
                 journal: None,
+                replayed: None,
+                replayed_dropped: 0,
             }),
             subscribers: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
@@ -206,6 +213,18 @@ impl AlertBus {
     /// policy it waits for the journal's `fdatasync`.
     pub fn publish(&self, alert: Alert, received_ns: i64) -> u64 {
         let mut inner = self.lock();
+        if let Some(replayed) = &mut inner.replayed {
+            if replayed.take(&alert) {
+                // Published before the restart, with its sequence number;
+                // subscribers resuming get it from the journal.
+                if replayed.remaining() == 0 {
+                    inner.replayed = None;
+                    tracing::info!("Every alert journaled after the checkpoint was raised again and recognised.");
+                }
+                inner.replayed_dropped += 1;
+                return 0;
+            }
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         // Read under the lock so emit times never go backwards along seq.
@@ -375,6 +394,38 @@ impl AlertBus {
 
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// After a restart: recognise these alerts, published before it, when
+    /// the ticks resent since the checkpoint raise them again, and drop
+    /// them instead of publishing them twice (see [`replayed`]).
+    pub fn recognise_replayed(&self, replayed: replayed::ReplayedAlerts) {
+        let mut inner = self.lock();
+        inner.replayed = (replayed.remaining() > 0).then_some(replayed);
+    }
+
+    /// The alert sequence number a checkpoint taken now must record: the
+    /// last published, or, while alerts published before a restart are
+    /// still expected again, the one before the oldest of them (the
+    /// engine's state has not reached it yet).
+    pub fn checkpoint_seq(&self) -> u64 {
+        let inner = self.lock();
+        let last = inner.next_seq - 1;
+        inner
+            .replayed
+            .as_ref()
+            .and_then(replayed::ReplayedAlerts::floor)
+            .map_or(last, |floor| floor.min(last))
+    }
+
+    /// Alerts recognised as raised again after a restart and dropped, and
+    /// those still expected.
+    pub fn replayed_counts(&self) -> (u64, usize) {
+        let inner = self.lock();
+        (
+            inner.replayed_dropped,
+            inner.replayed.as_ref().map_or(0, replayed::ReplayedAlerts::remaining),
+        )
     }
 
     /// Highest sequence number published so far (0 before the first).

@@ -14,8 +14,13 @@
 //! Timer alerts (`tick_seq` empty) are matched by their time as well; a
 //! timer on the receive clock that fires at another moment after the
 //! restart is a new alert.
+//!
+//! While alerts are still expected, the engine's state is behind the
+//! alert sequence: a checkpoint taken then must record the sequence
+//! number before the oldest alert still expected ([`ReplayedAlerts::floor`]),
+//! or a restart from it would not expect that alert again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::model::{Alert, AlertKind};
@@ -42,23 +47,25 @@ impl AlertIdentity {
     }
 }
 
-/// The journaled alerts that may be raised again, each as many times as
-/// it was journaled.
+/// The journaled alerts that may be raised again, each with the sequence
+/// numbers it was journaled under.
 #[derive(Debug, Default)]
 pub struct ReplayedAlerts {
-    expected: HashMap<AlertIdentity, u32>,
-    remaining: usize,
+    expected: HashMap<AlertIdentity, VecDeque<u64>>,
+    /// Sequence numbers of the alerts still expected.
+    remaining: BTreeSet<u64>,
     dropped: u64,
 }
 
 impl ReplayedAlerts {
-    /// From the alerts journaled after the restored checkpoint.
-    pub fn new<'a>(journaled: impl IntoIterator<Item = &'a Alert>) -> Self {
-        let mut expected: HashMap<AlertIdentity, u32> = HashMap::new();
-        let mut remaining = 0;
-        for alert in journaled {
-            *expected.entry(AlertIdentity::of(alert)).or_default() += 1;
-            remaining += 1;
+    /// From the alerts journaled after the restored checkpoint, with their
+    /// sequence numbers, in order.
+    pub fn new<'a>(journaled: impl IntoIterator<Item = (u64, &'a Alert)>) -> Self {
+        let mut expected: HashMap<AlertIdentity, VecDeque<u64>> = HashMap::new();
+        let mut remaining = BTreeSet::new();
+        for (seq, alert) in journaled {
+            expected.entry(AlertIdentity::of(alert)).or_default().push_back(seq);
+            remaining.insert(seq);
         }
         ReplayedAlerts {
             expected,
@@ -70,25 +77,33 @@ impl ReplayedAlerts {
     /// Whether `alert` was published before the restart; if so it is
     /// counted off and must not be published again.
     pub fn take(&mut self, alert: &Alert) -> bool {
-        if self.remaining == 0 {
+        if self.remaining.is_empty() {
             return false;
         }
         let identity = AlertIdentity::of(alert);
-        let Some(count) = self.expected.get_mut(&identity) else {
+        let Some(seqs) = self.expected.get_mut(&identity) else {
             return false;
         };
-        *count -= 1;
-        if *count == 0 {
+        if let Some(seq) = seqs.pop_front() {
+            self.remaining.remove(&seq);
+        }
+        if seqs.is_empty() {
             self.expected.remove(&identity);
         }
-        self.remaining -= 1;
         self.dropped += 1;
         true
     }
 
     /// Journaled alerts not raised again yet.
     pub fn remaining(&self) -> usize {
-        self.remaining
+        self.remaining.len()
+    }
+
+    /// The sequence number before the oldest alert still expected: every
+    /// alert up to it has been raised again (or was before the
+    /// checkpoint). `None` when none is expected.
+    pub fn floor(&self) -> Option<u64> {
+        self.remaining.first().map(|seq| seq - 1)
     }
 
     /// Alerts recognised and dropped so far.
@@ -125,9 +140,14 @@ mod tests {
             alert("dd", "A", 10, Some(1)),
             alert("dd", "B", 10, Some(1)),
         ];
-        let mut replayed = ReplayedAlerts::new(&journaled);
-        assert_eq!(replayed.remaining(), 3);
+        let mut replayed = ReplayedAlerts::new(journaled.iter().enumerate().map(|(i, a)| (i as u64 + 7, a)));
+        assert_eq!((replayed.remaining(), replayed.floor()), (3, Some(6)));
         assert!(replayed.take(&alert("dd", "A", 10, Some(1))));
+        assert_eq!(
+            replayed.floor(),
+            Some(7),
+            "the first is raised again: the oldest expected is the second"
+        );
         assert!(replayed.take(&alert("dd", "A", 10, Some(1))));
         assert!(
             !replayed.take(&alert("dd", "A", 10, Some(1))),
@@ -136,6 +156,9 @@ mod tests {
         assert!(!replayed.take(&alert("dd", "B", 11, Some(2))), "a new alert");
         assert!(!replayed.take(&alert("vel", "B", 10, Some(1))), "another rule");
         assert!(replayed.take(&alert("dd", "B", 10, Some(1))));
-        assert_eq!((replayed.remaining(), replayed.dropped()), (0, 3));
+        assert_eq!(
+            (replayed.remaining(), replayed.dropped(), replayed.floor()),
+            (0, 3, None)
+        );
     }
 }

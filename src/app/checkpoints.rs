@@ -22,11 +22,12 @@ impl Core {
     }
 
     /// Writes a checkpoint now, if checkpoints are on (`data_dir` set).
-    /// The alert sequence number is read before the snapshot begins.
+    /// The alert sequence number is read before the snapshot begins
+    /// ([`AlertBus::checkpoint_seq`](crate::alerts::AlertBus::checkpoint_seq)).
     /// Blocking: call from the blocking pool.
     pub fn write_checkpoint(&self) -> Option<Result<Written, StoreError>> {
         let checkpointer = self.checkpointer.as_ref()?;
-        let alert_seq = self.bus.last_seq();
+        let alert_seq = self.bus.checkpoint_seq();
         let result = checkpointer.write(&self.engine, alert_seq, SystemClock.now_ns());
         match &result {
             Ok(written) => tracing::debug!(
@@ -98,6 +99,53 @@ pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
     })
     .await
     .map_err(AppError::Task)?
+}
+
+/// Most journaled alerts recognised after a restart: beyond this many
+/// alerts between the checkpoint and the crash, none are (and resent ticks
+/// publish them again, under new numbers).
+pub const MAX_RECOGNISED_ALERTS: u64 = 1_000_000;
+
+/// After a restart: the alerts journaled after the restored checkpoint
+/// (or, with no checkpoint, every journaled alert) are recognised when the
+/// ticks resent since raise them again, and not published twice.
+pub(super) async fn recognise_replayed(core: &Arc<Core>) {
+    let bus = core.bus().clone();
+    let Some((first, next)) = bus.journal_range() else {
+        return;
+    };
+    let after = core.restored_alert_seq().unwrap_or(first.saturating_sub(1));
+    let count = next.saturating_sub(after.saturating_add(1));
+    if count == 0 {
+        return;
+    }
+    if count > MAX_RECOGNISED_ALERTS {
+        warn!(
+            after_seq = after,
+            count,
+            limit = MAX_RECOGNISED_ALERTS,
+            "Too many alerts journaled after the checkpoint to recognise: ticks resent since may publish them again."
+        );
+        return;
+    }
+    let reader = bus.clone();
+    match tokio::task::spawn_blocking(move || reader.journal_tail(after)).await {
+        Ok(Ok(tail)) => {
+            let replayed = crate::alerts::replayed::ReplayedAlerts::new(tail.iter().map(|(seq, alert)| (*seq, alert)));
+            info!(
+                after_seq = after,
+                alerts = replayed.remaining(),
+                "Alerts journaled after the checkpoint will be recognised, not published again, when resent ticks raise them."
+            );
+            bus.recognise_replayed(replayed);
+        }
+        Ok(Err(error)) => warn!(
+            after_seq = after,
+            %error,
+            "Cannot read the alerts journaled after the checkpoint: ticks resent since may publish them again."
+        ),
+        Err(error) => warn!(%error, "Reading the journal tail failed."),
+    }
 }
 
 /// Writes a checkpoint every `checkpoint.interval_ms` until shutdown. A

@@ -207,6 +207,17 @@ impl Core {
             "Alerts published, by rule and severity.",
             rule_labels.iter().zip(&by_rule).map(|(l, (_, _, n))| (&l[..], *n)),
         );
+        let (recognised, expected) = self.bus.replayed_counts();
+        e.counter(
+            "airbag_alerts_recognised_after_restart_total",
+            "Alerts raised again by ticks resent after a restart, recognised as published before it and not published twice.",
+            recognised,
+        );
+        e.gauge(
+            "airbag_alerts_awaiting_recognition",
+            "Alerts journaled after the restored checkpoint not raised again yet.",
+            expected as f64,
+        );
         e.counter(
             "airbag_alerts_published_total",
             "Alerts published (the last sequence number).",

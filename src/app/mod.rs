@@ -202,6 +202,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     let timer_every = Duration::from_millis(config.timer_interval_ms);
     let bus = build_bus(&config).await?;
     let core = Arc::new(checkpoints::open_and_restore(Core::with_bus(config, ruleset, bus)).await?);
+    checkpoints::recognise_replayed(&core).await;
 
     let stopped = CancellationToken::new();
     let render_core = core.clone();

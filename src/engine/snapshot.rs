@@ -414,7 +414,8 @@ fn fits(rule: &CompiledRule, state: &RuleState) -> bool {
         }
         (RuleLogic::Condition(_), RuleState::Condition(_))
         | (RuleLogic::Band(_), RuleState::Band(_))
-        | (RuleLogic::Stale(_), RuleState::Stale(_)) => true,
+        | (RuleLogic::Stale(_), RuleState::Stale(_))
+        | (RuleLogic::Gap(_), RuleState::Gap(_)) => true,
         _ => false,
     }
 }
