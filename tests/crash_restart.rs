@@ -8,6 +8,9 @@
 //!
 //! Every process is killed when its guard drops; every wait is bounded.
 
+#[path = "support/rng.rs"]
+mod rng;
+
 use std::fmt::Write as _;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use airbag::server::proto;
 use airbag::server::proto::rule_admin_client::RuleAdminClient;
+use rng::Rng;
 
 /// Kills of the server during the crash run, at least.
 const KILLS: usize = 20;
@@ -82,21 +86,6 @@ impl Guard {
             assert!(Instant::now() < deadline, "{what} did not finish within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-/// A tiny deterministic generator, so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

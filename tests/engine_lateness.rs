@@ -3,11 +3,15 @@
 //! stream; duplicates change nothing; ticks beyond the lateness are
 //! rejected with the reason; gaps are counted and can raise `feed_gap`.
 
+#[path = "support/rng.rs"]
+mod rng;
+
 use airbag::ingest::TickError;
 use airbag::model::{Alert, AlertKind, Fixed, TickValues};
 use airbag::rules::compile_texts;
 use airbag::{Engine, EngineConfig};
 use proptest::prelude::*;
+use rng::Rng;
 
 const MS: i64 = 1_000_000;
 const S: i64 = 1_000 * MS;
@@ -56,22 +60,6 @@ struct Row {
     t: i64,
     seq: u64,
     price: i64,
-}
-
-/// A small deterministic generator (xorshift), so a failing case names
-/// its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Three instruments over 20 s of event time, with sharp falls and

@@ -564,12 +564,7 @@ fn rebind(state: &mut InstrumentState, ruleset: &RuleSet, now_ns: i64, out: &mut
     state.rules = rules;
     state.windows = windows;
     state.ruleset_version = ruleset.version;
-    state.next_deadline_ns = state
-        .rules
-        .iter()
-        .filter_map(|b| b.rule.deadline(state.last_received_ns, &b.state))
-        .min()
-        .unwrap_or(i64::MAX);
+    state.next_deadline_ns = state.earliest_rule_deadline();
 }
 
 #[cfg(test)]

@@ -388,12 +388,7 @@ fn bind_saved(
     state.rules = rules;
     state.windows = windows;
     state.ruleset_version = ruleset.version;
-    state.next_deadline_ns = state
-        .rules
-        .iter()
-        .filter_map(|b| b.rule.deadline(state.last_received_ns, &b.state))
-        .min()
-        .unwrap_or(i64::MAX);
+    state.next_deadline_ns = state.earliest_rule_deadline();
 }
 
 fn is_rule(stamp: &RuleStamp, rule: &CompiledRule) -> bool {

@@ -172,6 +172,16 @@ pub struct InstrumentState {
 }
 
 impl InstrumentState {
+    /// When the first timer of this instrument's rules is due
+    /// (`i64::MAX`: none is).
+    pub fn earliest_rule_deadline(&self) -> i64 {
+        self.rules
+            .iter()
+            .filter_map(|b| b.rule.deadline(self.last_received_ns, &b.state))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     pub fn new(id: InstrumentId, symbol: Arc<str>, received_ns: i64) -> Self {
         InstrumentState {
             id,
