@@ -182,3 +182,63 @@ async fn last_applied_reports_what_was_asked_for_and_skips_unknown_instruments()
     assert_eq!((all["A"], all["B"]), (7, 9));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_resumes_through_a_cut_connection_with_no_duplicate_and_no_gap() {
+    let server = TestServer::builder().rule_file("r.toml", RULES).start().await;
+    let proxy = FlakyProxy::start(server.addr, Duration::from_millis(200), Duration::from_millis(400), 5).await;
+    let args = airbag::cli::load::LoadArgs {
+        addr: proxy.url(),
+        duration: 2.0,
+        rate: 20_000.0,
+        instruments: 40,
+        connections: 2,
+        batch: 50,
+        crash_every: 0.0,
+        expect_rule: "dip".into(),
+        retry_for: 5.0,
+        grace: 0.0,
+        ..Default::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), airbag::cli::load::run_load(&args))
+        .await
+        .expect("load finishes")
+        .expect("load run");
+    let resumed = report
+        .stream_errors
+        .iter()
+        .filter(|e| e.contains("resumed after"))
+        .count();
+    assert!(resumed >= 2, "{:?}", report.stream_errors);
+    assert!(
+        report
+            .stream_errors
+            .iter()
+            .all(|e| e.contains("resumed after") || e.starts_with("alerts:")),
+        "an ingest connection gave up: {:?}",
+        report.stream_errors
+    );
+    assert_eq!(report.rejected, 0, "{:?}", report.rejection_examples);
+    assert!(report.applied > 10_000, "applied {}", report.applied);
+    let metrics = server.metrics_text().await;
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(
+        metric("airbag_ticks_sequence_gaps_total "),
+        0.0,
+        "ticks lost in flight were numbered again"
+    );
+    // Batches whose ack was lost with a cut were applied all the same.
+    let applied = metric("airbag_ticks_applied_total ");
+    assert!(
+        applied >= report.applied as f64 && applied <= report.ticks_sent as f64,
+        "server applied {applied}, acknowledged {}, sent {}",
+        report.applied,
+        report.ticks_sent
+    );
+    server.shutdown().await;
+}

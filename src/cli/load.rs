@@ -175,6 +175,12 @@ pub struct LoadArgs {
     /// Seconds between rewrites with `--reload-storm`.
     #[arg(long, default_value_t = 0.1, value_name = "SECONDS")]
     pub reload_every: f64,
+    /// When an ingest stream fails (a lost connection, a server restart),
+    /// reconnect and go on from the server's last applied sequence numbers
+    /// (`Ingest.LastApplied`) for up to this long; 0 ends that connection
+    /// at its first failure.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub retry_for: f64,
     #[command(flatten)]
     pub security: wire::ClientSecurity,
 }
@@ -196,6 +202,7 @@ impl Default for LoadArgs {
             grace: 2.0,
             reload_storm: None,
             reload_every: 0.1,
+            retry_for: 0.0,
             security: wire::ClientSecurity::default(),
         }
     }
@@ -241,6 +248,9 @@ impl LoadArgs {
                 "--crash-depth must be above 0 and below 90 percent, got {}",
                 self.crash_depth
             ));
+        }
+        if !seconds(self.retry_for) || self.retry_for > 3_600.0 {
+            problems.push(format!("--retry-for must be 0 to 3600 seconds, got {}", self.retry_for));
         }
         if !seconds(self.grace) || self.grace > 600.0 {
             problems.push(format!("--grace must be 0 to 600 seconds, got {}", self.grace));
@@ -641,6 +651,10 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
             start,
             rate_per_connection,
             book.clone(),
+            Resume {
+                target: target.clone(),
+                retry_for: Duration::from_secs_f64(args.retry_for),
+            },
         )));
     }
     let storm_stop = CancellationToken::new();
@@ -751,6 +765,9 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
             if report.rejection_examples.len() < EXAMPLES {
                 report.rejection_examples.push(e);
             }
+        }
+        for e in c.resumed {
+            report.stream_errors.push(format!("connection {i}: resumed after: {e}"));
         }
         if let Some(e) = c.error {
             report.stream_errors.push(format!("connection {i}: {e}"));
@@ -1278,6 +1295,15 @@ impl Generator {
         }
     }
 
+    /// After a failed stream: each instrument goes on from the server's
+    /// last applied sequence number (ticks lost in flight are numbered
+    /// again, so the server sees no gap and no duplicate).
+    fn resume_from(&mut self, last_applied: &std::collections::HashMap<String, u64>) {
+        for walker in &mut self.walkers {
+            walker.seq = last_applied.get(&walker.symbol).copied().unwrap_or(self.plan.seq_base);
+        }
+    }
+
     /// Encodes the next batch: any crashes due by `elapsed`, then `batch`
     /// walk ticks, all at event time `time_ns`. Returns the encoded
     /// `TickBatch` and its tick count; new crashes go to `crashes`.
@@ -1361,16 +1387,97 @@ struct ConnStats {
     rejection_examples: Vec<String>,
     last_ack: Option<Instant>,
     error: Option<String>,
+    /// Failures the connection resumed from.
+    resumed: Vec<String>,
 }
 
-/// Sends paced batches over one `Ingest` stream until the plan's duration
-/// is up, then waits (at most [`ACK_TIMEOUT`]) for the last ack.
+impl ConnStats {
+    /// Adds the counts of a stream that ended, keeping the first error.
+    fn absorb(&mut self, other: ConnStats) {
+        self.ticks_sent += other.ticks_sent;
+        self.batches_sent += other.batches_sent;
+        self.applied += other.applied;
+        self.rejected += other.rejected;
+        for (code, n) in other.rejected_by_code {
+            *self.rejected_by_code.entry(code).or_default() += n;
+        }
+        let room = EXAMPLES.saturating_sub(self.rejection_examples.len());
+        self.rejection_examples
+            .extend(other.rejection_examples.into_iter().take(room));
+        self.last_ack = self.last_ack.max(other.last_ack);
+        self.error = other.error;
+        self.resumed.extend(other.resumed);
+    }
+}
+
+/// How a connection gets back after its stream failed.
+struct Resume {
+    target: wire::Target,
+    /// How long to keep trying without a stream that works; zero: never.
+    retry_for: Duration,
+}
+
+/// Runs [`run_stream`] until the plan's duration is up; after a failed
+/// stream, with `resume.retry_for` above zero, reconnects, asks the server
+/// where this connection's instruments stand and goes on from there (so
+/// nothing it applied is sent again and nothing it lost leaves a gap).
 async fn run_connection(
     mut generator: Generator,
     channel: Connection,
     start: Instant,
     rate: f64,
     book: Arc<Mutex<CrashBook>>,
+    resume: Resume,
+) -> ConnStats {
+    let end = start + generator.plan.duration;
+    let mut total = ConnStats::default();
+    let mut pacer = Pacer::new(rate, start);
+    let mut channel = Some(channel);
+    loop {
+        let stats = match channel.take() {
+            Some(channel) => run_stream(&mut generator, channel, end, &mut pacer, &book).await,
+            None => ConnStats::default(),
+        };
+        let failed = stats.error.clone();
+        total.absorb(stats);
+        let Some(why) = failed else { return total };
+        if resume.retry_for.is_zero() || Instant::now() >= end {
+            return total;
+        }
+        let give_up = Instant::now() + resume.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let Ok(conn) = resume.target.connect().await else {
+                if Instant::now() >= give_up {
+                    return total;
+                }
+                continue;
+            };
+            match crate::cli::resume::last_applied(conn.clone()).await {
+                Ok(positions) => {
+                    generator.resume_from(&positions);
+                    total.resumed.push(why.clone());
+                    total.error = None;
+                    channel = Some(conn);
+                    break;
+                }
+                Err(_) if Instant::now() < give_up => continue,
+                Err(_) => return total,
+            }
+        }
+    }
+}
+
+/// Sends paced batches over one `Ingest` stream until `end`, then waits
+/// (at most [`ACK_TIMEOUT`]) for the last ack.
+async fn run_stream(
+    generator: &mut Generator,
+    channel: Connection,
+    end: Instant,
+    pacer: &mut Pacer,
+    book: &Mutex<CrashBook>,
 ) -> ConnStats {
     let mut stats = ConnStats::default();
     let (tx, rx) = mpsc::channel::<Bytes>(8);
@@ -1399,8 +1506,7 @@ async fn run_connection(
     let ack_task = tokio::spawn(read_acks(acks));
 
     let plan = generator.plan.clone();
-    let end = start + plan.duration;
-    let mut pacer = Pacer::new(rate, start);
+    let start = end - plan.duration;
     let mut crashes = Vec::new();
     loop {
         pacer.wait(plan.batch).await;
