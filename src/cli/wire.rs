@@ -183,16 +183,7 @@ impl Target {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+use crate::server::tls::error_chain;
 
 fn client_tls(security: &ClientSecurity) -> Result<ClientTlsConfig, ConnectError> {
     let read = |what: &str, path: &Path| {
