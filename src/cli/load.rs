@@ -1432,12 +1432,9 @@ async fn run_connection(
     let end = start + generator.plan.duration;
     let mut total = ConnStats::default();
     let mut pacer = Pacer::new(rate, start);
-    let mut channel = Some(channel);
+    let mut channel = channel;
     loop {
-        let stats = match channel.take() {
-            Some(channel) => run_stream(&mut generator, channel, end, &mut pacer, &book).await,
-            None => ConnStats::default(),
-        };
+        let stats = run_stream(&mut generator, channel.clone(), end, &mut pacer, &book).await;
         let failed = stats.error.clone();
         total.absorb(stats);
         let Some(why) = failed else { return total };
@@ -1445,10 +1442,9 @@ async fn run_connection(
             return total;
         }
         let give_up = Instant::now() + resume.retry_for;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = crate::cli::resume::Backoff::default();
         loop {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff.wait().await;
             let Ok(conn) = resume.target.connect().await else {
                 if Instant::now() >= give_up {
                     return total;
@@ -1460,7 +1456,7 @@ async fn run_connection(
                     generator.resume_from(&positions);
                     total.resumed.push(why.clone());
                     total.error = None;
-                    channel = Some(conn);
+                    channel = conn;
                     break;
                 }
                 Err(_) if Instant::now() < give_up => continue,

@@ -22,9 +22,37 @@ use crate::cli::wire::{self, ClientSecurity, ConnectError, Connection};
 use crate::server::proto;
 use crate::server::proto::ingest_client::IngestClient;
 
-/// The first wait between attempts; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The wait between reconnection attempts of `send`, `subscribe` and
+/// `load`: 50 ms, doubling up to 1 s, back to 50 ms after progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff(Duration);
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(50);
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// The wait the next [`Backoff::wait`] takes.
+    pub fn current(&self) -> Duration {
+        self.0
+    }
+
+    /// After progress: the next wait is the first one again.
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// Sleeps the current wait, then doubles it (up to [`Backoff::MAX`]).
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Self::FIRST)
+    }
+}
 
 /// The server's last applied sequence number of every instrument it has
 /// applied a tick of.
@@ -47,8 +75,11 @@ pub async fn last_applied(channel: Connection) -> Result<HashMap<String, u64>, t
 /// failed, not the file.
 pub fn resumable(error: &SendError) -> bool {
     match error {
-        SendError::Open(_) | SendError::Stream(_) | SendError::Closed | SendError::AckTimeout(_) => true,
-        SendError::Connect(_) => true,
+        SendError::Open(_)
+        | SendError::Stream(_)
+        | SendError::Closed
+        | SendError::AckTimeout(_)
+        | SendError::Connect(_) => true,
         SendError::File(_) => false,
     }
 }
@@ -71,7 +102,7 @@ where
     F: Future<Output = Result<Connection, ConnectError>>,
 {
     let mut total = SendSummary::default();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     let mut progress_at = Instant::now();
     loop {
         let attempt = attempt(&connect, path, options).await;
@@ -85,15 +116,14 @@ where
         let SendFailure { summary, error } = *failure;
         if summary.applied > 0 {
             progress_at = Instant::now();
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
         total.absorb(summary);
         if !resumable(&error) || progress_at.elapsed() >= retry_for {
             return Err(Box::new(SendFailure { summary: total, error }));
         }
-        eprintln!("airbag send: {error}; resuming in {} ms", backoff.as_millis());
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        eprintln!("airbag send: {error}; resuming in {} ms", backoff.current().as_millis());
+        backoff.wait().await;
     }
 }
 

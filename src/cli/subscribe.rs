@@ -28,6 +28,7 @@ use std::io::{self, Write};
 use tonic::codec::Streaming;
 
 use crate::cli::alert_json::AlertJson;
+use crate::cli::resume::Backoff;
 use crate::cli::wire;
 use crate::cli::DEFAULT_ADDR;
 use crate::server::proto;
@@ -179,14 +180,10 @@ pub async fn tail<W: Write>(
     while count.is_none_or(|c| written < c) {
         match stream.message().await {
             Ok(Some(alert)) => {
-                line.clear();
-                write_alert_json(&mut line, &alert);
-                line.push(b'\n');
-                match out.write_all(&line).and_then(|()| out.flush()) {
-                    Ok(()) => written += 1,
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
-                    Err(e) => return Err(TailError::Output(e)),
+                if !write_line(out, &mut line, &alert)? {
+                    return Ok(written);
                 }
+                written += 1;
             }
             Ok(None) => return Err(TailError::Closed { received: written }),
             Err(status) => {
@@ -226,7 +223,7 @@ where
     let mut written = 0u64;
     let mut last_seq: Option<u64> = None;
     let mut heard_at = std::time::Instant::now();
-    let mut backoff = std::time::Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     let mut line = Vec::with_capacity(512);
     while count.is_none_or(|c| written < c) {
         if let Some(seq) = last_seq {
@@ -243,19 +240,15 @@ where
                     match stream.message().await {
                         Ok(Some(alert)) => {
                             heard_at = std::time::Instant::now();
-                            backoff = std::time::Duration::from_millis(50);
+                            backoff.reset();
                             if last_seq.is_some_and(|last| alert.seq <= last) {
                                 continue;
                             }
                             last_seq = Some(alert.seq);
-                            line.clear();
-                            write_alert_json(&mut line, &alert);
-                            line.push(b'\n');
-                            match out.write_all(&line).and_then(|()| out.flush()) {
-                                Ok(()) => written += 1,
-                                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
-                                Err(e) => return Err(TailError::Output(e).into()),
+                            if !write_line(out, &mut line, &alert)? {
+                                return Ok(written);
                             }
+                            written += 1;
                         }
                         Ok(None) => break "the server closed the alert stream".to_string(),
                         Err(status) => break wire::status_text(&status),
@@ -269,12 +262,24 @@ where
         eprintln!(
             "airbag subscribe: {why}; resuming from alert {} in {} ms",
             last_seq.map_or(request.from_seq, |s| s + 1),
-            backoff.as_millis()
+            backoff.current().as_millis()
         );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+        backoff.wait().await;
     }
     Ok(written)
+}
+
+/// Writes `alert` to `out` as one flushed JSON line (`line` is the
+/// reused buffer). `false`: `out` is a closed pipe, stop quietly.
+fn write_line<W: Write>(out: &mut W, line: &mut Vec<u8>, alert: &proto::Alert) -> Result<bool, TailError> {
+    line.clear();
+    write_alert_json(line, alert);
+    line.push(b'\n');
+    match out.write_all(line).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(TailError::Output(e)),
+    }
 }
 
 pub fn write_alert_json(out: &mut Vec<u8>, alert: &proto::Alert) {

@@ -105,11 +105,6 @@ impl ReorderBuffer {
             .map(|h| h.received_ns.saturating_add(lateness_ns))
             .min()
     }
-
-    /// Notes an applied tick's event time (one applied without being held).
-    pub fn note_applied(&mut self, event_time_ns: i64) {
-        self.newest_ns = Some(self.newest_ns.map_or(event_time_ns, |n| n.max(event_time_ns)));
-    }
 }
 
 #[cfg(test)]
