@@ -146,10 +146,14 @@ pub struct BoundRule {
 }
 
 /// Everything the engine keeps for one instrument.
+///
+/// Laid out in the order a tick reads it (`repr(C)`): marks and last
+/// values, then rule states, then windows, with what only reloads,
+/// snapshots and alerts read at the end. The engine prefetches the front
+/// of this struct a few ticks ahead ([`HOT_BYTES`]).
 #[derive(Clone, Debug)]
+#[repr(C)]
 pub struct InstrumentState {
-    pub id: InstrumentId,
-    pub symbol: Arc<str>,
     /// Sequence number of the newest applied tick.
     pub last_seq: Option<u64>,
     /// Event time of the newest applied tick.
@@ -157,19 +161,33 @@ pub struct InstrumentState {
     /// When the newest tick was received (server clock): stale-feed rules
     /// measure silence from here.
     pub last_received_ns: i64,
-    pub last: LastValues,
     /// The ruleset version `windows` and `rules` were bound for; 0 before
     /// the first binding.
     pub ruleset_version: u64,
-    pub windows: WindowSet,
-    pub rules: SmallVec<[BoundRule; 4]>,
     /// Earliest time a timer-driven transition is due (a halt ending, a
     /// hold period, a silent feed, a held tick); `i64::MAX` when none is.
     pub next_deadline_ns: i64,
+    pub last: LastValues,
+    pub rules: SmallVec<[BoundRule; 4]>,
+    pub windows: WindowSet,
     /// Ticks waiting to be applied in event-time order; only with an
     /// allowed lateness (see [`ReorderBuffer`]).
     pub held: Option<Box<ReorderBuffer>>,
+    pub id: InstrumentId,
+    pub symbol: Arc<str>,
 }
+
+/// How much of the front of an [`InstrumentState`] a tick usually reads:
+/// marks, last values, the first rule states and the first window.
+pub const HOT_BYTES: usize = {
+    let end = std::mem::offset_of!(InstrumentState, windows) + 256;
+    let size = std::mem::size_of::<InstrumentState>();
+    if end < size {
+        end
+    } else {
+        size
+    }
+};
 
 impl InstrumentState {
     /// When the first timer of this instrument's rules is due

@@ -15,11 +15,25 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::InstrumentId;
 
+use super::instrument::HOT_BYTES;
 use super::InstrumentState;
 
 const CHUNK: usize = 1024;
 
-type Slot = OnceLock<Box<Mutex<InstrumentState>>>;
+/// A state on its own cache lines: its hot part spans a known number of
+/// lines, and no two instruments share one.
+#[repr(C, align(64))]
+struct Aligned(Mutex<InstrumentState>);
+
+const LINE: usize = 64;
+
+/// Cache lines from the start of a state to the end of its hot part.
+const HOT_LINES: usize = (std::mem::offset_of!(Aligned, 0) + LOCK_BYTES + HOT_BYTES).div_ceil(LINE);
+
+/// Upper bound on how far a mutex's data lies from its start.
+const LOCK_BYTES: usize = std::mem::size_of::<Mutex<InstrumentState>>() - std::mem::size_of::<InstrumentState>();
+
+type Slot = OnceLock<Box<Aligned>>;
 
 /// Per-instrument states, by id.
 pub struct StateStore {
@@ -44,7 +58,7 @@ impl StateStore {
     /// The state of `id`, if it has one.
     #[inline]
     pub fn get(&self, id: InstrumentId) -> Option<&Mutex<InstrumentState>> {
-        self.slot(id)?.get().map(|b| &**b)
+        self.slot(id)?.get().map(|b| &b.0)
     }
 
     /// The state of `id`, created by `init` if it has none. `None` when
@@ -59,23 +73,23 @@ impl StateStore {
             .chunks
             .get(i / CHUNK)?
             .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
-        Some(&**chunk[i % CHUNK].get_or_init(|| Box::new(Mutex::new(init()))))
+        Some(&chunk[i % CHUNK].get_or_init(|| Box::new(Aligned(Mutex::new(init())))).0)
     }
 
-    /// Hints the CPU to fetch the start of `id`'s state into cache.
+    /// Hints the CPU to fetch the part of `id`'s state a tick reads (its
+    /// lock and [`HOT_BYTES`]: [`HOT_LINES`] whole lines) into cache.
     #[inline]
     pub fn prefetch(&self, id: InstrumentId) {
         #[cfg(target_arch = "x86_64")]
         if let Some(state) = self.get(id) {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let base = (state as *const Mutex<InstrumentState>).cast::<i8>();
-            // Prefetching never faults, whatever the address.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(base);
-                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(128));
-                _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(192));
+            let start = (state as *const Mutex<InstrumentState>).cast::<i8>();
+            for line in 0..HOT_LINES {
+                // Prefetching never faults, whatever the address.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line * LINE));
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -86,7 +100,7 @@ impl StateStore {
     pub fn for_each(&self, mut f: impl FnMut(&mut InstrumentState)) {
         for chunk in self.chunks.iter().filter_map(OnceLock::get) {
             for state in chunk.iter().filter_map(OnceLock::get) {
-                f(&mut lock(state));
+                f(&mut lock(&state.0));
             }
         }
     }

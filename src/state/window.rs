@@ -24,6 +24,14 @@ use std::collections::VecDeque;
 
 use crate::model::{Fixed, TickValues};
 
+mod ring;
+
+pub use ring::Ring;
+
+/// Max/min values kept inside the window before its deque spills to the
+/// heap (see [`Ring`]).
+const INLINE_EXTREMES: usize = 4;
+
 /// Windows up to this span keep every sample; longer ones use buckets.
 pub const EXACT_SPAN_LIMIT_NS: i64 = 60 * 1_000_000_000;
 /// How many buckets a long window is cut into.
@@ -169,7 +177,7 @@ impl WindowNeeds {
 }
 
 /// A value and the event time it was seen at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extreme {
     pub time_ns: i64,
     pub value: Fixed,
@@ -191,23 +199,90 @@ struct Slot {
 }
 
 /// One rolling window of one field for one instrument.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+///
+/// Laid out in the order a tick reads it (`repr(C)`): span, start, needs
+/// and the max/min deques first, so a max or min window is read from the
+/// first two cache lines.
+///
+/// Checkpoints hold windows in the field order of `WindowRecord`, which
+/// does not follow this layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Window {
     span_ns: i64,
     /// Bucket width; 0 for an exact window.
     bucket_ns: i64,
+    /// Event time this window first saw (its first `advance`).
+    started_ns: Option<i64>,
     needs: WindowNeeds,
     /// Decreasing values (front = max) with their times.
-    maxq: VecDeque<Extreme>,
+    maxq: ExtremeQueue,
     /// Increasing values (front = min) with their times.
-    minq: VecDeque<Extreme>,
-    slots: VecDeque<Slot>,
+    minq: ExtremeQueue,
     count: u64,
     sum: i128,
     sum_weight: i128,
     sum_weighted: i128,
-    /// Event time this window first saw (its first `advance`).
+    slots: VecDeque<Slot>,
+}
+
+/// A window as checkpoints store it: fields in this order, whatever the
+/// in-memory layout, so checkpoints written before and after a layout
+/// change read the same. `Q` and `S` are the deque types, owned when
+/// reading and borrowed when writing.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WindowRecord<Q, S> {
+    span_ns: i64,
+    bucket_ns: i64,
+    needs: WindowNeeds,
+    maxq: Q,
+    minq: Q,
+    slots: S,
+    count: u64,
+    sum: i128,
+    sum_weight: i128,
+    sum_weighted: i128,
     started_ns: Option<i64>,
+}
+
+type ExtremeQueue = Ring<Extreme, INLINE_EXTREMES>;
+
+impl serde::Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WindowRecord {
+            span_ns: self.span_ns,
+            bucket_ns: self.bucket_ns,
+            needs: self.needs,
+            maxq: &self.maxq,
+            minq: &self.minq,
+            slots: &self.slots,
+            count: self.count,
+            sum: self.sum,
+            sum_weight: self.sum_weight,
+            sum_weighted: self.sum_weighted,
+            started_ns: self.started_ns,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = WindowRecord::<ExtremeQueue, VecDeque<Slot>>::deserialize(deserializer)?;
+        Ok(Window {
+            span_ns: r.span_ns,
+            bucket_ns: r.bucket_ns,
+            started_ns: r.started_ns,
+            needs: r.needs,
+            maxq: r.maxq,
+            minq: r.minq,
+            count: r.count,
+            sum: r.sum,
+            sum_weight: r.sum_weight,
+            sum_weighted: r.sum_weighted,
+            slots: r.slots,
+        })
+    }
 }
 
 impl Window {
@@ -220,15 +295,15 @@ impl Window {
         Window {
             span_ns,
             bucket_ns,
+            started_ns: None,
             needs,
-            maxq: VecDeque::new(),
-            minq: VecDeque::new(),
-            slots: VecDeque::new(),
+            maxq: Ring::new(),
+            minq: Ring::new(),
             count: 0,
             sum: 0,
             sum_weight: 0,
             sum_weighted: 0,
-            started_ns: None,
+            slots: VecDeque::new(),
         }
     }
 
@@ -432,7 +507,7 @@ impl Window {
         {
             return Err("holds samples for an aggregate it does not keep");
         }
-        let ordered = |q: &VecDeque<Extreme>, falling: bool| {
+        let ordered = |q: &ExtremeQueue, falling: bool| {
             q.iter()
                 .zip(q.iter().skip(1))
                 .all(|(a, b)| a.time_ns <= b.time_ns && if falling { a.value > b.value } else { a.value < b.value })
