@@ -3,12 +3,14 @@
 //!
 //! - [`instruments`]: symbols interned to small ids, with a cap.
 //! - [`instrument`]: one instrument's state.
+//! - [`lock`]: the lock around each instrument's state.
 //! - [`reorder`]: ticks held back to be applied in event-time order.
 //! - [`store`]: every instrument's state, by id.
 //! - [`window`]: rolling windows over event time.
 
 pub mod instrument;
 pub mod instruments;
+pub mod lock;
 pub mod reorder;
 pub mod store;
 pub mod window;

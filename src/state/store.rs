@@ -11,11 +11,10 @@
 
 use std::sync::OnceLock;
 
-use parking_lot::{Mutex, MutexGuard};
-
 use crate::model::InstrumentId;
 
 use super::instrument::HOT_BYTES;
+use super::lock::{StateGuard, StateMutex};
 use super::InstrumentState;
 
 const CHUNK: usize = 1024;
@@ -23,7 +22,7 @@ const CHUNK: usize = 1024;
 /// A state on its own cache lines: its hot part spans a known number of
 /// lines, and no two instruments share one.
 #[repr(C, align(64))]
-struct Aligned(Mutex<InstrumentState>);
+struct Aligned(StateMutex<InstrumentState>);
 
 const LINE: usize = 64;
 
@@ -31,7 +30,7 @@ const LINE: usize = 64;
 const HOT_LINES: usize = (std::mem::offset_of!(Aligned, 0) + LOCK_BYTES + HOT_BYTES).div_ceil(LINE);
 
 /// Upper bound on how far a mutex's data lies from its start.
-const LOCK_BYTES: usize = std::mem::size_of::<Mutex<InstrumentState>>() - std::mem::size_of::<InstrumentState>();
+const LOCK_BYTES: usize = std::mem::size_of::<StateMutex<InstrumentState>>() - std::mem::size_of::<InstrumentState>();
 
 type Slot = OnceLock<Box<Aligned>>;
 
@@ -57,7 +56,7 @@ impl StateStore {
 
     /// The state of `id`, if it has one.
     #[inline]
-    pub fn get(&self, id: InstrumentId) -> Option<&Mutex<InstrumentState>> {
+    pub fn get(&self, id: InstrumentId) -> Option<&StateMutex<InstrumentState>> {
         self.slot(id)?.get().map(|b| &b.0)
     }
 
@@ -67,13 +66,17 @@ impl StateStore {
         &self,
         id: InstrumentId,
         init: impl FnOnce() -> InstrumentState,
-    ) -> Option<&Mutex<InstrumentState>> {
+    ) -> Option<&StateMutex<InstrumentState>> {
         let i = id.0 as usize;
         let chunk = self
             .chunks
             .get(i / CHUNK)?
             .get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
-        Some(&chunk[i % CHUNK].get_or_init(|| Box::new(Aligned(Mutex::new(init())))).0)
+        Some(
+            &chunk[i % CHUNK]
+                .get_or_init(|| Box::new(Aligned(StateMutex::new(init()))))
+                .0,
+        )
     }
 
     /// Hints the CPU to fetch the part of `id`'s state a tick reads (its
@@ -83,7 +86,7 @@ impl StateStore {
         #[cfg(target_arch = "x86_64")]
         if let Some(state) = self.get(id) {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let start = (state as *const Mutex<InstrumentState>).cast::<i8>();
+            let start = (state as *const StateMutex<InstrumentState>).cast::<i8>();
             for line in 0..HOT_LINES {
                 // Prefetching never faults, whatever the address.
                 #[allow(unused_unsafe)]
@@ -111,6 +114,6 @@ impl StateStore {
 /// first update), and should a bug make it panic anyway, the instrument
 /// stays usable rather than failing every later tick.
 #[inline]
-pub fn lock(state: &Mutex<InstrumentState>) -> MutexGuard<'_, InstrumentState> {
+pub fn lock(state: &StateMutex<InstrumentState>) -> StateGuard<'_, InstrumentState> {
     state.lock()
 }
