@@ -17,6 +17,7 @@
 //! [`serve`] adds the standard `grpc.health.v1` health service and server
 //! reflection (both open to every caller).
 
+pub mod ack_wire;
 pub mod admin;
 pub mod alerts;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod gate;
 pub mod ingest;
 pub mod limits;
 pub mod proto;
+pub mod tick_wire;
 pub mod tls;
 
 use std::future::Future;
