@@ -27,10 +27,9 @@ const RECURSION_LIMIT: u32 = 100;
 /// One tick of a batch as read from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireTick<'a> {
-    /// The symbol as sent: valid UTF-8, its shape not yet checked.
+    /// The symbol as sent, borrowed from the message: valid UTF-8, its
+    /// shape not yet checked.
     pub instrument: &'a str,
-    /// Where `instrument` starts in the message.
-    pub instrument_at: usize,
     pub event_time_ns: i64,
     pub seq: u64,
     /// Every decimal converted exactly, as [`super::convert::tick_values`]
@@ -45,7 +44,7 @@ pub struct WireTick<'a> {
 /// # Errors
 /// The bytes are not a `TickBatch` (what prost would refuse).
 pub fn read_batch<'a>(message: &'a [u8], mut tick: impl FnMut(WireTick<'a>)) -> Result<u64, WireError> {
-    let mut r = Reader { message, rest: message };
+    let mut r = Reader { rest: message };
     let mut batch_id = 0;
     while !r.rest.is_empty() {
         let (tag, wire_type) = r.key()?;
@@ -192,7 +191,7 @@ type Read<T> = Result<T, WireError>;
 /// runs past its message's end is caught when that message ends
 /// ("delimited length exceeded").
 struct Reader<'a> {
-    message: &'a [u8],
+    /// What is left of the message.
     rest: &'a [u8],
 }
 
@@ -247,14 +246,12 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    /// A string field: the text and where it starts in the message.
+    /// A string field.
     #[inline]
-    fn string_field(&mut self, wire_type: WireType) -> Read<(&'a str, usize)> {
+    fn string_field(&mut self, wire_type: WireType) -> Read<&'a str> {
         Self::expect(WireType::LengthDelimited, wire_type)?;
         let bytes = self.bytes()?;
-        let at = self.message.len() - self.rest.len() - bytes.len();
-        let text = std::str::from_utf8(bytes).map_err(|_| WireError::new(WireErrorKind::InvalidString))?;
-        Ok((text, at))
+        std::str::from_utf8(bytes).map_err(|_| WireError::new(WireErrorKind::InvalidString))
     }
 
     /// A message field: calls `field` for each of its fields, with the
@@ -364,7 +361,6 @@ struct RawValues {
 #[derive(Debug, Default)]
 struct RawTick<'a> {
     instrument: &'a str,
-    instrument_at: usize,
     event_time_ns: i64,
     seq: u64,
     values: RawValues,
@@ -375,7 +371,7 @@ impl<'a> RawTick<'a> {
     fn merge_field(&mut self, r: &mut Reader<'a>, tag: u32, wire_type: WireType, depth: u32) -> Read<()> {
         match tag {
             1 => {
-                (self.instrument, self.instrument_at) = r.string_field(wire_type).map_err(|e| e.at(At::Instrument))?;
+                self.instrument = r.string_field(wire_type).map_err(|e| e.at(At::Instrument))?;
             }
             2 => self.event_time_ns = r.varint_field(wire_type).map_err(|e| e.at(At::EventTime))? as i64,
             3 => self.seq = r.varint_field(wire_type).map_err(|e| e.at(At::Seq))?,
@@ -420,7 +416,6 @@ impl<'a> RawTick<'a> {
     fn finish(self) -> WireTick<'a> {
         WireTick {
             instrument: self.instrument,
-            instrument_at: self.instrument_at,
             event_time_ns: self.event_time_ns,
             seq: self.seq,
             values: values(&self.values),

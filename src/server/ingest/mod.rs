@@ -14,6 +14,7 @@
 //! served with prost.
 
 mod session;
+mod symbols;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -4,11 +4,13 @@
 //! instrument resolved, what passes goes to the engine in one call, and the
 //! acknowledgement is written ([`ack_wire`]).
 //!
-//! Every buffer (the symbol cache, the ticks read, the touched instruments,
-//! the rejections, the acknowledgement's bytes) lives as long as the stream
-//! and is reused, so once they have grown a batch allocates nothing: not
-//! per tick, not per rejection. Only a symbol the stream has not sent before
-//! and alerts allocate.
+//! Symbols are looked up in the stream's cache ([`SymbolCache`]) once the
+//! whole message has been read, each cache slot prefetched as its tick is
+//! read. Every buffer (the cache, the ticks read and their symbols, the
+//! touched instruments, the rejections, the acknowledgement's bytes) lives
+//! as long as the stream and is reused, so once they have grown a batch
+//! allocates nothing: not per tick, not per rejection. Only alerts, and
+//! a symbol the stream has not sent before, allocate.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use crate::server::convert::{self, Rejected};
 use crate::server::limits::IngestRate;
 use crate::server::tick_wire::{self, WireTick};
 
+use super::symbols::{SymbolCache, SymbolHash};
+
 /// Symbols one stream remembers; past this, lookups go to the engine's
 /// symbol table (still correct, a little slower).
 const SYMBOL_CACHE_LIMIT: usize = 65_536;
@@ -39,13 +43,11 @@ pub(super) struct Session {
     pub(super) core: Arc<Core>,
     /// Symbol -> id for symbols this stream has sent: saves a lookup in the
     /// shared symbol table per tick.
-    symbols: FxHashMap<Box<str>, InstrumentId>,
+    symbols: SymbolCache,
     /// The batch's ticks as read, in order.
     read: Vec<ReadTick>,
-    /// The symbols of `read` not in `symbols`, one after the other: they
-    /// are resolved (and new instruments added) only once the whole
-    /// message has been read.
-    unseen: String,
+    /// The symbols of the good ticks of `read`, one after the other.
+    text: String,
     /// Instrument -> index in `touched` for the current batch.
     touched_at: FxHashMap<InstrumentId, usize>,
     touched: Vec<Touched>,
@@ -65,7 +67,7 @@ pub(super) struct Session {
     budget: Option<Arc<IngestRate>>,
 }
 
-/// A run of bytes in the message or in `Session::unseen`.
+/// A symbol's place in `Session::text`.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     at: usize,
@@ -80,28 +82,24 @@ impl Span {
 
 /// A tick of the batch as read.
 struct ReadTick {
-    /// The symbol's bytes in the message.
-    symbol: Span,
     event_time_ns: i64,
     seq: u64,
-    /// The checked values and where the instrument id is to come from, or
-    /// why the tick is rejected before its symbol is looked at.
-    checked: Result<(TickValues, Lookup), Rejected>,
+    /// The checked values and the symbol, or why the tick is rejected
+    /// before its symbol is looked at.
+    checked: Result<(TickValues, Symbol), Rejected>,
 }
 
-/// Where a tick's instrument id comes from.
+/// A good tick's symbol: where it is in `Session::text`, and its hash.
 #[derive(Debug, Clone, Copy)]
-enum Lookup {
-    /// The stream's symbol cache knew it.
-    Cached(InstrumentId),
-    /// To be resolved from the symbol in `Session::unseen`.
-    Unseen(Span),
+struct Symbol {
+    span: Span,
+    hash: SymbolHash,
 }
 
 /// An instrument the current batch touched.
 struct Touched {
     id: InstrumentId,
-    /// Its symbol's bytes in the message.
+    /// Its symbol in `Session::text`.
     symbol: Span,
     /// The last sequence number this batch applied, if any.
     applied: Option<u64>,
@@ -112,9 +110,9 @@ impl Session {
         let shard = core.next_stream_index();
         Session {
             core,
-            symbols: FxHashMap::default(),
+            symbols: SymbolCache::new(SYMBOL_CACHE_LIMIT),
             read: Vec::new(),
-            unseen: String::new(),
+            text: String::new(),
             touched_at: FxHashMap::default(),
             touched: Vec::new(),
             ticks: Vec::new(),
@@ -202,41 +200,33 @@ impl Session {
         self.core
             .metrics()
             .record_batch(self.shard, count as u64, u64::from(applied), &reject_counts, eval_ns);
-        Ok(self.acknowledge(message, batch_id, applied))
+        Ok(self.acknowledge(batch_id, applied))
     }
 
     /// Reads the whole message into `read`: each tick's values checked,
-    /// and its symbol looked up in the cache (without adding anything
-    /// anywhere: the message may yet turn out malformed). Returns the
-    /// batch id.
+    /// and a good tick's symbol copied to `text` and its cache slot
+    /// prefetched (nothing is looked up or added yet: the message may turn
+    /// out malformed). Returns the batch id.
     fn read(&mut self, message: &[u8]) -> Result<u64, Status> {
         self.read.clear();
-        self.unseen.clear();
+        self.text.clear();
         let read = &mut self.read;
-        let unseen = &mut self.unseen;
+        let text = &mut self.text;
         let symbols = &self.symbols;
         tick_wire::read_batch(message, |tick: WireTick<'_>| {
             let checked = tick.values.and_then(|values| {
                 // Before the symbol is interned: a bad tick adds no instrument.
                 validate_values(tick.event_time_ns, &values)?;
-                let lookup = match symbols.get(tick.instrument) {
-                    Some(&id) => Lookup::Cached(id),
-                    None => {
-                        let at = unseen.len();
-                        unseen.push_str(tick.instrument);
-                        Lookup::Unseen(Span {
-                            at,
-                            len: tick.instrument.len(),
-                        })
-                    }
+                let hash = SymbolHash::of(tick.instrument);
+                symbols.prefetch(hash);
+                let span = Span {
+                    at: text.len(),
+                    len: tick.instrument.len(),
                 };
-                Ok((values, lookup))
+                text.push_str(tick.instrument);
+                Ok((values, Symbol { span, hash }))
             });
             read.push(ReadTick {
-                symbol: Span {
-                    at: tick.instrument_at,
-                    len: tick.instrument.len(),
-                },
                 event_time_ns: tick.event_time_ns,
                 seq: tick.seq,
                 checked,
@@ -253,24 +243,17 @@ impl Session {
     #[inline]
     fn resolve(&mut self, index: usize, received_ns: i64) -> Result<(Tick, usize), Rejected> {
         let read = &self.read[index];
-        let (values, lookup) = match &read.checked {
+        let (values, symbol) = match &read.checked {
             Ok(checked) => *checked,
             Err(why) => return Err(why.clone()),
         };
-        let id = match lookup {
-            Lookup::Cached(id) => id,
-            Lookup::Unseen(span) => {
-                let symbol = &self.unseen[span.range()];
-                match self.symbols.get(symbol) {
-                    Some(&id) => id,
-                    None => {
-                        let id = self.core.engine().resolve(symbol, received_ns)?;
-                        if self.symbols.len() < SYMBOL_CACHE_LIMIT {
-                            self.symbols.insert(symbol.into(), id);
-                        }
-                        id
-                    }
-                }
+        let text = &self.text[symbol.span.range()];
+        let id = match self.symbols.get(symbol.hash, text) {
+            Some(id) => id,
+            None => {
+                let id = self.core.engine().resolve(text, received_ns)?;
+                self.symbols.insert(symbol.hash, text, id);
+                id
             }
         };
         let slot = match self.touched_at.get(&id) {
@@ -280,7 +263,7 @@ impl Session {
                 self.touched_at.insert(id, slot);
                 self.touched.push(Touched {
                     id,
-                    symbol: read.symbol,
+                    symbol: symbol.span,
                     applied: None,
                 });
                 slot
@@ -300,7 +283,7 @@ impl Session {
     /// Writes the batch's acknowledgement: rejections in batch order, then
     /// for each instrument the batch touched (in the order it first did)
     /// its last applied sequence number, if it has one.
-    fn acknowledge(&mut self, message: &[u8], batch_id: u64, applied: u32) -> Bytes {
+    fn acknowledge(&mut self, batch_id: u64, applied: u32) -> Bytes {
         let engine = self.core.engine();
         self.ack
             .reserve(16 + 32 * self.touched.len() + 128 * self.rejected.len());
@@ -313,7 +296,7 @@ impl Session {
         }
         for touched in &self.touched {
             if let Some(seq) = touched.applied.or_else(|| engine.last_seq(touched.id)) {
-                ack.last_applied(&message[touched.symbol.range()], seq);
+                ack.last_applied(self.text[touched.symbol.range()].as_bytes(), seq);
             }
         }
         self.ack.split().freeze()
