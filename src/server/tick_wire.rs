@@ -66,8 +66,12 @@ pub fn read_batch<'a>(message: &'a [u8], mut tick: impl FnMut(WireTick<'a>)) -> 
 
 /// Why a message is not a `TickBatch`. Displays as prost's `DecodeError`
 /// does: the fields it was in, innermost first, then what was wrong.
+/// (Boxed: it is rare, and the reader's results stay two words wide.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError {
+pub struct WireError(Box<Failure>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
     kind: WireErrorKind,
     /// The fields it was in, innermost first: `stack[..depth]`.
     stack: [At; MAX_NESTING],
@@ -140,19 +144,20 @@ enum WireErrorKind {
 impl WireError {
     #[cold]
     fn new(kind: WireErrorKind) -> Self {
-        WireError {
+        WireError(Box::new(Failure {
             kind,
             stack: [At::Ticks; MAX_NESTING],
             depth: 0,
-        }
+        }))
     }
 
     /// Adds the field the error happened in, as the next outer level.
     #[cold]
     fn at(mut self, field: At) -> Self {
-        if let Some(slot) = self.stack.get_mut(usize::from(self.depth)) {
+        let failure = &mut *self.0;
+        if let Some(slot) = failure.stack.get_mut(usize::from(failure.depth)) {
             *slot = field;
-            self.depth += 1;
+            failure.depth += 1;
         }
         self
     }
@@ -160,12 +165,13 @@ impl WireError {
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failure = &*self.0;
         f.write_str("failed to decode Protobuf message: ")?;
-        for at in &self.stack[..usize::from(self.depth)] {
+        for at in &failure.stack[..usize::from(failure.depth)] {
             let (message, field) = at.names();
             write!(f, "{message}.{field}: ")?;
         }
-        match self.kind {
+        match failure.kind {
             WireErrorKind::InvalidVarint => f.write_str("invalid varint"),
             WireErrorKind::RecursionLimitReached => f.write_str("recursion limit reached"),
             WireErrorKind::InvalidWireType { value } => write!(f, "invalid wire type value: {value}"),
@@ -202,8 +208,28 @@ impl<'a> Reader<'a> {
     }
 
     /// A field key: its tag and wire type.
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Read<(u32, WireType)> {
+        // Fields 1 to 15 with a valid wire type: one byte, the usual case.
+        if let Some(&byte) = self.rest.first() {
+            let wire_type = match byte & 0x87 {
+                0 => Some(WireType::Varint),
+                1 => Some(WireType::SixtyFourBit),
+                2 => Some(WireType::LengthDelimited),
+                5 => Some(WireType::ThirtyTwoBit),
+                _ => None,
+            };
+            if let (Some(wire_type), 8..) = (wire_type, byte) {
+                self.rest = &self.rest[1..];
+                return Ok((u32::from(byte >> 3), wire_type));
+            }
+        }
+        self.any_key()
+    }
+
+    /// A field key, in full.
+    #[inline(never)]
+    fn any_key(&mut self) -> Read<(u32, WireType)> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
             return Err(WireError::new(WireErrorKind::InvalidKey { key }));
@@ -228,7 +254,7 @@ impl<'a> Reader<'a> {
 
     /// A varint field's value (int64, uint64, uint32, int32 and enums are
     /// then truncated or reinterpreted as prost does).
-    #[inline]
+    #[inline(always)]
     fn varint_field(&mut self, wire_type: WireType) -> Read<u64> {
         Self::expect(WireType::Varint, wire_type)?;
         self.varint()
