@@ -19,6 +19,10 @@
 //! forward in time and sequence, so windows see a steady market (prices
 //! jitter within 1%: no rule fires).
 //!
+//! Times are the benchmark thread's CPU time ([`cpu_time::ThreadCpuTime`]),
+//! not wall time: on a shared machine, time the scheduler gives to other
+//! processes does not count.
+//!
 //! Run: `cargo bench --bench engine`.
 
 use std::hint::black_box;
@@ -28,6 +32,11 @@ use airbag::model::{Fixed, InstrumentId, Tick, TickValues};
 use airbag::rules::{compile_texts, load_dir};
 use airbag::{Engine, EngineConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
+use cpu_time::ThreadCpuTime;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 /// Ticks per timed iteration.
@@ -137,7 +146,7 @@ fn default_rules() -> Vec<(String, String)> {
         .collect()
 }
 
-fn engine_bench(c: &mut Criterion) {
+fn engine_bench(c: &mut Criterion<ThreadCpuTime>) {
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(30);
@@ -196,5 +205,9 @@ fn engine_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine_bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = engine_bench
+}
 criterion_main!(benches);
