@@ -90,35 +90,92 @@ pub(super) fn parse_fast(
     line: u64,
     window: &[u8; WINDOW],
 ) -> Option<(TickRow, usize)> {
+    use FastColumn::{Instrument, Price, Size, Time};
     // Blank lines, comments and leading whitespace are the general path's.
     if window[0] <= b' ' || window[0] == b'#' {
         return None;
     }
-    let mut name = (0, 0);
-    let mut event_time_ns = 0;
-    let mut price = Fixed::ZERO;
-    let mut size = Fixed::ZERO;
-    let mut at = 0;
-    let last = fast.columns.len() - 1;
-    for (i, column) in fast.columns.iter().enumerate() {
+    let mut row = Fields::default();
+    let exp = fast.time_exp;
+    // The minimal layouts, spelled out so that each field's parser is
+    // inlined in sequence; any other goes column by column.
+    let end = match *fast.columns {
+        [Instrument, Time, Price, Size] => {
+            let at = row.field(Instrument, false, 0, exp, window)?;
+            let at = row.field(Time, false, at, exp, window)?;
+            let at = row.field(Price, false, at, exp, window)?;
+            row.field(Size, true, at, exp, window)?
+        }
+        [Instrument, Time, Price] => {
+            let at = row.field(Instrument, false, 0, exp, window)?;
+            let at = row.field(Time, false, at, exp, window)?;
+            row.field(Price, true, at, exp, window)?
+        }
+        ref columns => {
+            let last = columns.len() - 1;
+            let mut at = 0;
+            for (i, &column) in columns.iter().enumerate() {
+                at = row.field(column, i == last, at, exp, window)?;
+            }
+            at
+        }
+    };
+    let instrument = symbol_index(symbols, window, row.name.0, row.name.1)?;
+    let last_seq = &mut symbols.last_seq[instrument as usize];
+    *last_seq = last_seq.saturating_add(1);
+    let row = TickRow {
+        line,
+        instrument,
+        event_time_ns: row.event_time_ns,
+        seq: *last_seq,
+        values: TickValues::Trade {
+            price: row.price,
+            size: row.size,
+            side: None,
+        },
+    };
+    Some((row, end))
+}
+
+/// The fields of a row read so far.
+#[derive(Default)]
+struct Fields {
+    /// Where the symbol is in the window.
+    name: (usize, usize),
+    event_time_ns: i64,
+    price: Fixed,
+    size: Fixed,
+}
+
+impl Fields {
+    /// Reads the field `column` at `at`, the row's `last` or not, with its
+    /// delimiter: where the next field (or line) starts.
+    #[inline(always)]
+    fn field(
+        &mut self,
+        column: FastColumn,
+        last: bool,
+        at: usize,
+        time_exp: usize,
+        window: &[u8; WINDOW],
+    ) -> Option<usize> {
         if at > LAST_FIELD_START {
             return None;
         }
-        // Where the field ends: at its delimiter.
         let end = match column {
             FastColumn::Instrument => {
                 let end = symbol_end(window, at)?;
-                name = (at, end);
+                self.name = (at, end);
                 end
             }
             FastColumn::Time => {
-                let (time, end) = epoch(window, at, fast.time_exp)?;
-                event_time_ns = time;
+                let (time, end) = epoch(window, at, time_exp)?;
+                self.event_time_ns = time;
                 end
             }
             FastColumn::Price => {
                 let (value, end) = decimal(window, at)?;
-                price = value;
+                self.price = value;
                 end
             }
             FastColumn::Size => {
@@ -126,39 +183,22 @@ pub(super) fn parse_fast(
                     at
                 } else {
                     let (value, end) = decimal(window, at)?;
-                    size = value;
+                    self.size = value;
                     end
                 }
             }
             FastColumn::Ignored => field_end(window, at)?,
         };
-        at = if i == last {
+        if last {
             match window[end] {
-                b'\n' => end + 1,
-                b'\r' if window[end + 1] == b'\n' => end + 2,
-                _ => return None,
+                b'\n' => Some(end + 1),
+                b'\r' if window[end + 1] == b'\n' => Some(end + 2),
+                _ => None,
             }
-        } else if window[end] == b',' {
-            end + 1
         } else {
-            return None;
-        };
+            (window[end] == b',').then_some(end + 1)
+        }
     }
-    let instrument = symbol_index(symbols, window, name.0, name.1)?;
-    let last_seq = &mut symbols.last_seq[instrument as usize];
-    *last_seq = last_seq.saturating_add(1);
-    let row = TickRow {
-        line,
-        instrument,
-        event_time_ns,
-        seq: *last_seq,
-        values: TickValues::Trade {
-            price,
-            size,
-            side: None,
-        },
-    };
-    Some((row, at))
 }
 
 /// The end of a non-empty symbol starting at `at`, all of whose bytes
