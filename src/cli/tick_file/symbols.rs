@@ -84,14 +84,17 @@ impl Symbols {
     }
 }
 
-/// An index that no symbol has: marks a free slot.
-const FREE: u32 = u32::MAX;
+/// A key that no symbol has (its length byte is above 15): marks a free
+/// slot.
+const FREE: u128 = u128::MAX;
 
 /// `u128` keys to indexes: linear probing in a power-of-two table kept at
-/// most half full.
+/// most half full. Keys and indexes are kept apart so that the keys
+/// probed are 16 bytes each.
 struct ShortKeys {
-    slots: Box<[(u128, u32)]>,
-    /// `64 - log2(slots.len())`: a hash's top bits pick the slot.
+    keys: Box<[u128]>,
+    ids: Box<[u32]>,
+    /// `64 - log2(keys.len())`: a hash's top bits pick the slot.
     shift: u32,
     len: usize,
 }
@@ -106,7 +109,8 @@ impl ShortKeys {
     fn with_slots(slots: usize) -> Self {
         debug_assert!(slots.is_power_of_two());
         ShortKeys {
-            slots: vec![(0, FREE); slots].into_boxed_slice(),
+            keys: vec![FREE; slots].into_boxed_slice(),
+            ids: vec![0; slots].into_boxed_slice(),
             shift: 64 - slots.trailing_zeros(),
             len: 0,
         }
@@ -122,15 +126,16 @@ impl ShortKeys {
 
     #[inline(always)]
     fn get(&self, key: u128) -> Option<u32> {
-        let mask = self.slots.len() - 1;
+        debug_assert!(key != FREE);
+        let mask = self.keys.len() - 1;
         let mut i = self.home(key);
         loop {
-            let (k, id) = self.slots[i];
-            if id == FREE {
-                return None;
-            }
+            let k = self.keys[i];
             if k == key {
-                return Some(id);
+                return Some(self.ids[i]);
+            }
+            if k == FREE {
+                return None;
             }
             i = (i + 1) & mask;
         }
@@ -138,10 +143,9 @@ impl ShortKeys {
 
     /// Adds `key`, which must not be present.
     fn insert(&mut self, key: u128, id: u32) {
-        debug_assert!(id != FREE);
-        if 2 * (self.len + 1) > self.slots.len() {
-            let old = std::mem::replace(self, ShortKeys::with_slots(2 * self.slots.len()));
-            for &(k, v) in old.slots.iter().filter(|(_, v)| *v != FREE) {
+        if 2 * (self.len + 1) > self.keys.len() {
+            let old = std::mem::replace(self, ShortKeys::with_slots(2 * self.keys.len()));
+            for (&k, &v) in old.keys.iter().zip(old.ids.iter()).filter(|(k, _)| **k != FREE) {
                 self.put(k, v);
             }
         }
@@ -149,12 +153,13 @@ impl ShortKeys {
     }
 
     fn put(&mut self, key: u128, id: u32) {
-        let mask = self.slots.len() - 1;
+        let mask = self.keys.len() - 1;
         let mut i = self.home(key);
-        while self.slots[i].1 != FREE {
+        while self.keys[i] != FREE {
             i = (i + 1) & mask;
         }
-        self.slots[i] = (key, id);
+        self.keys[i] = key;
+        self.ids[i] = id;
         self.len += 1;
     }
 }
@@ -200,7 +205,7 @@ mod tests {
             assert_eq!(symbols.find_short(key), Some(i as u32));
         }
         assert_eq!(symbols.find_short(Symbols::short_key(b"SYN5000-USDT").unwrap()), None);
-        assert!(symbols.short.slots.len() >= 2 * 5_000);
+        assert!(symbols.short.keys.len() >= 2 * 5_000);
     }
 
     #[test]
