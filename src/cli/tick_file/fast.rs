@@ -13,7 +13,9 @@
 //! hold it to that.
 
 use super::columns::{Layout, Role};
-use super::swar::{below, digit_run, digits_value, equal, first, load, low_bytes, non_digits, POW10};
+use super::swar::{
+    below, digit_run, digit_run_with, digits_value, equal, first, load, low_bytes, non_digits, Leading, POW10,
+};
 use super::symbols::{Symbols, SHORT_SYMBOL};
 use super::time::TimeUnit;
 use super::TickRow;
@@ -43,6 +45,8 @@ pub(super) struct FastLayout {
     columns: Box<[FastColumn]>,
     /// Fractional digits of the time column: its unit is `10^exp` ns.
     time_exp: usize,
+    /// The leading digits of the last time read.
+    time_leading: Leading,
 }
 
 impl FastLayout {
@@ -75,7 +79,11 @@ impl FastLayout {
                 _ => None,
             })
             .collect::<Option<Box<[_]>>>()?;
-        Some(FastLayout { columns, time_exp })
+        Some(FastLayout {
+            columns,
+            time_exp,
+            time_leading: Leading::default(),
+        })
     }
 }
 
@@ -85,7 +93,7 @@ impl FastLayout {
 /// (then nothing has changed).
 #[inline]
 pub(super) fn parse_fast(
-    fast: &FastLayout,
+    fast: &mut FastLayout,
     symbols: &mut Symbols,
     line: u64,
     window: &[u8; WINDOW],
@@ -95,27 +103,33 @@ pub(super) fn parse_fast(
     if window[0] <= b' ' || window[0] == b'#' {
         return None;
     }
-    let mut row = Fields::default();
-    let exp = fast.time_exp;
+    let mut row = Fields {
+        time_exp: fast.time_exp,
+        time_leading: &mut fast.time_leading,
+        name: (0, 0),
+        event_time_ns: 0,
+        price: Fixed::ZERO,
+        size: Fixed::ZERO,
+    };
     // The minimal layouts, spelled out so that each field's parser is
     // inlined in sequence; any other goes column by column.
     let end = match *fast.columns {
         [Instrument, Time, Price, Size] => {
-            let at = row.field(Instrument, false, 0, exp, window)?;
-            let at = row.field(Time, false, at, exp, window)?;
-            let at = row.field(Price, false, at, exp, window)?;
-            row.field(Size, true, at, exp, window)?
+            let at = row.field(Instrument, false, 0, window)?;
+            let at = row.field(Time, false, at, window)?;
+            let at = row.field(Price, false, at, window)?;
+            row.field(Size, true, at, window)?
         }
         [Instrument, Time, Price] => {
-            let at = row.field(Instrument, false, 0, exp, window)?;
-            let at = row.field(Time, false, at, exp, window)?;
-            row.field(Price, true, at, exp, window)?
+            let at = row.field(Instrument, false, 0, window)?;
+            let at = row.field(Time, false, at, window)?;
+            row.field(Price, true, at, window)?
         }
         ref columns => {
             let last = columns.len() - 1;
             let mut at = 0;
             for (i, &column) in columns.iter().enumerate() {
-                at = row.field(column, i == last, at, exp, window)?;
+                at = row.field(column, i == last, at, window)?;
             }
             at
         }
@@ -137,9 +151,10 @@ pub(super) fn parse_fast(
     Some((row, end))
 }
 
-/// The fields of a row read so far.
-#[derive(Default)]
-struct Fields {
+/// The fields of a row read so far, and how to read its time.
+struct Fields<'a> {
+    time_exp: usize,
+    time_leading: &'a mut Leading,
     /// Where the symbol is in the window.
     name: (usize, usize),
     event_time_ns: i64,
@@ -147,18 +162,11 @@ struct Fields {
     size: Fixed,
 }
 
-impl Fields {
+impl Fields<'_> {
     /// Reads the field `column` at `at`, the row's `last` or not, with its
     /// delimiter: where the next field (or line) starts.
     #[inline(always)]
-    fn field(
-        &mut self,
-        column: FastColumn,
-        last: bool,
-        at: usize,
-        time_exp: usize,
-        window: &[u8; WINDOW],
-    ) -> Option<usize> {
+    fn field(&mut self, column: FastColumn, last: bool, at: usize, window: &[u8; WINDOW]) -> Option<usize> {
         if at > LAST_FIELD_START {
             return None;
         }
@@ -169,7 +177,7 @@ impl Fields {
                 end
             }
             FastColumn::Time => {
-                let (time, end) = epoch(window, at, time_exp)?;
+                let (time, end) = epoch(window, at, self.time_exp, self.time_leading)?;
                 self.event_time_ns = time;
                 end
             }
@@ -257,8 +265,8 @@ fn field_end(window: &[u8; WINDOW], at: usize) -> Option<usize> {
 /// ones: nanoseconds and the end. `None` for anything else, including
 /// every error.
 #[inline(always)]
-fn epoch(window: &[u8; WINDOW], at: usize, exp: usize) -> Option<(i64, usize)> {
-    let (whole, digits) = digit_run(window, at)?;
+fn epoch(window: &[u8; WINDOW], at: usize, exp: usize, leading: &mut Leading) -> Option<(i64, usize)> {
+    let (whole, digits) = digit_run_with(window, at, leading)?;
     if digits == 0 {
         return None;
     }
@@ -288,7 +296,12 @@ fn epoch(window: &[u8; WINDOW], at: usize, exp: usize) -> Option<(i64, usize)> {
 fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
     let sign = window[at];
     let negative = sign == b'-';
-    let at = at + usize::from(negative || sign == b'+');
+    // Digits and the dot are above the signs.
+    let at = if sign < b'.' {
+        at + usize::from(negative || sign == b'+')
+    } else {
+        at
+    };
     let signed = |raw: i64| Fixed::from_raw(if negative { -raw } else { raw });
 
     // The common cases, within one word: `digits` or `digits.digits`

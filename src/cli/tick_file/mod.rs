@@ -384,7 +384,7 @@ impl<R: BufRead> TickReader<R> {
     /// (see [`fast`]); `None`, having consumed nothing, if it does not.
     #[inline(always)]
     fn fast_row(&mut self) -> Option<TickRow> {
-        let fast = self.fast.as_ref()?;
+        let fast = self.fast.as_mut()?;
         if self.done {
             return None;
         }

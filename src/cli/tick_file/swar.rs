@@ -99,9 +99,51 @@ pub(super) fn digit_run(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
     if n0 < 8 {
         return Some((digits_value(w0, n0), n0));
     }
+    digit_run_after_eight(bytes, at, digits_value(w0, 8))
+}
+
+/// The first eight bytes of a run of at least eight digits and their
+/// value: a run that starts with the same bytes (times in a file share
+/// their leading digits for minutes on end) skips reading them again.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Leading {
+    word: u64,
+    value: u64,
+}
+
+impl Default for Leading {
+    fn default() -> Self {
+        // Not digits: matches no run.
+        Leading {
+            word: u64::MAX,
+            value: 0,
+        }
+    }
+}
+
+/// As [`digit_run`], reusing `leading` when the run starts with its
+/// eight digits and remembering them otherwise.
+#[inline(always)]
+pub(super) fn digit_run_with(bytes: &[u8], at: usize, leading: &mut Leading) -> Option<(u64, usize)> {
+    let w0 = load(bytes, at);
+    if w0 == leading.word {
+        return digit_run_after_eight(bytes, at, leading.value);
+    }
+    let n0 = first(non_digits(w0));
+    if n0 < 8 {
+        return Some((digits_value(w0, n0), n0));
+    }
+    let value = digits_value(w0, 8);
+    *leading = Leading { word: w0, value };
+    digit_run_after_eight(bytes, at, value)
+}
+
+/// The rest of a digit run whose first eight digits, at `at`, are worth
+/// `high`.
+#[inline(always)]
+fn digit_run_after_eight(bytes: &[u8], at: usize, high: u64) -> Option<(u64, usize)> {
     let w1 = load(bytes, at + 8);
     let n1 = first(non_digits(w1));
-    let high = digits_value(w0, 8);
     if n1 < 8 {
         return Some((high * POW10[n1] + digits_value(w1, n1), 8 + n1));
     }
@@ -177,6 +219,33 @@ mod tests {
         assert_eq!(run("12345678901234567890"), None);
     }
 
+    #[test]
+    fn runs_with_remembered_leading_digits_read_as_without() {
+        let mut leading = Leading::default();
+        let texts = [
+            "1700000000000,",
+            "1700000000001,",
+            "17000000,",
+            "1700000099999999999,",
+            "17000000999999999999,",
+            "1,",
+            "1700000100000,",
+            ",",
+            "1700000100001.5",
+        ];
+        for round in 0..2 {
+            for text in texts {
+                let mut bytes = text.as_bytes().to_vec();
+                bytes.resize(text.len() + 24, b'x');
+                assert_eq!(
+                    digit_run_with(&bytes, 0, &mut leading),
+                    digit_run(&bytes, 0),
+                    "{text} in round {round}"
+                );
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn digit_runs_read_as_str_parse_does(digits in "[0-9]{0,19}", after in "[^0-9]") {
@@ -184,6 +253,9 @@ mod tests {
             bytes.resize(bytes.len() + 24, b'7');
             let want = if digits.is_empty() { 0 } else { digits.parse::<u64>().unwrap() };
             prop_assert_eq!(digit_run(&bytes, 0), Some((want, digits.len())));
+            let mut leading = Leading::default();
+            prop_assert_eq!(digit_run_with(&bytes, 0, &mut leading), Some((want, digits.len())));
+            prop_assert_eq!(digit_run_with(&bytes, 0, &mut leading), Some((want, digits.len())));
         }
 
         #[test]

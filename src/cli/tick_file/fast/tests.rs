@@ -22,7 +22,7 @@ fn layout(header: &str) -> Layout {
 /// interned. Returns whether the fast path read it.
 fn agrees(header: &str, line: &str, ending: &str) -> bool {
     let layout = layout(header);
-    let fast = FastLayout::new(&layout).unwrap();
+    let mut fast = FastLayout::new(&layout).unwrap();
     let (mut a, mut b) = (Symbols::default(), Symbols::default());
     let slow = parse_row(&layout, &mut b, 7, line.as_bytes());
     let text = format!("{line}{ending}");
@@ -32,19 +32,19 @@ fn agrees(header: &str, line: &str, ending: &str) -> bool {
     if text.ends_with('\n') {
         for pad in [b',', b'\n', b'.', 0xff] {
             assert_eq!(
-                parse_fast(&fast, &mut Symbols::default(), 7, &window(&text, pad)),
-                parse_fast(&fast, &mut Symbols::default(), 7, &window(&text, b'7')),
+                parse_fast(&mut fast, &mut Symbols::default(), 7, &window(&text, pad)),
+                parse_fast(&mut fast, &mut Symbols::default(), 7, &window(&text, b'7')),
                 "{line:?}: depends on the bytes after the line"
             );
         }
     }
-    match parse_fast(&fast, &mut a, 7, &window(&text, b'7')) {
+    match parse_fast(&mut fast, &mut a, 7, &window(&text, b'7')) {
         Some((row, len)) => {
             assert_eq!(Some(&row), slow.as_ref().ok(), "{line:?}");
             assert_eq!(len, text.len(), "{line:?}");
             assert_eq!(a.names, b.names, "{line:?}");
             // Again: the symbol is found, the next number given.
-            let (again, _) = parse_fast(&fast, &mut a, 8, &window(&text, b'7')).unwrap();
+            let (again, _) = parse_fast(&mut fast, &mut a, 8, &window(&text, b'7')).unwrap();
             assert_eq!((again.instrument, again.seq, again.line), (0, 2, 8), "{line:?}");
             true
         }
@@ -143,10 +143,10 @@ fn the_fast_row_path_agrees_with_parse_row() {
             "\x0bX,1,1,1",
         ] {
             let layout = layout(header);
-            let fast = FastLayout::new(&layout).unwrap();
+            let mut fast = FastLayout::new(&layout).unwrap();
             let text = format!("{line}\n");
             assert!(
-                parse_fast(&fast, &mut Symbols::default(), 1, &window(&text, b'\n')).is_none(),
+                parse_fast(&mut fast, &mut Symbols::default(), 1, &window(&text, b'\n')).is_none(),
                 "{header}: {line:?}"
             );
         }
@@ -174,7 +174,7 @@ fn columns_in_any_order_and_every_epoch_unit() {
             ..Default::default()
         };
         let layout = Layout::resolve("instrument,t,price", &mapping).unwrap();
-        let fast = FastLayout::new(&layout).unwrap();
+        let mut fast = FastLayout::new(&layout).unwrap();
         for time in [
             "0",
             "1",
@@ -187,7 +187,7 @@ fn columns_in_any_order_and_every_epoch_unit() {
         ] {
             let text = format!("X,{time},1\n");
             let slow = parse_row(&layout, &mut Symbols::default(), 2, &text.as_bytes()[..text.len() - 1]);
-            if let Some((row, _)) = parse_fast(&fast, &mut Symbols::default(), 2, &window(&text, b'5')) {
+            if let Some((row, _)) = parse_fast(&mut fast, &mut Symbols::default(), 2, &window(&text, b'5')) {
                 assert_eq!(Some(row), slow.ok(), "{unit}: {time}");
             }
         }
@@ -250,7 +250,7 @@ proptest! {
     fn epochs_read_as_the_time_unit_reads_them(text in "[0-9]{0,20}(\\.[0-9]{0,10})?", unit in 0..4usize) {
         let (unit, exp) = [(TimeUnit::S, 9), (TimeUnit::Ms, 6), (TimeUnit::Us, 3), (TimeUnit::Ns, 0)][unit];
         let padded = format!("{text},");
-        if let Some((ns, end)) = epoch(&window(&padded, b'3'), 0, exp) {
+        if let Some((ns, end)) = epoch(&window(&padded, b'3'), 0, exp, &mut Leading::default()) {
             prop_assert_eq!(end, text.len());
             prop_assert_eq!(Ok(ns), unit.parse(&text), "{} {}", text, unit);
         } else {
