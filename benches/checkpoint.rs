@@ -21,10 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airbag::checkpoint::{format, Checkpoint, CheckpointStore, Checkpointer};
-use airbag::model::{Fixed, InstrumentId, Tick, TickValues};
+use airbag::model::{InstrumentId, Tick};
 use airbag::rules::{compile_texts, RuleSet};
 use airbag::{Engine, EngineConfig};
 use hdrhistogram::Histogram;
+use market::SteadyMarket;
+
+#[path = "support/market.rs"]
+mod market;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 const INSTRUMENTS: usize = 10_000;
@@ -62,8 +66,7 @@ fn rules(everywhere: bool) -> RuleSet {
 /// Ticks round-robin over the instruments, `round` rounds from `from_ns`.
 struct Market {
     ids: Vec<InstrumentId>,
-    mixed: bool,
-    lcg: u64,
+    market: SteadyMarket,
     round: i64,
     seq: u64,
 }
@@ -75,8 +78,7 @@ impl Market {
             .collect();
         Market {
             ids,
-            mixed,
-            lcg: 0x2545_f491_4f6c_dd1d,
+            market: SteadyMarket::new(mixed),
             round: 0,
             seq: 0,
         }
@@ -92,27 +94,7 @@ impl Market {
                 self.round += 1;
             }
             self.seq += 1;
-            self.lcg = self
-                .lcg
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let jitter = ((self.lcg >> 33) % 99) as i64;
-            let price = Fixed::from_raw(100 * 100_000_000 + jitter * 1_000_000);
-            let values = match (self.mixed, self.round % 10) {
-                (true, 7) => TickValues::Quote {
-                    bid: price,
-                    ask: Fixed::from_raw(price.raw() + 1_000_000),
-                    bid_size: Fixed::ONE,
-                    ask_size: Fixed::ONE,
-                },
-                (true, 8) => TickValues::Mark { price },
-                (true, 9) => TickValues::Index { price },
-                _ => TickValues::Trade {
-                    price,
-                    size: Fixed::ONE,
-                    side: None,
-                },
-            };
+            let values = self.market.values(self.round as u64);
             at = T0 + self.round * TICK_EVERY_NS + i as i64 * (TICK_EVERY_NS / INSTRUMENTS as i64);
             out.push(Tick {
                 instrument: self.ids[i],

@@ -19,15 +19,27 @@
 //! forward in time and sequence, so windows see a steady market (prices
 //! jitter within 1%: no rule fires).
 //!
+//! Times are the benchmark thread's CPU time ([`cpu_time::ThreadCpuTime`]),
+//! not wall time: on a shared machine, time the scheduler gives to other
+//! processes does not count.
+//!
 //! Run: `cargo bench --bench engine`.
 
 use std::hint::black_box;
 use std::path::Path;
 
-use airbag::model::{Fixed, InstrumentId, Tick, TickValues};
+use airbag::model::{InstrumentId, Tick};
 use airbag::rules::{compile_texts, load_dir};
 use airbag::{Engine, EngineConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+#[path = "support/market.rs"]
+mod market;
+
+use cpu_time::ThreadCpuTime;
+use market::SteadyMarket;
 
 const T0: i64 = 1_700_000_000_000_000_000;
 /// Ticks per timed iteration.
@@ -58,29 +70,10 @@ impl Feed {
             })
             .collect();
         let count = BATCH.max(instruments) * 4;
-        let mut lcg: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut market = SteadyMarket::new(mixed);
         let ticks: Vec<Tick> = (0..count)
             .map(|n| {
-                lcg = lcg
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let jitter = ((lcg >> 33) % 99) as i64; // 0..0.98
-                let price = Fixed::from_raw(100 * 100_000_000 + jitter * 1_000_000);
-                let values = match (mixed, n % 10) {
-                    (true, 7) => TickValues::Quote {
-                        bid: price,
-                        ask: Fixed::from_raw(price.raw() + 1_000_000),
-                        bid_size: Fixed::ONE,
-                        ask_size: Fixed::ONE,
-                    },
-                    (true, 8) => TickValues::Mark { price },
-                    (true, 9) => TickValues::Index { price },
-                    _ => TickValues::Trade {
-                        price,
-                        size: Fixed::ONE,
-                        side: None,
-                    },
-                };
+                let values = market.values(n as u64);
                 Tick {
                     instrument: ids[n % instruments],
                     event_time_ns: T0 + n as i64 * STEP_NS,
@@ -137,7 +130,7 @@ fn default_rules() -> Vec<(String, String)> {
         .collect()
 }
 
-fn engine_bench(c: &mut Criterion) {
+fn engine_bench(c: &mut Criterion<ThreadCpuTime>) {
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(30);
@@ -196,5 +189,9 @@ fn engine_bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, engine_bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = engine_bench
+}
 criterion_main!(benches);

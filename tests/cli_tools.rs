@@ -326,6 +326,12 @@ async fn load_alerts_every_crash_once_and_summarises() {
     assert_eq!(report.applied, report.ticks_sent);
     assert_eq!(report.server_ticks_applied, Some(report.ticks_sent));
     assert!(report.ticks_sent >= 30_000, "{line}");
+    assert_eq!(
+        report.ack_rtt_us.len(),
+        report.batches_sent,
+        "every acknowledged batch has a round trip"
+    );
+    assert!(report.table().contains("ingest round trip (µs)"), "{}", report.table());
     assert!(
         report.latency_us.len() == 3 && report.latency_us.max() < 2_000_000,
         "{line}"

@@ -80,7 +80,7 @@
 //! file is removed, and `load` waits for that reload too, so the folder is
 //! left as it was found.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -110,6 +110,11 @@ pub const WALK_BAND_BP: i32 = 100;
 /// Largest latency the histogram holds: 60 s, in µs. Larger values are
 /// clamped to it.
 const LATENCY_MAX_US: u64 = 60_000_000;
+
+/// An empty histogram of latencies from 1 µs to [`LATENCY_MAX_US`].
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
 /// How long to wait for a connection's last acknowledgements.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long admin calls (rule check, status) may take.
@@ -342,6 +347,10 @@ pub struct LoadReport {
     pub other_alerts: u64,
     /// Tick-to-alert latency of matched alerts, µs.
     pub latency_us: Histogram<u64>,
+    /// Ingest round trip: from handing a batch to its stream to reading
+    /// its acknowledgement, µs. The part of tick-to-alert spent getting a
+    /// batch to the server and evaluated, without the alert's way back.
+    pub ack_rtt_us: Histogram<u64>,
     pub client_cpu_ns: Option<u64>,
     pub server_cpu_ns: Option<u64>,
     /// `ticks_applied` growth reported by the server's `Status`, if it
@@ -500,6 +509,24 @@ impl LoadReport {
                     thousands(self.latency_us.max())
                 },
                 self.latency_us.len()
+            ),
+        );
+        let rtt = |q: f64| {
+            if self.ack_rtt_us.is_empty() {
+                "n/a".to_owned()
+            } else {
+                thousands(self.ack_rtt_us.value_at_quantile(q))
+            }
+        };
+        row(
+            "ingest round trip (µs)",
+            format!(
+                "p50 {}  p90 {}  p99 {}  p99.9 {}  (n={})",
+                rtt(0.5),
+                rtt(0.9),
+                rtt(0.99),
+                rtt(0.999),
+                self.ack_rtt_us.len()
             ),
         );
         let cpu = |total: Option<u64>, per: Option<u64>, missing: &str| match (total, per) {
@@ -747,6 +774,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         unexpected_examples: alerts.unexpected_examples,
         other_alerts: alerts.other,
         latency_us: alerts.latency_us,
+        ack_rtt_us: latency_histogram(),
         client_cpu_ns,
         server_cpu_ns,
         server_ticks_applied: status_before.zip(status_after).map(|(a, b)| b.saturating_sub(a)),
@@ -754,6 +782,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         reloads,
     };
     for (i, c) in conns.into_iter().enumerate() {
+        let _ = report.ack_rtt_us.add(&c.ack_rtt_us);
         report.ticks_sent += c.ticks_sent;
         report.batches_sent += c.batches_sent;
         report.applied += c.applied;
@@ -841,8 +870,7 @@ impl ReloadStats {
     fn new(every: f64) -> Self {
         ReloadStats {
             every,
-            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+            latency_us: latency_histogram(),
             timeouts: 0,
             errors: Vec::new(),
         }
@@ -1032,8 +1060,7 @@ impl AlertStats {
             unexpected_examples: Vec::new(),
             other: 0,
             // 3 significant figures up to 60 s: about 200 KiB.
-            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
-                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+            latency_us: latency_histogram(),
             error: None,
         }
     }
@@ -1377,7 +1404,7 @@ impl Generator {
 // === One connection ===
 
 /// What one connection did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnStats {
     ticks_sent: u64,
     batches_sent: u64,
@@ -1386,9 +1413,28 @@ struct ConnStats {
     rejected_by_code: BTreeMap<String, u64>,
     rejection_examples: Vec<String>,
     last_ack: Option<Instant>,
+    /// Ingest round trips, µs (see [`LoadReport::ack_rtt_us`]).
+    ack_rtt_us: Histogram<u64>,
     error: Option<String>,
     /// Failures the connection resumed from.
     resumed: Vec<String>,
+}
+
+impl Default for ConnStats {
+    fn default() -> Self {
+        ConnStats {
+            ticks_sent: 0,
+            batches_sent: 0,
+            applied: 0,
+            rejected: 0,
+            rejected_by_code: BTreeMap::new(),
+            rejection_examples: Vec::new(),
+            last_ack: None,
+            ack_rtt_us: latency_histogram(),
+            error: None,
+            resumed: Vec::new(),
+        }
+    }
 }
 
 impl ConnStats {
@@ -1405,6 +1451,7 @@ impl ConnStats {
         self.rejection_examples
             .extend(other.rejection_examples.into_iter().take(room));
         self.last_ack = self.last_ack.max(other.last_ack);
+        let _ = self.ack_rtt_us.add(&other.ack_rtt_us);
         self.error = other.error;
         self.resumed.extend(other.resumed);
     }
@@ -1499,7 +1546,10 @@ async fn run_stream(
             return stats;
         }
     };
-    let ack_task = tokio::spawn(read_acks(acks));
+    // When each batch in flight was handed to the stream, by batch id, for
+    // the ack reader's round trips. Acks come in batch order.
+    let in_flight: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::default();
+    let ack_task = tokio::spawn(read_acks(acks, in_flight.clone()));
 
     let plan = generator.plan.clone();
     let start = end - plan.duration;
@@ -1525,6 +1575,9 @@ async fn run_stream(
                 }));
             }
         }
+        if let Ok(mut in_flight) = in_flight.lock() {
+            in_flight.push_back((generator.batch_id, sent));
+        }
         if tx.send(bytes).await.is_err() {
             break; // The stream ended; the ack reader has the status.
         }
@@ -1533,7 +1586,8 @@ async fn run_stream(
     }
     drop(tx);
     match tokio::time::timeout(ACK_TIMEOUT, ack_task).await {
-        Ok(Ok(acks)) => {
+        Ok(Ok((acks, rtt_us))) => {
+            stats.ack_rtt_us = rtt_us;
             stats.applied = acks.applied;
             stats.rejected = acks.rejected;
             stats.rejected_by_code = acks.by_code;
@@ -1578,12 +1632,28 @@ struct AckTally {
     error: Option<String>,
 }
 
-async fn read_acks(mut acks: Streaming<LeanAck>) -> AckTally {
+/// Reads acknowledgements until the stream ends: their tally, and the
+/// round trip of each batch found in `in_flight`.
+async fn read_acks(
+    mut acks: Streaming<LeanAck>,
+    in_flight: Arc<Mutex<VecDeque<(u64, Instant)>>>,
+) -> (AckTally, Histogram<u64>) {
     let mut tally = AckTally::default();
+    let mut rtt_us = latency_histogram();
     loop {
         match acks.message().await {
             Ok(Some(ack)) => {
-                tally.last_ack = Some(Instant::now());
+                let now = Instant::now();
+                tally.last_ack = Some(now);
+                if let Ok(mut in_flight) = in_flight.lock() {
+                    while let Some((id, sent)) = in_flight.pop_front() {
+                        if id == ack.batch_id {
+                            let us = now.saturating_duration_since(sent).as_micros();
+                            let _ = rtt_us.record(u64::try_from(us).unwrap_or(u64::MAX).clamp(1, LATENCY_MAX_US));
+                            break;
+                        }
+                    }
+                }
                 tally.acked += 1;
                 tally.applied += u64::from(ack.applied);
                 tally.rejected += ack.rejected.len() as u64;
@@ -1597,13 +1667,13 @@ async fn read_acks(mut acks: Streaming<LeanAck>) -> AckTally {
                     *tally.by_code.entry(r.code).or_default() += 1;
                 }
             }
-            Ok(None) => return tally,
+            Ok(None) => return (tally, rtt_us),
             Err(status) => {
                 tally.error = Some(format!(
                     "the server ended the ingest stream: {}",
                     wire::status_text(&status)
                 ));
-                return tally;
+                return (tally, rtt_us);
             }
         }
     }
@@ -1831,6 +1901,7 @@ mod tests {
             unexpected_examples: vec![],
             other_alerts: 0,
             latency_us: AlertStats::new().latency_us,
+            ack_rtt_us: latency_histogram(),
             client_cpu_ns: Some(400_000_000),
             server_cpu_ns: None,
             server_ticks_applied: None,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::merge::Merge;
 use super::runner::Runner;
 use super::ReplayError;
+use crate::cli::tick_file::TickRow;
 use crate::model::Alert;
 
 /// How often (in ticks) [`Hooks::progress`] is called.
@@ -81,6 +82,11 @@ pub fn drive(
     let mut next_timer = i64::MAX;
     let start = Instant::now();
     while let Some(source) = merge.next_batch()? {
+        if let ([], None) = (&*runners, options.speed) {
+            // Only reading: count the rows and note their times.
+            read_only(merge.batch(), &mut totals, merge, hooks);
+            continue;
+        }
         if let ([runner], None) = (&mut *runners, options.speed) {
             // One engine, unpaced: runs of ticks with no timer or progress
             // call between them go to the engine together.
@@ -174,6 +180,31 @@ pub fn drive(
     Ok(totals)
 }
 
+/// What [`drive`] does with a batch of rows when there is no engine to
+/// run and no pace to keep: counts them, notes the first and last time,
+/// and reports progress at the same rows as the general loop.
+fn read_only(rows: &[TickRow], totals: &mut Totals, merge: &Merge, hooks: &mut impl Hooks) {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return;
+    };
+    totals.first_ns.get_or_insert(first.event_time_ns);
+    totals.last_ns = Some(last.event_time_ns);
+    let before = totals.ticks;
+    totals.ticks += rows.len() as u64;
+    // The rows that bring the count to a multiple of PROGRESS_EVERY.
+    let mut k = PROGRESS_EVERY - before % PROGRESS_EVERY;
+    while k <= rows.len() as u64 {
+        let (bytes_read, bytes_total) = merge.bytes();
+        hooks.progress(&Progress {
+            ticks: before + k,
+            bytes_read,
+            bytes_total,
+            event_time_ns: rows[k as usize - 1].event_time_ns,
+        });
+        k += PROGRESS_EVERY;
+    }
+}
+
 /// The first multiple of `step` after `t`.
 fn boundary_after(t: i64, step: i64) -> i64 {
     (t.div_euclid(step) + 1).saturating_mul(step)
@@ -194,7 +225,61 @@ fn pace(start: Instant, event_offset_ns: i64, speed: f64) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, Cursor};
+
     use super::*;
+    use crate::cli::tick_file::TickReader;
+    use crate::replay::BadRows;
+
+    /// Records every progress report.
+    struct Reports(Vec<Progress>);
+
+    impl Hooks for Reports {
+        fn progress(&mut self, progress: &Progress) {
+            self.0.push(*progress);
+        }
+    }
+
+    fn read_only_run(text: &str, speed: Option<f64>) -> (Totals, Vec<Progress>) {
+        let boxed: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
+        let mut merge = Merge::from_readers(vec![("f".into(), TickReader::new(boxed).unwrap())], BadRows::Skip);
+        let options = Options {
+            speed,
+            ..Options::default()
+        };
+        let mut reports = Reports(Vec::new());
+        let totals = drive(&mut merge, &mut [], &options, &mut reports, &mut |_, _, _, _| Ok(())).unwrap();
+        (totals, reports.0)
+    }
+
+    #[test]
+    fn reading_only_counts_and_reports_as_the_row_by_row_loop_does() {
+        let mut text = String::from("instrument,ts_ms,price\n");
+        for i in 0..200_000u64 {
+            // A few bad rows, so that batches are not all full.
+            if i % 7_777 == 3 {
+                text.push_str("X,oops,1\n");
+            }
+            text.push_str(&format!("X{},{},1\n", i % 5, 1_000 + i));
+        }
+        // A speed too high to wait takes the row-by-row loop.
+        let (fast, fast_reports) = read_only_run(&text, None);
+        let (slow, slow_reports) = read_only_run(&text, Some(1e15));
+        assert_eq!(fast, slow);
+        assert_eq!(fast.ticks, 200_000);
+        assert_eq!(
+            (fast.first_ns, fast.last_ns),
+            (Some(1_000_000_000), Some(200_999_000_000))
+        );
+        assert_eq!(fast_reports, slow_reports);
+        let ticks: Vec<u64> = fast_reports.iter().map(|p| p.ticks).collect();
+        assert_eq!(ticks, [65_536, 131_072, 196_608]);
+        assert_eq!(fast_reports[0].event_time_ns, (1_000 + 65_535) * 1_000_000);
+        assert_eq!(
+            read_only_run("instrument,ts_ms,price\n", None),
+            (Totals::default(), vec![])
+        );
+    }
 
     #[test]
     fn boundaries() {

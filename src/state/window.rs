@@ -127,8 +127,10 @@ fn notional(price: Fixed, size: Fixed) -> Fixed {
     price.checked_mul(size).unwrap_or(Fixed::MAX)
 }
 
-/// (bid + ask) / 2 without overflow, truncated to 8 decimals.
-#[inline]
+/// (bid + ask) / 2 without overflow, truncated to 8 decimals. Kept out of
+/// line for the same reason as `notional`: inlined into a window update,
+/// its 128-bit arithmetic was computed for every tick, quote or not.
+#[inline(never)]
 pub fn mid(bid: Fixed, ask: Fixed) -> Fixed {
     Fixed::from_raw(((i128::from(bid.raw()) + i128::from(ask.raw())) / 2) as i64)
 }

@@ -47,17 +47,23 @@
 //! # Cost
 //!
 //! Memory is constant in the file's length: one reused 1 MiB read block
-//! (lines are split in place, not copied) plus one
-//! interned symbol (and counter) per distinct instrument. Rows are split in
-//! place and parsed from bytes, without allocating or UTF-8 validation
-//! (only a new instrument's symbol must be UTF-8). [`TickReader::next_row`] gives each row's
-//! instrument as a small per-file index ([`TickRow`], `Copy`), which is
-//! what replay uses; the iterator gives [`TickRecord`]s sharing their
-//! instrument's `Arc<str>`. Files whose first two bytes are the gzip magic
-//! number are decompressed on the fly, whatever their name.
+//! plus one interned symbol (and counter) per distinct instrument. Rows
+//! are parsed from bytes in place, without allocating or UTF-8 validation
+//! (only a new instrument's symbol must be UTF-8). Rows of the common
+//! shape (an instrument, an epoch time, price and size; see [`fast`]) are
+//! read a word at a time straight from the block, the line end found on
+//! the way; other rows go line by line through the general path
+//! ([`row`]), which also names every error. [`TickReader::next_row`] gives
+//! each row's instrument as a small per-file index ([`TickRow`], `Copy`),
+//! which is what replay uses; the iterator gives [`TickRecord`]s sharing
+//! their instrument's `Arc<str>`. Files whose first two bytes are the gzip
+//! magic number are decompressed on the fly, whatever their name.
 
 mod columns;
+mod fast;
 mod row;
+mod swar;
+mod symbols;
 pub mod time;
 
 use std::fmt;
@@ -66,11 +72,11 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::model::{FixedError, TickKind, TickValues};
 use columns::{Layout, Role};
-use row::{parse_fast, parse_row, FastLayout};
+use fast::{parse_fast, FastLayout, WINDOW};
+use row::parse_row;
+use symbols::Symbols;
 
 pub use columns::{ColumnMapping, MappingError};
 pub use time::TimeUnit;
@@ -213,76 +219,6 @@ pub enum TickFileErrorKind {
     Value { column: String, reason: FixedError },
 }
 
-// === Symbols ===
-
-/// The instruments of one file, interned in order of first appearance.
-///
-/// Symbols of up to 15 bytes (nearly all) are looked up by a `u128` of
-/// their bytes and length: hashing and comparing it is two words, with no
-/// call to `memcmp`.
-#[derive(Default)]
-struct Symbols {
-    names: Vec<Arc<str>>,
-    short: FxHashMap<u128, u32>,
-    long: FxHashMap<Box<[u8]>, u32>,
-    /// Without a sequence column: each instrument's last assigned number.
-    last_seq: Vec<u64>,
-}
-
-impl Symbols {
-    /// The key of a symbol of at most 15 bytes: its bytes, then its length.
-    #[inline]
-    fn short_key(name: &[u8]) -> Option<u128> {
-        if name.len() > 15 {
-            return None;
-        }
-        let mut bytes = [0u8; 16];
-        bytes[..name.len()].copy_from_slice(name);
-        bytes[15] = name.len() as u8;
-        Some(u128::from_le_bytes(bytes))
-    }
-
-    /// As [`Symbols::intern`] for the symbol `line[start..end]`: a short
-    /// one followed by enough of the line is keyed by one 16-byte load.
-    #[inline]
-    fn intern_in(&mut self, line: &[u8], start: usize, end: usize) -> Result<u32, TickFileErrorKind> {
-        let len = end - start;
-        if len <= 15 {
-            if let Some(bytes) = line.get(start..start + 16) {
-                let mut word = [0u8; 16];
-                word.copy_from_slice(bytes);
-                let mask = (1u128 << (8 * len)) - 1;
-                let key = (u128::from_le_bytes(word) & mask) | ((len as u128) << 120);
-                if let Some(&id) = self.short.get(&key) {
-                    return Ok(id);
-                }
-            }
-        }
-        self.intern(&line[start..end])
-    }
-
-    #[inline]
-    fn intern(&mut self, name: &[u8]) -> Result<u32, TickFileErrorKind> {
-        let key = Self::short_key(name);
-        let found = match key {
-            Some(key) => self.short.get(&key),
-            None => self.long.get(name),
-        };
-        if let Some(&id) = found {
-            return Ok(id);
-        }
-        let text = std::str::from_utf8(name).map_err(|_| TickFileErrorKind::NotUtf8)?;
-        let id = self.names.len() as u32;
-        self.names.push(Arc::from(text));
-        match key {
-            Some(key) => self.short.insert(key, id),
-            None => self.long.insert(name.into(), id),
-        };
-        self.last_seq.push(0);
-        Ok(id)
-    }
-}
-
 // === impl TickReader ===
 
 /// Reads ticks from a CSV tick file, one row at a time.
@@ -299,6 +235,9 @@ pub struct TickReader<R> {
     symbols: Symbols,
     /// Set after an I/O error: nothing more will be read.
     done: bool,
+    /// Rows the fast path read, for tests that must exercise it.
+    #[cfg(test)]
+    fast_rows: u64,
 }
 
 impl TickReader<Box<dyn BufRead + Send>> {
@@ -383,6 +322,8 @@ impl<R: BufRead> TickReader<R> {
             layout,
             symbols,
             done: false,
+            #[cfg(test)]
+            fast_rows: 0,
         })
     }
 
@@ -413,7 +354,53 @@ impl<R: BufRead> TickReader<R> {
 
     /// The next row: `None` at the end, an error for a bad row (reading
     /// goes on with the next one) or after an I/O error (reading ends).
+    #[inline]
     pub fn next_row(&mut self) -> Option<Result<TickRow, TickFileError>> {
+        match self.fast_row() {
+            Some(row) => Some(Ok(row)),
+            None => self.general_row(),
+        }
+    }
+
+    /// Appends the next rows to `out` until it holds `max` rows, a row
+    /// fails or the file ends, as [`TickReader::next_row`] would read
+    /// them one by one. Returns the failing row's error (not pushed), if
+    /// one stopped it; the file has ended when `out` is short without one.
+    pub fn read_rows(&mut self, out: &mut Vec<TickRow>, max: usize) -> Option<TickFileError> {
+        while out.len() < max {
+            if let Some(row) = self.fast_row() {
+                out.push(row);
+                continue;
+            }
+            match self.general_row()? {
+                Ok(row) => out.push(row),
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// The next row if the fast path reads it from the block in place
+    /// (see [`fast`]); `None`, having consumed nothing, if it does not.
+    #[inline(always)]
+    fn fast_row(&mut self) -> Option<TickRow> {
+        let fast = self.fast.as_mut()?;
+        if self.done {
+            return None;
+        }
+        let window = self.lines.window()?;
+        let (row, len) = parse_fast(fast, &mut self.symbols, self.lines.line + 1, window)?;
+        self.lines.consume_line(len);
+        #[cfg(test)]
+        {
+            self.fast_rows += 1;
+        }
+        Some(row)
+    }
+
+    /// The next row by the general path: the next line that is not blank
+    /// or a comment, split and parsed.
+    fn general_row(&mut self) -> Option<Result<TickRow, TickFileError>> {
         if self.done {
             return None;
         }
@@ -424,48 +411,7 @@ impl<R: BufRead> TickReader<R> {
                 return Some(Err(TickFileError::at(line, kind)));
             }
         };
-        if let Some(fast) = &self.fast {
-            if let Some(row) = parse_fast(fast, &mut self.symbols, line, text) {
-                return Some(Ok(row));
-            }
-        }
         Some(parse_row(&self.layout, &mut self.symbols, line, text).map_err(|kind| TickFileError::at(line, kind)))
-    }
-}
-
-impl<R: BufRead> TickReader<R> {
-    /// Appends the next rows to `out` until it holds `max` rows, a row
-    /// fails or the file ends, as [`TickReader::next_row`] would read
-    /// them one by one. Returns the failing row's error (not pushed), if
-    /// one stopped it; the file has ended when `out` is short without one.
-    pub fn read_rows(&mut self, out: &mut Vec<TickRow>, max: usize) -> Option<TickFileError> {
-        if let Some(fast) = &self.fast {
-            while out.len() < max && !self.done {
-                let (line, text) = match self.lines.next_line() {
-                    None => return None,
-                    Some((line, Ok(bytes))) => (line, bytes),
-                    Some((line, Err(kind))) => {
-                        self.done = matches!(kind, TickFileErrorKind::Io(_));
-                        return Some(TickFileError::at(line, kind));
-                    }
-                };
-                match parse_fast(fast, &mut self.symbols, line, text) {
-                    Some(row) => out.push(row),
-                    None => match parse_row(&self.layout, &mut self.symbols, line, text) {
-                        Ok(row) => out.push(row),
-                        Err(kind) => return Some(TickFileError::at(line, kind)),
-                    },
-                }
-            }
-            return None;
-        }
-        while out.len() < max {
-            match self.next_row()? {
-                Ok(row) => out.push(row),
-                Err(e) => return Some(e),
-            }
-        }
-        None
     }
 }
 
@@ -517,6 +463,26 @@ impl<R: Read> Lines<R> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The unread bytes from the start of the next line, when at least
+    /// [`WINDOW`] of them are in the block (the fast path reads no
+    /// further); `None` near the end of the block or file.
+    #[inline(always)]
+    fn window(&self) -> Option<&[u8; WINDOW]> {
+        if self.end - self.start < WINDOW {
+            return None;
+        }
+        self.block[self.start..self.start + WINDOW].try_into().ok()
+    }
+
+    /// Consumes one line of `len` bytes, its line end included, that the
+    /// fast path read from [`Lines::window`].
+    #[inline(always)]
+    fn consume_line(&mut self, len: usize) {
+        debug_assert!(len <= self.end - self.start);
+        self.start += len;
+        self.line += 1;
     }
 
     /// Discards input up to and including the next `\n`.

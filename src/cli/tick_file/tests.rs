@@ -330,27 +330,6 @@ fn rows_give_instrument_indexes_in_order_of_first_sight() {
     assert!(!reader.has_seq());
 }
 
-#[test]
-fn short_and_long_symbols_intern_apart() {
-    let mut symbols = Symbols::default();
-    let long = b"A-VERY-LONG-INSTRUMENT-NAME-SWAP";
-    let ids: Vec<u32> = [
-        &b"AB"[..],
-        b"AB\0",
-        b"AB",
-        long,
-        b"123456789012345",
-        b"1234567890123456",
-        long,
-    ]
-    .iter()
-    .map(|n| symbols.intern(n).unwrap())
-    .collect();
-    assert_eq!(ids, [0, 1, 0, 2, 3, 4, 2]);
-    assert_eq!(&*symbols.names[2], "A-VERY-LONG-INSTRUMENT-NAME-SWAP");
-    assert!(symbols.intern(b"\xff").is_err());
-}
-
 /// Hands out a few bytes per read, so lines straddle reads.
 struct Trickle(Cursor<Vec<u8>>);
 
@@ -395,4 +374,198 @@ fn rows_across_read_blocks_and_batches_match_row_by_row() {
         }
     }
     assert_eq!(batched, one_by_one);
+}
+
+/// Fields of every shape the fast path reads or must decline.
+const SYMBOLS: &[&str] = &[
+    "BTC-USDT",
+    "SYN0166-USDT",
+    "FIFTEEN-BYTES-X",
+    "A-VERY-LONG-INSTRUMENT-NAME-SWAP",
+    "ETH",
+    " ETH",
+    "ETH ",
+    "",
+    "B\u{e9}C",
+    "#X",
+    "\"X\"",
+];
+const TIMES: &[&str] = &[
+    "1700000000000",
+    "1700000000001.5",
+    "1700000000002.123456",
+    "1700000000002.1234567",
+    "",
+    "-1",
+    "17e3",
+    " 1700000000003",
+    "99999999999999999999",
+];
+const DECIMALS: &[&str] = &[
+    "65000.5",
+    "0.25",
+    "3000",
+    "0",
+    "-0",
+    "-12.5",
+    "+7",
+    ".5",
+    "7.",
+    "0.12345678",
+    "0.123456789",
+    "0.123456780",
+    "92233720368.54775807",
+    "92233720368.54775808",
+    "",
+    ".",
+    "-",
+    "1e5",
+    "NaN",
+    " 2",
+    "1.2.3",
+    "0000000000000000000001",
+];
+
+/// A seeded file of `rows` lines mixing good rows, bad rows, blank lines,
+/// comments, CRLF and whitespace, with no line end at the very end.
+fn mixed_file(header: &str, rows: usize, seed: u64) -> String {
+    let mut state = seed;
+    let mut next = |n: usize| {
+        // SplitMix64.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    };
+    let columns: Vec<&str> = header.split(',').collect();
+    let mut text = format!("{header}\n");
+    for _ in 0..rows {
+        // Mostly plain rows, so that the fast path is exercised in runs.
+        let odd = next(4) == 0;
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                let pick = |list: &[&str], next: &mut dyn FnMut(usize) -> usize| {
+                    let n = if odd { list.len() } else { 3 };
+                    list[next(n)].to_string()
+                };
+                match *column {
+                    "instrument" => pick(SYMBOLS, &mut next),
+                    "ts_ms" => pick(TIMES, &mut next),
+                    "price" | "size" => pick(DECIMALS, &mut next),
+                    _ => ["x", "", "a b", "#"][next(4)].to_string(),
+                }
+            })
+            .collect();
+        let mut line = fields.join(",");
+        if odd && next(8) == 0 {
+            line.push(',');
+        }
+        text.push_str(&line);
+        text.push_str(["\n", "\n", "\r\n", "\n\n", "\n# a comment\n", "\n  \n"][next(6)]);
+    }
+    text.push_str("BTC-USDT,1700000000009,1,2");
+    text
+}
+
+/// Every row and error of `text`, read row by row, with or without the
+/// fast path, and how many rows the fast path read.
+fn all_rows(text: &str, fast: bool) -> (Vec<Result<TickRow, String>>, u64) {
+    let mut reader = TickReader::new(Cursor::new(text.as_bytes().to_vec())).unwrap();
+    if !fast {
+        reader.fast = None;
+    }
+    let rows: Vec<_> = std::iter::from_fn(|| reader.next_row())
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect();
+    let symbols: Vec<&str> = (0..reader.instrument_count() as u32)
+        .map(|i| &**reader.symbol(i).unwrap())
+        .collect();
+    assert!(symbols.iter().all(|s| !s.is_empty()));
+    (rows, reader.fast_rows)
+}
+
+#[test]
+fn the_fast_path_reads_every_file_as_the_general_path_does() {
+    for (i, header) in [
+        "instrument,ts_ms,price,size",
+        "instrument,ts_ms,price",
+        "note,instrument,ts_ms,price,size",
+        "size,price,ts_ms,instrument",
+        "instrument,ts_ms,price,size,note",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let text = mixed_file(header, 20_000, i as u64);
+        let (fast, fast_rows) = all_rows(&text, true);
+        let (general, none) = all_rows(&text, false);
+        assert_eq!(none, 0);
+        // A row after a blank line or a comment is read by the general
+        // path (which skips those lines), as are a quarter of odd rows.
+        assert!(
+            fast_rows as usize > fast.len() / 4,
+            "{header}: {fast_rows} of {} fast",
+            fast.len()
+        );
+        assert_eq!(fast.len(), general.len(), "{header}");
+        for (a, b) in fast.iter().zip(&general) {
+            assert_eq!(a, b, "{header}");
+        }
+        let bad = fast.iter().filter(|r| r.is_err()).count();
+        assert!(bad > 500 && bad < fast.len() / 2, "{header}: {bad} bad rows");
+    }
+}
+
+#[test]
+fn crlf_files_blank_lines_and_a_last_line_without_end() {
+    let rows = read(
+        "instrument,ts_ms,price,size\r\n\
+         \r\n\
+         BTC-USDT,1700000000000,65000.5,0.25\r\n\
+         \r\n\
+         # a comment\r\n\
+         ETH-USDT,1700000000001,-3000,0\r\n\
+         ETH-USDT,1700000000002,0,\r\n\
+         ETH-USDT,1700000000003,0.123456789,1\r\n\
+         BTC-USDT,1700000000004,65001,1",
+    );
+    let rows: Vec<Result<(u64, i64, TickValues), String>> = rows
+        .into_iter()
+        .map(|r| r.map(|t| (t.line, t.event_time_ns / 1_000_000, t.values)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            Ok((3, 1_700_000_000_000, trade("65000.5", "0.25"))),
+            Ok((6, 1_700_000_000_001, trade("-3000", "0"))),
+            Ok((7, 1_700_000_000_002, trade("0", "0"))),
+            Err("line 8: price: has more than 8 decimal places".into()),
+            Ok((9, 1_700_000_000_004, trade("65001", "1"))),
+        ]
+    );
+}
+
+#[test]
+fn a_long_file_is_read_fast_with_its_errors_in_place() {
+    // Enough rows for many fast-path windows and block refills.
+    let mut text = String::from("instrument,ts_ms,price,size\n");
+    for i in 0..100_000u64 {
+        if i % 9_999 == 5 {
+            text.push_str(&format!("X{},{},1.000000001,1\n", i % 7, i));
+        } else {
+            text.push_str(&format!("X{},{},{}.{:02},{}\n", i % 7, i, i % 1000, i % 100, i % 3));
+        }
+    }
+    let mut reader = TickReader::new(Cursor::new(text.into_bytes())).unwrap();
+    let rows: Vec<_> = reader.by_ref().map(|r| r.map_err(|e| e.to_string())).collect();
+    assert!(reader.fast_rows > 99_000, "{}", reader.fast_rows);
+    assert_eq!(rows.len(), 100_000);
+    let errors: Vec<&String> = rows.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(errors.len(), 11);
+    assert_eq!(errors[0], "line 7: price: has more than 8 decimal places");
+    let last = rows.last().unwrap().as_ref().unwrap();
+    assert_eq!((last.line, last.seq), (100_001, 14_284));
+    assert_eq!(last.values, trade("999.99", "0"));
 }
