@@ -5,6 +5,12 @@
 //! it: no queue hop, no task per batch, no lock held across an await. The
 //! engine publishes alerts to the bus as it raises them.
 //!
+//! A batch is evaluated only while its connection is open: once the
+//! transport has closed ([`Connection::is_closed`]), batches still buffered
+//! from it are dropped unevaluated and the stream ends. Their client can
+//! no longer get their acks; it reconnects, asks `LastApplied` and resends
+//! from there, and must not find those positions moved after it asked.
+//!
 //! Wired by hand (instead of the generated `IngestServer`) so that
 //! `Ingest.Ingest` has its own codec ([`IngestCodec`]): a batch arrives as
 //! its message bytes and is read in place, and an acknowledgement leaves as
@@ -15,6 +21,8 @@
 
 mod session;
 mod symbols;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,13 +34,14 @@ use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::{NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use self::session::Session;
+use super::connection::{self, Connection};
 use super::gate::IngestBudget;
 use super::limits::IngestRate;
 use super::proto;
@@ -70,7 +79,13 @@ impl IngestService {
         }
         // The connection's rate budget, when `[limits]` sets one (see `gate`).
         let budget = request.extensions().get::<IngestBudget>().map(|b| b.0.clone());
-        Ok(IngestStream::new(self.core.clone(), request.into_inner(), budget))
+        let connection = connection::of_request(request.extensions()).map(|(c, _)| c.clone());
+        Ok(IngestStream::new(
+            self.core.clone(),
+            request.into_inner(),
+            budget,
+            connection,
+        ))
     }
 
     /// Where each instrument asked for (or every instrument) stands.
@@ -212,9 +227,20 @@ impl Decoder for BatchDecoder {
 /// Writes an acknowledgement's bytes.
 pub struct AckEncoder;
 
+/// The buffer tonic encodes acknowledgements into (its default size).
+const ACK_BUFFER_BYTES: usize = 8 * 1024;
+
 impl Encoder for AckEncoder {
     type Item = Bytes;
     type Error = Status;
+
+    /// Each acknowledgement is handed on as soon as it is written (a
+    /// yield threshold of one byte): tonic does not poll the stream for
+    /// the next batch within the same call, so [`IngestStream`] decides
+    /// when its task evaluates the next one.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(ACK_BUFFER_BYTES, 1)
+    }
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
         dst.put_slice(&item);
@@ -227,23 +253,42 @@ impl Encoder for AckEncoder {
 pub struct IngestStream {
     inbound: Streaming<Bytes>,
     session: Session,
+    /// The connection the stream came on, when served over one of ours.
+    connection: Option<Arc<Connection>>,
     /// Completes when shutdown begins.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Held while the stream may still evaluate ticks: shutdown waits for
     /// every one to be dropped before it closes subscriber streams.
     in_flight: Option<watch::Receiver<()>>,
+    /// A batch received while the task was still in the poll that
+    /// evaluated the one before: it is evaluated on the task's next poll.
+    /// So a stream evaluates at most one batch per poll of its task, and
+    /// between two batches the connection's own task gets to run: a close
+    /// it reads stops the stream before the next batch, even when batches
+    /// have queued up and the runtime is busy.
+    waiting: Option<Bytes>,
+    /// The last poll returned an acknowledgement.
+    acked: bool,
     draining: bool,
     drained: usize,
     done: bool,
 }
 
 impl IngestStream {
-    fn new(core: Arc<Core>, inbound: Streaming<Bytes>, budget: Option<Arc<IngestRate>>) -> Self {
+    fn new(
+        core: Arc<Core>,
+        inbound: Streaming<Bytes>,
+        budget: Option<Arc<IngestRate>>,
+        connection: Option<Arc<Connection>>,
+    ) -> Self {
         let shutdown = Box::pin(core.shutdown_token().clone().cancelled_owned());
         let in_flight = Some(core.in_flight_guard());
         IngestStream {
             inbound,
             session: Session::new(core, budget),
+            connection,
+            waiting: None,
+            acked: false,
             shutdown,
             in_flight,
             draining: false,
@@ -273,24 +318,51 @@ impl Stream for IngestStream {
         if this.draining && this.drained >= DRAIN_BATCH_LIMIT {
             return this.finish(Some(Status::unavailable("server shutting down")));
         }
-        match Pin::new(&mut this.inbound).poll_next(cx) {
-            Poll::Ready(Some(Ok(batch))) => {
-                if this.draining {
-                    this.drained += 1;
+        let batch = match this.waiting.take() {
+            Some(batch) => batch,
+            None => match Pin::new(&mut this.inbound).poll_next(cx) {
+                Poll::Ready(Some(Ok(batch))) if this.acked => {
+                    // A batch right behind the one just acknowledged: the
+                    // task yields before evaluating it (see `waiting`).
+                    this.acked = false;
+                    this.waiting = Some(batch);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                match this.session.process(&batch) {
-                    Ok(ack) => Poll::Ready(Some(Ok(ack))),
-                    Err(status) => this.finish(Some(status)),
+                Poll::Ready(Some(Ok(batch))) => batch,
+                Poll::Ready(Some(Err(status))) => {
+                    let status = inbound_error(status, this.session.core.config().max_message_bytes);
+                    return this.finish(Some(status));
                 }
+                // The client finished sending: the stream ends with OK.
+                Poll::Ready(None) => return this.finish(None),
+                Poll::Pending if this.draining => {
+                    return this.finish(Some(Status::unavailable("server shutting down")));
+                }
+                Poll::Pending => {
+                    this.acked = false;
+                    return Poll::Pending;
+                }
+            },
+        };
+        if this.connection.as_ref().is_some_and(|c| c.is_closed()) {
+            debug!(
+                bytes = batch.len(),
+                "Ingest stream's connection closed: a batch received before the close is dropped."
+            );
+            return this.finish(Some(Status::unavailable(
+                "connection closed; batches received before the close are not evaluated",
+            )));
+        }
+        if this.draining {
+            this.drained += 1;
+        }
+        match this.session.process(&batch) {
+            Ok(ack) => {
+                this.acked = true;
+                Poll::Ready(Some(Ok(ack)))
             }
-            Poll::Ready(Some(Err(status))) => {
-                let status = inbound_error(status, this.session.core.config().max_message_bytes);
-                this.finish(Some(status))
-            }
-            // The client finished sending: the stream ends with OK.
-            Poll::Ready(None) => this.finish(None),
-            Poll::Pending if this.draining => this.finish(Some(Status::unavailable("server shutting down"))),
-            Poll::Pending => Poll::Pending,
+            Err(status) => this.finish(Some(status)),
         }
     }
 }
