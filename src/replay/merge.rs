@@ -7,6 +7,10 @@
 //! sorted by time is merged as it is (its rows are not reordered); such
 //! rows are counted, and the engine rejects those that are late for their
 //! instrument.
+//!
+//! The readers do not number rows ([`TickReader::skip_numbering`]): for
+//! files without a sequence column the [`super::Runner`] numbers ticks
+//! per instrument in merged order.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -104,10 +108,11 @@ impl Merge {
                 };
                 TickReader::from_read(counting, mapping)
             };
-            let reader = open(path).map_err(|source| ReplayError::Open {
+            let mut reader = open(path).map_err(|source| ReplayError::Open {
                 file: name.clone(),
                 source,
             })?;
+            reader.skip_numbering();
             sources.push(Source {
                 name,
                 reader,
@@ -135,10 +140,13 @@ impl Merge {
     pub fn from_readers(readers: Vec<(String, TickReader<Box<dyn BufRead + Send>>)>, bad_rows: BadRows) -> Merge {
         let sources: Vec<Source> = readers
             .into_iter()
-            .map(|(name, reader)| Source {
-                name,
-                reader,
-                last_time_ns: i64::MIN,
+            .map(|(name, mut reader)| {
+                reader.skip_numbering();
+                Source {
+                    name,
+                    reader,
+                    last_time_ns: i64::MIN,
+                }
             })
             .collect();
         Merge {

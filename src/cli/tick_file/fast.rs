@@ -151,13 +151,11 @@ pub(super) fn parse_fast(
         Some(index) => index,
         None => symbols.intern(&window[name.0..name.1]).ok()?,
     };
-    let last_seq = &mut symbols.last_seq[instrument as usize];
-    *last_seq = last_seq.saturating_add(1);
     let row = TickRow {
         line,
         instrument,
         event_time_ns,
-        seq: *last_seq,
+        seq: symbols.number(instrument),
         values: TickValues::Trade {
             price,
             size,

@@ -25,7 +25,10 @@ pub(super) struct Symbols {
     short: ShortKeys,
     long: FxHashMap<Box<[u8]>, u32>,
     /// Without a sequence column: each instrument's last assigned number.
-    pub last_seq: Vec<u64>,
+    last_seq: Vec<u64>,
+    /// Rows without a sequence column are not numbered: see
+    /// [`super::TickReader::skip_numbering`].
+    pub unnumbered: bool,
 }
 
 impl Symbols {
@@ -55,6 +58,19 @@ impl Symbols {
     #[inline(always)]
     pub fn find_short(&self, key: u128) -> Option<u32> {
         self.short.get(key)
+    }
+
+    /// The next number of instrument `index`, for a row of a file without
+    /// a sequence column: 1, 2, 3, ... in file order, or 0 when rows are
+    /// not numbered.
+    #[inline(always)]
+    pub fn number(&mut self, index: u32) -> u64 {
+        if self.unnumbered {
+            return 0;
+        }
+        let last = &mut self.last_seq[index as usize];
+        *last = last.saturating_add(1);
+        *last
     }
 
     /// The index of the symbol `name`, interning it on first sight.
@@ -193,6 +209,16 @@ mod tests {
         assert_eq!(&*symbols.names[2], "A-VERY-LONG-INSTRUMENT-NAME-SWAP");
         assert!(symbols.intern(b"\xff").is_err());
         assert_eq!(symbols.names.len(), 7, "a refused symbol is not interned");
+    }
+
+    #[test]
+    fn each_instrument_is_numbered_on_its_own_unless_numbering_is_off() {
+        let mut symbols = Symbols::default();
+        let (a, b) = (symbols.intern(b"A").unwrap(), symbols.intern(b"B").unwrap());
+        let numbers: Vec<u64> = [a, a, b, a, b].iter().map(|&i| symbols.number(i)).collect();
+        assert_eq!(numbers, [1, 2, 1, 3, 2]);
+        symbols.unnumbered = true;
+        assert_eq!((symbols.number(a), symbols.number(b)), (0, 0));
     }
 
     #[test]
