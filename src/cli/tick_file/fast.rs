@@ -317,16 +317,30 @@ fn epoch(window: &[u8; WINDOW], at: usize, exp: usize, leading: &mut Leading) ->
 /// anything else, including every error.
 #[inline(always)]
 fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
-    let sign = window[at];
-    let negative = sign == b'-';
     // Digits and the dot are above the signs.
-    let at = if sign < b'.' {
-        at + usize::from(negative || sign == b'+')
-    } else {
-        at
-    };
-    let signed = |raw: i64| Fixed::from_raw(if negative { -raw } else { raw });
+    if window[at] < b'.' {
+        return signed_decimal(window, at);
+    }
+    let (raw, end) = unsigned_decimal(window, at)?;
+    Some((Fixed::from_raw(raw), end))
+}
 
+/// [`decimal`] for a field that starts with a byte below `.`: a sign, or
+/// not a number.
+#[inline(never)]
+fn signed_decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
+    let negative = match window[at] {
+        b'-' => true,
+        b'+' => false,
+        _ => return None,
+    };
+    let (raw, end) = unsigned_decimal(window, at + 1)?;
+    Some((Fixed::from_raw(if negative { -raw } else { raw }), end))
+}
+
+/// [`decimal`] without a sign: the raw value of the [`Fixed`] and the end.
+#[inline(always)]
+fn unsigned_decimal(window: &[u8; WINDOW], at: usize) -> Option<(i64, usize)> {
     // The common cases, within one word: `digits` or `digits.digits`
     // with at most 6 digits, followed by a byte that is not a digit.
     let word = load(window, at);
@@ -337,7 +351,7 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
             return None;
         }
         // At most 7 digits: no overflow.
-        return Some((signed(digits_value(word, int) as i64 * FIXED_SCALE), at + int));
+        return Some((digits_value(word, int) as i64 * FIXED_SCALE, at + int));
     }
     if int < 7 {
         let rest = stops >> (8 * (int + 1));
@@ -350,11 +364,15 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
             // digits: int * 10^frac + fraction.
             let joined = (word & low_bytes(int)) | ((word >> 8) & !low_bytes(int));
             let raw = digits_value(joined, int + frac) * POW10[FIXED_DECIMALS as usize - frac];
-            return Some((signed(raw as i64), at + int + 1 + frac));
+            return Some((raw as i64, at + int + 1 + frac));
         }
     }
+    long_decimal(window, at)
+}
 
-    // Longer numbers.
+/// [`unsigned_decimal`] for numbers longer than a word.
+#[inline(never)]
+fn long_decimal(window: &[u8; WINDOW], at: usize) -> Option<(i64, usize)> {
     let (int_value, int) = digit_run(window, at)?;
     let mut end = at + int;
     let (mut frac_value, mut frac) = (0, 0);
@@ -375,7 +393,7 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
         .ok()?
         .checked_mul(FIXED_SCALE)?
         .checked_add(frac_value as i64)?;
-    Some((signed(raw), end))
+    Some((raw, end))
 }
 
 #[cfg(test)]
