@@ -90,8 +90,9 @@ impl FastLayout {
 
 /// Parses the row at the start of `window` (the unread bytes of the
 /// block) as line `line`: the row and its length with the line end.
-/// `None` when the row is not of the shape described in the module docs
-/// (then nothing has changed).
+/// `None` when the row is not of the shape described in the module docs;
+/// then nothing that rows depend on has changed (the symbols and their
+/// numbers are as before).
 #[inline]
 pub(super) fn parse_fast(
     fast: &mut FastLayout,
