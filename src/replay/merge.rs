@@ -292,7 +292,7 @@ impl Merge {
             if source.is_fatal() || self.bad_rows == BadRows::Stop {
                 self.pending_error = Some(ReplayError::Row {
                     file: src.name.clone(),
-                    source,
+                    row: source,
                 });
                 break;
             }
@@ -357,7 +357,7 @@ impl Merge {
                     if source.is_fatal() || self.bad_rows == BadRows::Stop {
                         return Err(ReplayError::Row {
                             file: src.name.clone(),
-                            source,
+                            row: source,
                         });
                     }
                     self.skipped_rows += 1;
