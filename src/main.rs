@@ -206,7 +206,7 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airbag: {e:#}");
+            eprintln!("airbag: {}", airbag::cli::error_line(&e));
             ExitCode::FAILURE
         }
     }

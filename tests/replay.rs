@@ -430,6 +430,16 @@ fn a_bad_row_stops_the_replay_with_its_line_unless_skipped() {
     .err()
     .unwrap();
     assert_eq!(err, format!("{}:4: price: not a finite decimal number", path.display()));
+    // The command says it once, on one line.
+    let out = airbag(&["--rules", rules.path().to_str().unwrap(), path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "airbag replay: {}:4: price: not a finite decimal number\n",
+            path.display()
+        )
+    );
 
     let r = replay(
         rules.path(),

@@ -118,3 +118,25 @@ fn a_re_pointed_folder_symlink_is_noticed() {
     std::fs::rename(dir.path().join("rules.tmp"), &link).unwrap();
     changed(&rx, t);
 }
+
+#[test]
+fn a_quiet_folder_is_read_once_per_poll_whatever_happens_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("a.toml"), RULE_A).unwrap();
+    let (watcher, rx) = watch(&rules);
+    // Reading the rules (as a reload does) and writing next to the folder
+    // change nothing, so neither may start a read.
+    let reads_before = watcher.folder_reads();
+    for i in 0..20 {
+        std::fs::read(rules.join("a.toml")).unwrap();
+        std::fs::write(dir.path().join(format!("neighbour-{i}.txt")), "x").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reads = watcher.folder_reads() - reads_before;
+    // The default poll is 1 s and the loop above takes about 0.4 s: at
+    // most one poll falls in it.
+    assert!(reads <= 1, "the folder was read {reads} times with nothing changed");
+    quiet(&rx);
+}

@@ -39,3 +39,43 @@ pub mod wire;
 /// The address the commands talk to unless told otherwise: `airbag serve`'s
 /// default listen address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+
+/// An error and its causes on one line, `outer: cause: root`, for the
+/// commands' stderr.
+///
+/// Many errors already quote their cause in their own message (`cannot
+/// write alerts: {io error}`), so a cause whose text the line already holds
+/// is left out rather than printed twice.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write alerts: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_quoted_by_its_error_is_printed_once() {
+        let io = std::io::Error::other("disk full");
+        let error = anyhow::Error::new(Quoting(io)).context("replay stopped");
+        assert_eq!(error_line(&error), "replay stopped: cannot write alerts: disk full");
+    }
+
+    #[test]
+    fn a_cause_not_quoted_is_appended() {
+        let error = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write alerts");
+        assert_eq!(error_line(&error), "cannot write alerts: disk full");
+    }
+}

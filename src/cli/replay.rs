@@ -199,7 +199,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
     match run_replay(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airbag replay: {e:#}");
+            eprintln!("airbag replay: {}", super::error_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -68,12 +68,10 @@ pub enum ReplayError {
     },
     /// A row could not be read (and bad rows are not skipped), or reading
     /// failed part-way.
-    #[error("{file}:{}: {}", .source.line, .source.kind)]
-    Row {
-        file: String,
-        #[source]
-        source: TickFileError,
-    },
+    /// The row's error is quoted in the message (under the file's name, not
+    /// as a separate cause) so that it is printed once.
+    #[error("{file}:{}: {}", .row.line, .row.kind)]
+    Row { file: String, row: TickFileError },
     /// The alerts could not be written.
     #[error("cannot write alerts: {0}")]
     Output(#[source] io::Error),

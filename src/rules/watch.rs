@@ -12,14 +12,19 @@
 //! reports a change only if it differs. It also checks the fingerprint on a
 //! slow poll and re-arms its watches after every change, in case an inode
 //! swap left a watch on a file that no longer exists.
+//!
+//! Only events that can change the rules count: reading the files (as the
+//! watcher and a reload do) raises access events, and the parent folder
+//! sees everything written next to the rules folder; neither starts a read,
+//! so a quiet folder is read once per poll.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
@@ -72,6 +77,7 @@ pub fn fingerprint(dir: &Path) -> Option<[u8; 32]> {
 /// A running watcher; stops when dropped.
 pub struct RulesWatcher {
     stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -90,15 +96,30 @@ impl RulesWatcher {
         on_change: impl FnMut() + Send + 'static,
     ) -> std::io::Result<RulesWatcher> {
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+        let reads = Arc::new(AtomicU64::new(0));
+        let (thread_stop, thread_reads) = (stop.clone(), reads.clone());
         let thread = std::thread::Builder::new()
             .name("rules-watch".into())
-            .spawn(move || run(&dir, timing, baseline, &thread_stop, on_change))?;
+            .spawn(move || run(&dir, timing, baseline, &thread_stop, &thread_reads, on_change))?;
         Ok(RulesWatcher {
             stop,
+            reads,
             thread: Some(thread),
         })
     }
+
+    /// How many times the folder has been read for its fingerprint: once
+    /// at start, once per poll, once per burst of relevant events.
+    pub fn folder_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether `event` can change the rule files of `dir`: not a mere read,
+/// and about the folder or something in it (the parent's watch also sees
+/// its other entries).
+fn may_change_rules(event: &Event, dir: &Path) -> bool {
+    !matches!(event.kind, EventKind::Access(_)) && event.paths.iter().any(|p| p.starts_with(dir))
 }
 
 impl Drop for RulesWatcher {
@@ -114,8 +135,10 @@ impl Drop for RulesWatcher {
 /// replaced or re-pointed).
 fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
     let tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+    let watched = dir.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        // An error (such as an overflowed event queue) may hide a change.
+        if event.map_or(true, |e| may_change_rules(&e, &watched)) {
             let _ = tx.send(());
         }
     })
@@ -130,7 +153,14 @@ fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
     Some(watcher)
 }
 
-fn run(dir: &Path, timing: WatchTiming, baseline: Option<[u8; 32]>, stop: &AtomicBool, mut on_change: impl FnMut()) {
+fn run(
+    dir: &Path,
+    timing: WatchTiming,
+    baseline: Option<[u8; 32]>,
+    stop: &AtomicBool,
+    reads: &AtomicU64,
+    mut on_change: impl FnMut(),
+) {
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = arm(&tx, dir);
     let mut last = baseline;
@@ -161,6 +191,7 @@ fn run(dir: &Path, timing: WatchTiming, baseline: Option<[u8; 32]>, stop: &Atomi
             }
         }
         next_poll = Instant::now() + timing.poll;
+        reads.fetch_add(1, Ordering::Relaxed);
         let now = fingerprint(dir);
         if now.is_some() && now != last {
             last = now;

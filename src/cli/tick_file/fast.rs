@@ -14,9 +14,10 @@
 
 use super::columns::{Layout, Role};
 use super::swar::{
-    below, digit_run, digit_run_with, digits_value, equal, first, load, low_bytes, non_digits, Leading, POW10,
+    before_first, below, digit_run, digit_run_with, digits_value, equal, first, load, low_bytes, non_digits, Leading,
+    POW10,
 };
-use super::symbols::{Symbols, SHORT_SYMBOL};
+use super::symbols::Symbols;
 use super::time::TimeUnit;
 use super::TickRow;
 use crate::model::{Fixed, TickKind, TickValues, FIXED_DECIMALS, FIXED_SCALE};
@@ -89,8 +90,9 @@ impl FastLayout {
 
 /// Parses the row at the start of `window` (the unread bytes of the
 /// block) as line `line`: the row and its length with the line end.
-/// `None` when the row is not of the shape described in the module docs
-/// (then nothing has changed).
+/// `None` when the row is not of the shape described in the module docs;
+/// then nothing that rows depend on has changed (the symbols and their
+/// numbers are as before).
 #[inline]
 pub(super) fn parse_fast(
     fast: &mut FastLayout,
@@ -106,7 +108,9 @@ pub(super) fn parse_fast(
     let mut row = Fields {
         time_exp: fast.time_exp,
         time_leading: &mut fast.time_leading,
+        symbols: &*symbols,
         name: (0, 0),
+        known: None,
         event_time_ns: 0,
         price: Fixed::ZERO,
         size: Fixed::ZERO,
@@ -134,17 +138,28 @@ pub(super) fn parse_fast(
             at
         }
     };
-    let instrument = symbol_index(symbols, window, row.name.0, row.name.1)?;
-    let last_seq = &mut symbols.last_seq[instrument as usize];
-    *last_seq = last_seq.saturating_add(1);
+    let Fields {
+        name,
+        known,
+        event_time_ns,
+        price,
+        size,
+        ..
+    } = row;
+    // A symbol seen before was found as its field was read; a new one is
+    // interned only now that the whole row has been read.
+    let instrument = match known {
+        Some(index) => index,
+        None => symbols.intern(&window[name.0..name.1]).ok()?,
+    };
     let row = TickRow {
         line,
         instrument,
-        event_time_ns: row.event_time_ns,
-        seq: *last_seq,
+        event_time_ns,
+        seq: symbols.number(instrument),
         values: TickValues::Trade {
-            price: row.price,
-            size: row.size,
+            price,
+            size,
             side: None,
         },
     };
@@ -155,8 +170,11 @@ pub(super) fn parse_fast(
 struct Fields<'a> {
     time_exp: usize,
     time_leading: &'a mut Leading,
+    symbols: &'a Symbols,
     /// Where the symbol is in the window.
     name: (usize, usize),
+    /// Its index, if it is short and has been seen before.
+    known: Option<u32>,
     event_time_ns: i64,
     price: Fixed,
     size: Fixed,
@@ -172,8 +190,9 @@ impl Fields<'_> {
         }
         let end = match column {
             FastColumn::Instrument => {
-                let end = symbol_end(window, at)?;
+                let (end, key) = symbol(window, at)?;
                 self.name = (at, end);
+                self.known = key.and_then(|key| self.symbols.find_short(key));
                 end
             }
             FastColumn::Time => {
@@ -211,35 +230,40 @@ impl Fields<'_> {
 
 /// The end of a non-empty symbol starting at `at`, all of whose bytes
 /// are `-` or above: its first byte below `-` (which the caller checks is
-/// its delimiter).
+/// its delimiter), and its key if it is short.
 #[inline(always)]
-fn symbol_end(window: &[u8; WINDOW], at: usize) -> Option<usize> {
-    let mut from = at;
+fn symbol(window: &[u8; WINDOW], at: usize) -> Option<(usize, Option<u128>)> {
+    let low = load(window, at);
+    let stops = below(low, b'-');
+    let (len, key) = if stops != 0 {
+        let len = first(stops);
+        (len, Some(Symbols::key_of_words(low & before_first(stops), 0, len)))
+    } else {
+        let high = load(window, at + 8);
+        let stops = below(high, b'-');
+        if stops != 0 {
+            let len = 8 + first(stops);
+            (len, Some(Symbols::key_of_words(low, high & before_first(stops), len)))
+        } else {
+            (first_below_dash(window, at + 16)? - at, None)
+        }
+    };
+    (len > 0).then_some((at + len, key))
+}
+
+/// The first byte below `-` from `from` on, within the window.
+#[inline(always)]
+fn first_below_dash(window: &[u8; WINDOW], mut from: usize) -> Option<usize> {
     loop {
         let stops = below(load(window, from), b'-');
         if stops != 0 {
-            let end = from + first(stops);
-            return (end > at).then_some(end);
+            return Some(from + first(stops));
         }
         from += 8;
         if from > LAST_FIELD_START {
             return None;
         }
     }
-}
-
-/// The index of the symbol `window[start..end]`, interning it on first
-/// sight; `None` for a new symbol that is not UTF-8.
-#[inline(always)]
-fn symbol_index(symbols: &mut Symbols, window: &[u8; WINDOW], start: usize, end: usize) -> Option<u32> {
-    let len = end - start;
-    if len <= SHORT_SYMBOL {
-        let bytes = u128::from(load(window, start)) | u128::from(load(window, start + 8)) << 64;
-        if let Some(index) = symbols.find_short(Symbols::key_of(bytes, len)) {
-            return Some(index);
-        }
-    }
-    symbols.intern(&window[start..end]).ok()
 }
 
 /// The end of a field of any content starting at `at`: its first comma or
@@ -294,16 +318,30 @@ fn epoch(window: &[u8; WINDOW], at: usize, exp: usize, leading: &mut Leading) ->
 /// anything else, including every error.
 #[inline(always)]
 fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
-    let sign = window[at];
-    let negative = sign == b'-';
     // Digits and the dot are above the signs.
-    let at = if sign < b'.' {
-        at + usize::from(negative || sign == b'+')
-    } else {
-        at
-    };
-    let signed = |raw: i64| Fixed::from_raw(if negative { -raw } else { raw });
+    if window[at] < b'.' {
+        return signed_decimal(window, at);
+    }
+    let (raw, end) = unsigned_decimal(window, at)?;
+    Some((Fixed::from_raw(raw), end))
+}
 
+/// [`decimal`] for a field that starts with a byte below `.`: a sign, or
+/// not a number.
+#[inline(never)]
+fn signed_decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
+    let negative = match window[at] {
+        b'-' => true,
+        b'+' => false,
+        _ => return None,
+    };
+    let (raw, end) = unsigned_decimal(window, at + 1)?;
+    Some((Fixed::from_raw(if negative { -raw } else { raw }), end))
+}
+
+/// [`decimal`] without a sign: the raw value of the [`Fixed`] and the end.
+#[inline(always)]
+fn unsigned_decimal(window: &[u8; WINDOW], at: usize) -> Option<(i64, usize)> {
     // The common cases, within one word: `digits` or `digits.digits`
     // with at most 6 digits, followed by a byte that is not a digit.
     let word = load(window, at);
@@ -314,7 +352,7 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
             return None;
         }
         // At most 7 digits: no overflow.
-        return Some((signed(digits_value(word, int) as i64 * FIXED_SCALE), at + int));
+        return Some((digits_value(word, int) as i64 * FIXED_SCALE, at + int));
     }
     if int < 7 {
         let rest = stops >> (8 * (int + 1));
@@ -327,11 +365,15 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
             // digits: int * 10^frac + fraction.
             let joined = (word & low_bytes(int)) | ((word >> 8) & !low_bytes(int));
             let raw = digits_value(joined, int + frac) * POW10[FIXED_DECIMALS as usize - frac];
-            return Some((signed(raw as i64), at + int + 1 + frac));
+            return Some((raw as i64, at + int + 1 + frac));
         }
     }
+    long_decimal(window, at)
+}
 
-    // Longer numbers.
+/// [`unsigned_decimal`] for numbers longer than a word.
+#[inline(never)]
+fn long_decimal(window: &[u8; WINDOW], at: usize) -> Option<(i64, usize)> {
     let (int_value, int) = digit_run(window, at)?;
     let mut end = at + int;
     let (mut frac_value, mut frac) = (0, 0);
@@ -352,7 +394,7 @@ fn decimal(window: &[u8; WINDOW], at: usize) -> Option<(Fixed, usize)> {
         .ok()?
         .checked_mul(FIXED_SCALE)?
         .checked_add(frac_value as i64)?;
-    Some((signed(raw), end))
+    Some((raw, end))
 }
 
 #[cfg(test)]

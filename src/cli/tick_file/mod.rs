@@ -101,7 +101,8 @@ pub struct TickRecord {
     pub instrument: Arc<str>,
     /// Event time, nanoseconds since the Unix epoch.
     pub event_time_ns: i64,
-    /// From the `seq` column, or numbered per instrument in file order.
+    /// From the `seq` column, or numbered per instrument in file order
+    /// (0 after [`TickReader::skip_numbering`]).
     pub seq: u64,
     pub values: TickValues,
 }
@@ -123,7 +124,8 @@ pub struct TickRow {
     pub instrument: u32,
     /// Event time, nanoseconds since the Unix epoch.
     pub event_time_ns: i64,
-    /// From the sequence column, or numbered per instrument in file order.
+    /// From the sequence column, or numbered per instrument in file order
+    /// (0 after [`TickReader::skip_numbering`]).
     pub seq: u64,
     pub values: TickValues,
 }
@@ -340,6 +342,14 @@ impl<R: BufRead> TickReader<R> {
     /// numbers them per instrument in file order).
     pub fn has_seq(&self) -> bool {
         self.layout.has(Role::Seq)
+    }
+
+    /// Stops numbering the rows of a file without a sequence column: their
+    /// `seq` is 0 from here on. For callers that number ticks themselves
+    /// (replay numbers them in merged order, across files); it saves a
+    /// lookup per row.
+    pub fn skip_numbering(&mut self) {
+        self.symbols.unnumbered = true;
     }
 
     /// Number of distinct instruments seen so far.

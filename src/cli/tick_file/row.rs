@@ -225,11 +225,7 @@ pub(super) fn parse_row(
     // Only a row that parsed takes a sequence number.
     let seq = match seq {
         Some(seq) => seq,
-        None => {
-            let last = &mut symbols.last_seq[instrument as usize];
-            *last = last.saturating_add(1);
-            *last
-        }
+        None => symbols.number(instrument),
     };
     Ok(TickRow {
         line,

@@ -53,6 +53,13 @@ pub(super) fn first(flags: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
+/// The bytes of a word before the first one flagged in `flags` set (all
+/// of them when none is).
+#[inline(always)]
+pub(super) fn before_first(flags: u64) -> u64 {
+    ((flags & flags.wrapping_neg()) >> 7).wrapping_sub(1)
+}
+
 /// The low `n` bytes of a word set (`n <= 8`).
 #[inline(always)]
 pub(super) fn low_bytes(n: usize) -> u64 {
@@ -206,6 +213,15 @@ mod tests {
         assert_eq!(low_bytes(0), 0);
         assert_eq!(low_bytes(3), 0xff_ffff);
         assert_eq!(low_bytes(8), u64::MAX);
+        for n in 0..=8 {
+            let mut bytes = [b'x'; 8];
+            if n < 8 {
+                bytes[n] = b',';
+                bytes[7] = b',';
+            }
+            let flags = equal(u64::from_le_bytes(bytes), b',');
+            assert_eq!(before_first(flags), low_bytes(n), "{n}");
+        }
 
         let run = |s: &str| {
             let mut b = s.as_bytes().to_vec();

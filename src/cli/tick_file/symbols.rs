@@ -25,7 +25,10 @@ pub(super) struct Symbols {
     short: ShortKeys,
     long: FxHashMap<Box<[u8]>, u32>,
     /// Without a sequence column: each instrument's last assigned number.
-    pub last_seq: Vec<u64>,
+    last_seq: Vec<u64>,
+    /// Rows without a sequence column are not numbered: see
+    /// [`super::TickReader::skip_numbering`].
+    pub unnumbered: bool,
 }
 
 impl Symbols {
@@ -35,24 +38,39 @@ impl Symbols {
         if name.len() > SHORT_SYMBOL {
             return None;
         }
+        // The bytes, then the length in the last byte.
         let mut bytes = [0u8; 16];
         bytes[..name.len()].copy_from_slice(name);
-        Some(Self::key_of(u128::from_le_bytes(bytes), name.len()))
+        bytes[15] = name.len() as u8;
+        Some(u128::from_le_bytes(bytes))
     }
 
-    /// The key of the symbol in the first `len` (at most [`SHORT_SYMBOL`])
-    /// bytes of `bytes`, a little-endian load that may run past it.
+    /// The key of a symbol of `len` (at most [`SHORT_SYMBOL`]) bytes from
+    /// its first eight bytes and the rest, each word zero past the symbol:
+    /// as [`Symbols::short_key`] gives it, without a copy.
     #[inline(always)]
-    pub fn key_of(bytes: u128, len: usize) -> u128 {
+    pub fn key_of_words(low: u64, high: u64, len: usize) -> u128 {
         debug_assert!(len <= SHORT_SYMBOL);
-        let mask = (1u128 << (8 * len)) - 1;
-        (bytes & mask) | ((len as u128) << 120)
+        (u128::from(high | (len as u64) << 56) << 64) | u128::from(low)
     }
 
     /// The index of the short symbol with `key`, if it has been seen.
     #[inline(always)]
     pub fn find_short(&self, key: u128) -> Option<u32> {
         self.short.get(key)
+    }
+
+    /// The next number of instrument `index`, for a row of a file without
+    /// a sequence column: 1, 2, 3, ... in file order, or 0 when rows are
+    /// not numbered.
+    #[inline(always)]
+    pub fn number(&mut self, index: u32) -> u64 {
+        if self.unnumbered {
+            return 0;
+        }
+        let last = &mut self.last_seq[index as usize];
+        *last = last.saturating_add(1);
+        *last
     }
 
     /// The index of the symbol `name`, interning it on first sight.
@@ -194,6 +212,16 @@ mod tests {
     }
 
     #[test]
+    fn each_instrument_is_numbered_on_its_own_unless_numbering_is_off() {
+        let mut symbols = Symbols::default();
+        let (a, b) = (symbols.intern(b"A").unwrap(), symbols.intern(b"B").unwrap());
+        let numbers: Vec<u64> = [a, a, b, a, b].iter().map(|&i| symbols.number(i)).collect();
+        assert_eq!(numbers, [1, 2, 1, 3, 2]);
+        symbols.unnumbered = true;
+        assert_eq!((symbols.number(a), symbols.number(b)), (0, 0));
+    }
+
+    #[test]
     fn many_similar_symbols_keep_their_indexes_as_the_table_grows() {
         let mut symbols = Symbols::default();
         let name = |i: usize| format!("SYN{i:04}-USDT");
@@ -209,10 +237,18 @@ mod tests {
     }
 
     #[test]
-    fn keys_from_a_longer_load_match_keys_from_the_name() {
-        let line = b"BTC-USDT,1,2,3,4,5,6,7";
-        let bytes = u128::from_le_bytes(line[..16].try_into().unwrap());
-        assert_eq!(Symbols::key_of(bytes, 8), Symbols::short_key(b"BTC-USDT").unwrap());
-        assert_ne!(Symbols::key_of(bytes, 7), Symbols::short_key(b"BTC-USDT").unwrap());
+    fn keys_from_words_match_keys_from_the_name() {
+        let word = |s: &[u8]| {
+            let mut b = [0u8; 8];
+            b[..s.len()].copy_from_slice(s);
+            u64::from_le_bytes(b)
+        };
+        for name in [&b"B"[..], b"BTC-USDT", b"SYN0166-USDT", b"FIFTEEN-BYTES-X"] {
+            let (low, high) = name.split_at(name.len().min(8));
+            assert_eq!(
+                Symbols::key_of_words(word(low), word(high), name.len()),
+                Symbols::short_key(name).unwrap()
+            );
+        }
     }
 }

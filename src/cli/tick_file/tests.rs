@@ -569,3 +569,27 @@ fn a_long_file_is_read_fast_with_its_errors_in_place() {
     assert_eq!((last.line, last.seq), (100_001, 14_284));
     assert_eq!(last.values, trade("999.99", "0"));
 }
+
+#[test]
+fn rows_can_go_unnumbered_and_keep_their_own_sequence_numbers() {
+    // Long enough for the fast path, with rows for the general path too.
+    let mut text = String::from("instrument,ts_ms,price\n");
+    for i in 0..50 {
+        text.push_str(&format!("X{},{i},1\n Y ,{i},2\n", i % 3));
+    }
+    let mut reader = TickReader::new(Cursor::new(text.into_bytes())).unwrap();
+    let first = reader.next_row().unwrap().unwrap();
+    assert_eq!(first.seq, 1);
+    reader.skip_numbering();
+    let rest: Vec<TickRow> = std::iter::from_fn(|| reader.next_row()).map(Result::unwrap).collect();
+    assert_eq!(rest.len(), 99);
+    assert!(rest.iter().all(|r| r.seq == 0));
+    assert!(reader.fast_rows > 20, "{}", reader.fast_rows);
+
+    let mut reader = TickReader::new(Cursor::new(b"instrument,ts_ms,price,seq\nX,1,1,7\nX,2,1,9\n".to_vec())).unwrap();
+    reader.skip_numbering();
+    let seqs: Vec<u64> = std::iter::from_fn(|| reader.next_row())
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [7, 9]);
+}
