@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 
 use airbag::model::{Alert, Fixed, TickValues};
 use airbag::rules::{compile_texts, expr, RuleError, RuleSet, WindowRegistry};
-use airbag::server::convert::{self, decode_batch, Rejected};
-use airbag::server::proto;
+use airbag::server::convert::{self, decode_batch, DecodedBatch, Rejected};
+use airbag::server::{proto, tick_wire};
 use airbag::{Engine, EngineConfig};
 
 /// The bundled rule files (`rules/*.toml`), as named texts.
@@ -331,14 +331,17 @@ pub fn expected_verdict(tick: &proto::Tick) -> Result<(), (&'static str, String)
     Ok(())
 }
 
-/// Decodes `bytes` as a `TickBatch` the way `Ingest` does and checks every
-/// tick's verdict against [`expected_verdict`]; accepted values convert
-/// back to the same wire value. Then feeds the accepted ticks to `engine`
-/// (the engine may refuse only for order, duplicates or its instrument
-/// cap) and runs its timers a day later. Returns how many ticks the
-/// engine applied, or `None` when the bytes are not a `TickBatch`.
+/// Decodes `bytes` as a `TickBatch` with prost and checks that `Ingest`'s
+/// own reader ([`tick_wire`]) reads the same; checks every tick's verdict
+/// against [`expected_verdict`]; accepted values convert back to the same
+/// wire value. Then feeds the accepted ticks to `engine` (the engine may
+/// refuse only for order, duplicates or its instrument cap) and runs its
+/// timers a day later. Returns how many ticks the engine applied, or
+/// `None` when the bytes are not a `TickBatch`.
 pub fn tick_batch(bytes: &[u8], engine: &Engine) -> Option<usize> {
-    let decoded = decode_batch(bytes).ok()?;
+    let decoded = decode_batch(bytes);
+    check_wire_reader(bytes, decoded.as_ref());
+    let decoded = decoded.ok()?;
     assert_eq!(decoded.ticks.len(), decoded.batch.ticks.len());
     let mut applied = 0;
     let mut alerts: Vec<Alert> = Vec::new();
@@ -380,6 +383,30 @@ pub fn tick_batch(bytes: &[u8], engine: &Engine) -> Option<usize> {
         assert!(!alert.instrument.is_empty());
     }
     Some(applied)
+}
+
+/// `Ingest` reads batches by hand ([`tick_wire`]): it must read the ticks
+/// prost reads, with the same values or rejection, and refuse what prost
+/// refuses with prost's message.
+fn check_wire_reader(bytes: &[u8], by_prost: Result<&DecodedBatch, &prost::DecodeError>) {
+    let mut ticks = Vec::new();
+    let by_hand = tick_wire::read_batch(bytes, |t| {
+        ticks.push((t.instrument.to_string(), t.event_time_ns, t.seq, t.values));
+    });
+    match (by_prost, by_hand) {
+        (Ok(decoded), Ok(batch_id)) => {
+            assert_eq!(batch_id, decoded.batch.batch_id);
+            let expected: Vec<_> = decoded
+                .batch
+                .ticks
+                .iter()
+                .map(|t| (t.instrument.clone(), t.event_time_ns, t.seq, convert::tick_values(t)))
+                .collect();
+            assert_eq!(ticks, expected);
+        }
+        (Err(e), Err(ours)) => assert_eq!(ours.to_string(), e.to_string()),
+        (prost, ours) => panic!("prost read {prost:?}, tick_wire read {ours:?}"),
+    }
 }
 
 /// A rejection is one line that says what was wrong.

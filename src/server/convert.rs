@@ -101,10 +101,12 @@ pub struct DecodedBatch {
     pub ticks: Vec<Result<TickValues, Rejected>>,
 }
 
-/// Decodes a `TickBatch` message the way `Ingest` does and checks each
-/// tick: values ([`checked_values`]), then the symbol's shape. What needs
-/// the engine (the instrument cap, sequence and time order) and the
-/// stream (`max_batch_ticks`) is not checked here. For tools and fuzzing.
+/// Decodes a `TickBatch` message with prost and checks each tick as
+/// `Ingest` does: values ([`checked_values`]), then the symbol's shape.
+/// What needs the engine (the instrument cap, sequence and time order) and
+/// the stream (`max_batch_ticks`) is not checked here. For tools and
+/// fuzzing, and the reference `Ingest`'s own reader
+/// ([`super::tick_wire`]) is tested against.
 ///
 /// # Errors
 /// The bytes are not a `TickBatch`.

@@ -1,7 +1,8 @@
 //! The gRPC service: a thin layer over the engine and the alert bus. The
 //! only module that knows protobuf.
 //!
-//! - [`ingest`]: `Ingest`, evaluation on the receiving stream's task.
+//! - [`ingest`]: `Ingest`, evaluation on the receiving stream's task; its
+//!   messages read and written by hand ([`tick_wire`], [`ack_wire`]).
 //! - [`alerts`]: `Alerts.Subscribe`, each alert encoded once.
 //! - [`admin`]: `RuleAdmin` (list, validate, reload, status).
 //! - [`convert`]: the only place proto types meet model types.
@@ -17,6 +18,7 @@
 //! [`serve`] adds the standard `grpc.health.v1` health service and server
 //! reflection (both open to every caller).
 
+pub mod ack_wire;
 pub mod admin;
 pub mod alerts;
 pub mod auth;
@@ -26,6 +28,7 @@ pub mod gate;
 pub mod ingest;
 pub mod limits;
 pub mod proto;
+pub mod tick_wire;
 pub mod tls;
 
 use std::future::Future;
@@ -127,8 +130,7 @@ pub async fn serve(
         .ok();
 
     let max_message = core.config().max_message_bytes;
-    let ingest = proto::ingest_server::IngestServer::new(ingest::IngestService::new(core.clone()))
-        .max_decoding_message_size(max_message);
+    let ingest = ingest::IngestService::new(core.clone());
     let subscribe = alerts::AlertsService::new(core.clone());
     let admin = proto::rule_admin_server::RuleAdminServer::new(admin::AdminService::new(core.clone()))
         .max_decoding_message_size(max_message);
