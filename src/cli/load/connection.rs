@@ -85,7 +85,11 @@ pub(super) async fn run_connection(
         let failed = stats.error.clone();
         total.absorb(stats);
         let Some(why) = failed else { return total };
-        if resume.retry_for.is_zero() || Instant::now() >= end {
+        // A stream that fails after the sending phase (while its last acks
+        // are on their way) is resumed too: the server's answer settles
+        // where the connection's instruments stand, and the next stream
+        // ends at once.
+        if resume.retry_for.is_zero() {
             return total;
         }
         let give_up = Instant::now() + resume.retry_for;
