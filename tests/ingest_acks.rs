@@ -16,14 +16,12 @@ use airbag::rules::compile_texts;
 use airbag::server::convert::{self, Rejected};
 use airbag::server::proto;
 use airbag::{Engine, EngineConfig};
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use common::*;
 use prost::Message;
 use rng::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
 
 const RULES: &str = r#"
 [[rule]]
@@ -225,7 +223,11 @@ async fn acknowledgements_are_byte_for_byte_the_reference() {
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/airbag.v1.Ingest/Ingest");
     let mut acks = within(
         "ingest",
-        grpc.streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec),
+        grpc.streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            path,
+            common::raw_codec::RawCodec,
+        ),
     )
     .await
     .expect("ingest opens")
@@ -266,37 +268,4 @@ async fn acknowledgements_are_byte_for_byte_the_reference() {
     );
     drop(tx);
     server.shutdown().await;
-}
-
-/// Sends and receives raw message bytes.
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }

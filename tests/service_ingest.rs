@@ -183,7 +183,7 @@ async fn malformed_message_ends_the_stream_with_invalid_argument() {
     let garbage = bytes::Bytes::from_static(&[0x08, 0xff, 0xff, 0xff]);
     let request = tonic::Request::new(tokio_stream::iter(vec![garbage]));
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/airbag.v1.Ingest/Ingest");
-    let result = within("ingest", grpc.streaming(request, path, raw::RawCodec)).await;
+    let result = within("ingest", grpc.streaming(request, path, common::raw_codec::RawCodec)).await;
     let status = match result {
         Err(status) => status,
         Ok(response) => {
@@ -322,44 +322,4 @@ severity = "info"
     let got = collect(&many, &mut many_alerts).await;
     many.shutdown().await;
     assert_eq!(got, expected);
-}
-
-/// A codec that sends and receives raw bytes: to send what a generated
-/// client never would.
-mod raw {
-    use bytes::{Buf, BufMut, Bytes};
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-    use tonic::Status;
-
-    pub struct RawCodec;
-
-    impl Codec for RawCodec {
-        type Encode = Bytes;
-        type Decode = Bytes;
-        type Encoder = RawCodec;
-        type Decoder = RawCodec;
-        fn encoder(&mut self) -> Self::Encoder {
-            RawCodec
-        }
-        fn decoder(&mut self) -> Self::Decoder {
-            RawCodec
-        }
-    }
-
-    impl Encoder for RawCodec {
-        type Item = Bytes;
-        type Error = Status;
-        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put_slice(&item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for RawCodec {
-        type Item = Bytes;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-            Ok(Some(src.copy_to_bytes(src.remaining())))
-        }
-    }
 }
