@@ -98,6 +98,18 @@ pub fn scaled_field(field: &'static str, mantissa: i64, scale: u32) -> Result<Fi
     })
 }
 
+/// A decimal `field` that must be present, as its mantissa and scale:
+/// `ValueError::Missing` when it is absent.
+pub fn required_scaled_field(field: &'static str, parts: Option<(i64, u32)>) -> Result<Fixed, TickError> {
+    match parts {
+        Some((mantissa, scale)) => scaled_field(field, mantissa, scale),
+        None => Err(TickError::Value {
+            field,
+            reason: ValueError::Missing,
+        }),
+    }
+}
+
 /// Converts a `Decimal` for `field`.
 ///
 /// # Errors

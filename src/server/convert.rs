@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::proto;
 use crate::alerts::{FilterSpec, PublishedAlert};
-use crate::ingest::{scaled_field, validate_values, TickError, ValueError};
+use crate::ingest::{required_scaled_field, validate_values, TickError};
 use crate::metrics::MISSING_VALUES;
 use crate::model::{Alert, Fixed, Severity, Side, TickValues, FIXED_DECIMALS};
 use crate::rules::ruleset::SourceFile;
@@ -34,13 +34,7 @@ impl Rejected {
 }
 
 fn decimal(field: &'static str, value: Option<&proto::Decimal>) -> Result<Fixed, TickError> {
-    match value {
-        Some(d) => scaled_field(field, d.mantissa, d.scale),
-        None => Err(TickError::Value {
-            field,
-            reason: ValueError::Missing,
-        }),
-    }
+    required_scaled_field(field, value.map(|d| (d.mantissa, d.scale)))
 }
 
 /// The values of a wire tick, every decimal converted exactly. Whether the

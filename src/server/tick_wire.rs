@@ -17,7 +17,7 @@ use prost::encoding::{decode_varint, WireType};
 
 use super::convert::Rejected;
 use super::proto;
-use crate::ingest::{scaled_field, TickError, ValueError};
+use crate::ingest::{required_scaled_field, TickError};
 use crate::model::{Fixed, Side, TickValues};
 
 /// How deep prost lets messages and groups nest before it refuses a message
@@ -450,13 +450,7 @@ impl<'a> RawTick<'a> {
 }
 
 fn decimal(field: &'static str, value: Option<RawDecimal>) -> Result<Fixed, TickError> {
-    match value {
-        Some(d) => scaled_field(field, d.mantissa, d.scale),
-        None => Err(TickError::Value {
-            field,
-            reason: ValueError::Missing,
-        }),
-    }
+    required_scaled_field(field, value.map(|d| (d.mantissa, d.scale)))
 }
 
 /// A tick's values, every decimal converted exactly, field by field in
