@@ -411,3 +411,54 @@ async fn a_killed_server_loses_no_alert_a_subscriber_saw_even_without_fsync() {
     assert_eq!(take_alerts(&mut resumed, 29).await, seen[..29]);
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_on_a_data_dir_in_use_is_refused_and_the_first_keeps_journaling() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = journaled(data.path(), |_| {}).start().await;
+    let rules = tempfile::tempdir().expect("rules dir");
+    std::fs::write(rules.path().join("flip.toml"), FLIP).expect("rule file");
+    let second = airbag::config::ServiceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        rules: rules.path().to_path_buf(),
+        data_dir: Some(data.path().to_path_buf()),
+        watch_rules: false,
+        ..airbag::config::ServiceConfig::default()
+    };
+    let refused = within("second start", airbag::app::start(second.clone()))
+        .await
+        .expect_err("a second service on the same data_dir");
+    let message = refused.to_string();
+    assert!(
+        message.contains(&format!(
+            "data_dir {} is in use by another airbag service",
+            data.path().display()
+        )),
+        "{message}"
+    );
+
+    // The first service goes on journaling: its alerts are there after it
+    // stops, and then the folder is free.
+    let mut ingest = server.ingest().await;
+    assert_eq!(ingest.send(batch(1, flips(1, 4))).await.applied, 4);
+    server.shutdown().await;
+    let running = within("start after the first stopped", airbag::app::start(second))
+        .await
+        .expect("the folder is free once the first service has stopped");
+    let mut alerts =
+        airbag::server::proto::alerts_client::AlertsClient::connect(format!("http://{}", running.grpc_addr()))
+            .await
+            .expect("connect")
+            .subscribe(from_seq(1))
+            .await
+            .expect("subscribe")
+            .into_inner();
+    let first = within("journaled alert", alerts.message())
+        .await
+        .expect("stream")
+        .expect("an alert");
+    assert_eq!(first.seq, 1);
+    drop(alerts);
+    running.shutdown().await.expect("shutdown");
+}

@@ -6,6 +6,8 @@
 //!   metrics, reload state, the shutdown token), and the metrics page.
 //! - [`reload`]: reloading the rules folder, all or nothing, with an
 //!   audit record per attempt.
+//! - [`data_dir`]: the lock that keeps a second service off a data folder
+//!   in use.
 //! - [`checkpoints`]: with `data_dir` set, the newest valid checkpoint is
 //!   restored before the service starts; one is written periodically and
 //!   one at shutdown, after the drain.
@@ -38,6 +40,7 @@
 
 mod checkpoints;
 mod core;
+pub mod data_dir;
 mod reload;
 
 use std::net::SocketAddr;
@@ -59,6 +62,8 @@ use crate::metrics;
 use crate::rules::watch::{fingerprint, RulesWatcher, WatchTiming};
 use crate::rules::{load_dir_with, RuleError};
 
+use self::data_dir::DataDirLock;
+
 pub use self::core::Core;
 pub use self::reload::{ReloadOutcomes, ReloadStatus, ReloadTrigger};
 
@@ -76,12 +81,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create data_dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    DataDir(#[from] self::data_dir::DataDirError),
     #[error("checkpoints: {0}")]
     Checkpoint(#[from] crate::checkpoint::StoreError),
     #[error("cannot restore the checkpoint: {0}")]
@@ -113,6 +114,8 @@ pub struct Running {
     stopped: CancellationToken,
     /// Reloads on file changes while held; stopped when dropped.
     watcher: Option<RulesWatcher>,
+    /// The data folder, this service's alone while it runs.
+    data_dir_lock: Option<DataDirLock>,
 }
 
 impl std::fmt::Debug for Running {
@@ -163,12 +166,9 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         }
     }
     let security = crate::server::Security::load(&config).map_err(AppError::Security)?;
-    if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir).map_err(|source| AppError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    // Taken before the journal and checkpoints are opened, held until the
+    // service has stopped.
+    let data_dir_lock = config.data_dir.as_deref().map(DataDirLock::acquire).transpose()?;
     let dir = config.rules.clone();
     let rule_limits = config.limits.rules();
     let (baseline, loaded) = {
@@ -247,6 +247,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         checkpoints,
         stopped,
         watcher,
+        data_dir_lock,
     })
 }
 
@@ -383,6 +384,7 @@ impl Running {
             checkpoints,
             stopped,
             watcher,
+            data_dir_lock,
             ..
         } = self;
         // Dropping joins the watcher's thread (it checks its stop flag
@@ -430,6 +432,9 @@ impl Running {
             Ok(()) => info!("Stopped."),
             Err(e) => error!(error = %e, "Stopped with an error."),
         }
+        // The journal and the last checkpoint are written: another service
+        // may take the folder.
+        drop(data_dir_lock);
         result
     }
 }
