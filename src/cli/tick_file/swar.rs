@@ -120,9 +120,10 @@ pub(super) struct Leading {
 
 impl Default for Leading {
     fn default() -> Self {
-        // Not digits: matches no run.
+        // Eight real digits with their true value, so that a match is
+        // right whatever bytes it matches (no word is "impossible").
         Leading {
-            word: u64::MAX,
+            word: u64::from_le_bytes(*b"00000000"),
             value: 0,
         }
     }
@@ -248,6 +249,7 @@ mod tests {
             "1700000100000,",
             ",",
             "1700000100001.5",
+            "00000000000,",
         ];
         for round in 0..2 {
             for text in texts {
@@ -260,6 +262,10 @@ mod tests {
                 );
             }
         }
+        // Bytes that are no digits at all, before any run was remembered.
+        let mut bytes = vec![0xff; 8];
+        bytes.resize(32, b',');
+        assert_eq!(digit_run_with(&bytes, 0, &mut Leading::default()), digit_run(&bytes, 0));
     }
 
     proptest! {
