@@ -95,6 +95,10 @@ impl RulesWatcher {
         baseline: Option<[u8; 32]>,
         on_change: impl FnMut() + Send + 'static,
     ) -> std::io::Result<RulesWatcher> {
+        // Absolute, so that its parent is watched and event paths (which
+        // start with the watched path) compare with it however it was
+        // spelled; not canonical, so a symlinked folder stays the link.
+        let dir = std::path::absolute(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(AtomicU64::new(0));
         let (thread_stop, thread_reads) = (stop.clone(), reads.clone());
@@ -117,9 +121,14 @@ impl RulesWatcher {
 
 /// Whether `event` can change the rule files of `dir`: not a mere read,
 /// and about the folder or something in it (the parent's watch also sees
-/// its other entries).
+/// its other entries). An event that says events were lost (an overflowed
+/// queue: a rescan, without paths) may hide a change, so it counts.
 fn may_change_rules(event: &Event, dir: &Path) -> bool {
-    !matches!(event.kind, EventKind::Access(_)) && event.paths.iter().any(|p| p.starts_with(dir))
+    if event.need_rescan() {
+        return true;
+    }
+    !matches!(event.kind, EventKind::Access(_))
+        && (event.paths.is_empty() || event.paths.iter().any(|p| p.starts_with(dir)))
 }
 
 impl Drop for RulesWatcher {
@@ -137,7 +146,7 @@ fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
     let tx = tx.clone();
     let watched = dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        // An error (such as an overflowed event queue) may hide a change.
+        // An error may hide a change.
         if event.map_or(true, |e| may_change_rules(&e, &watched)) {
             let _ = tx.send(());
         }
