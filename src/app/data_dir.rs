@@ -3,12 +3,13 @@
 //! Two services writing one alert journal and one checkpoint folder would
 //! interleave records and overwrite each other's checkpoints. So a service
 //! takes an exclusive lock on `<data_dir>/LOCK` before it opens either,
-//! and keeps it until it has stopped. The lock is the kernel's (`flock`):
+//! and keeps it until it has stopped. The lock is the kernel's
+//! ([`File::try_lock`], an `flock` on Linux):
 //! a service that crashes or is killed lets go of it with its process, so
 //! a stale file never blocks a restart. The file holds the owner's process
 //! id, for the message a second service gives.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -66,41 +67,24 @@ impl DataDirLock {
             .truncate(false)
             .open(dir.join(LOCK_FILE))
             .map_err(lock_error)?;
-        if let Err(e) = try_lock_exclusive(&file) {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(lock_error(e));
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::Error(e)) => return Err(lock_error(e)),
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(DataDirError::InUse {
+                    path: dir.to_path_buf(),
+                    holder: (!holder.is_empty()).then(|| holder.to_owned()),
+                });
             }
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(DataDirError::InUse {
-                path: dir.to_path_buf(),
-                holder: (!holder.is_empty()).then(|| holder.to_owned()),
-            });
         }
         file.set_len(0).map_err(lock_error)?;
         file.rewind().map_err(lock_error)?;
         writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
         Ok(DataDirLock { _file: file })
     }
-}
-
-#[cfg(unix)]
-fn try_lock_exclusive(file: &File) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a descriptor this function borrows; no memory is
-    // passed to the kernel.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(unix))]
-fn try_lock_exclusive(_file: &File) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

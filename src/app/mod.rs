@@ -433,7 +433,8 @@ impl Running {
             Err(e) => error!(error = %e, "Stopped with an error."),
         }
         // The journal and the last checkpoint are written: another service
-        // may take the folder.
+        // may take the folder (this one's journal closes with its core).
+        drop(core);
         drop(data_dir_lock);
         result
     }
