@@ -177,8 +177,10 @@ pub struct InstrumentState {
     pub symbol: Arc<str>,
 }
 
-/// How much of the front of an [`InstrumentState`] a tick usually reads:
-/// marks, last values, the first rule states and the first window.
+/// How much of the front of an [`InstrumentState`] the engine prefetches
+/// for a tick: marks, last values, the inline rule states and the first
+/// 256 bytes of the windows (the set's index and the front of the first
+/// window: its span, needs and max deque).
 pub const HOT_BYTES: usize = {
     let end = std::mem::offset_of!(InstrumentState, windows) + 256;
     let size = std::mem::size_of::<InstrumentState>();

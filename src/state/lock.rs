@@ -21,11 +21,11 @@ pub struct StateLock(AtomicBool);
 // SAFETY: `lock` returns only once this thread has swapped `false` to
 // `true` with Acquire ordering, and `unlock` stores `false` with Release:
 // one holder at a time, and each holder sees every write of the previous.
-unsafe impl lock_api::RawMutex for StateLock {
+unsafe impl parking_lot::lock_api::RawMutex for StateLock {
     #[allow(clippy::declare_interior_mutable_const)]
     const INIT: StateLock = StateLock(AtomicBool::new(false));
 
-    type GuardMarker = lock_api::GuardSend;
+    type GuardMarker = parking_lot::lock_api::GuardSend;
 
     #[inline]
     fn lock(&self) {
@@ -67,7 +67,7 @@ impl StateLock {
                     std::thread::yield_now();
                 }
             }
-            if lock_api::RawMutex::try_lock(self) {
+            if parking_lot::lock_api::RawMutex::try_lock(self) {
                 return;
             }
         }
@@ -75,9 +75,9 @@ impl StateLock {
 }
 
 /// A value behind a [`StateLock`].
-pub type StateMutex<T> = lock_api::Mutex<StateLock, T>;
+pub type StateMutex<T> = parking_lot::lock_api::Mutex<StateLock, T>;
 /// Access to a value behind a [`StateLock`], released when dropped.
-pub type StateGuard<'a, T> = lock_api::MutexGuard<'a, StateLock, T>;
+pub type StateGuard<'a, T> = parking_lot::lock_api::MutexGuard<'a, StateLock, T>;
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,7 @@ struct Aligned(StateMutex<InstrumentState>);
 const LINE: usize = 64;
 
 /// Cache lines from the start of a state to the end of its hot part.
-const HOT_LINES: usize = (std::mem::offset_of!(Aligned, 0) + LOCK_BYTES + HOT_BYTES).div_ceil(LINE);
+const HOT_LINES: usize = (LOCK_BYTES + HOT_BYTES).div_ceil(LINE);
 
 /// Upper bound on how far a mutex's data lies from its start.
 const LOCK_BYTES: usize = std::mem::size_of::<StateMutex<InstrumentState>>() - std::mem::size_of::<InstrumentState>();

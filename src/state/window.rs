@@ -203,8 +203,8 @@ struct Slot {
 /// One rolling window of one field for one instrument.
 ///
 /// Laid out in the order a tick reads it (`repr(C)`): span, start, needs
-/// and the max/min deques first, so a max or min window is read from the
-/// first two cache lines.
+/// and the max/min deques first, then the sums and slots, so a max or min
+/// window is read from the front of the struct.
 ///
 /// Checkpoints hold windows in the field order of `WindowRecord`, which
 /// does not follow this layout.
