@@ -254,12 +254,7 @@ impl Merge {
                     break;
                 }
                 Err(error) => {
-                    // Row by row, the error comes when the row before it
-                    // is taken from the heap, instead of that row.
-                    self.batch.pop();
-                    if self.batch.is_empty() {
-                        return Err(error);
-                    }
+                    // The rows before it go first, as row by row.
                     self.pending_error = Some(error);
                     break;
                 }
@@ -322,12 +317,19 @@ impl Merge {
             // One file: no heap.
             return Ok(self.read(0)?.map(|row| (0, row)));
         }
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
         self.prime()?;
         let Some(Reverse((_, source))) = self.heap.pop() else {
             return Ok(None);
         };
         let row = self.pending[source as usize].take();
-        self.refill(source)?;
+        // The row read before an error that stops the replay still counts;
+        // the error comes next.
+        if let Err(error) = self.refill(source) {
+            self.pending_error = Some(error);
+        }
         Ok(row.map(|row| (source, row)))
     }
 
@@ -498,6 +500,23 @@ mod tests {
             }
         }
         assert!(stopped > 5, "{stopped}");
+    }
+
+    #[test]
+    fn a_stopping_error_comes_after_every_row_before_it_merged_or_alone() {
+        let bad = "instrument,ts_ms,price\nX,1,1\nX,2,1\nX,oops,1\nX,3,1\n".to_owned();
+        let other = "instrument,ts_ms,price\nY,10,1\n".to_owned();
+        let error = Some(
+            "f0:4: ts_ms: `oops` is not a time (expected epoch milliseconds such as 1700000000000 or 1700000000000.25)"
+                .to_owned(),
+        );
+        let alone = all(std::slice::from_ref(&bad), BadRows::Stop, false);
+        assert_eq!((alone.0.as_slice(), &alone.1), (&[(0, 2), (0, 3)][..], &error));
+        for batched in [false, true] {
+            let (rows, stopped, _, _) = all(&[bad.clone(), other.clone()], BadRows::Stop, batched);
+            assert_eq!(rows, [(0, 2), (0, 3)], "batched: {batched}");
+            assert_eq!(stopped, error, "batched: {batched}");
+        }
     }
 
     #[test]
