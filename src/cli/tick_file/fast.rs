@@ -253,29 +253,25 @@ fn symbol(window: &[u8; WINDOW], at: usize) -> Option<(usize, Option<u128>)> {
 
 /// The first byte below `-` from `from` on, within the window.
 #[inline(always)]
-fn first_below_dash(window: &[u8; WINDOW], mut from: usize) -> Option<usize> {
-    loop {
-        let stops = below(load(window, from), b'-');
-        if stops != 0 {
-            return Some(from + first(stops));
-        }
-        from += 8;
-        if from > LAST_FIELD_START {
-            return None;
-        }
-    }
+fn first_below_dash(window: &[u8; WINDOW], from: usize) -> Option<usize> {
+    first_stop(window, from, |word| below(word, b'-'))
 }
 
 /// The end of a field of any content starting at `at`: its first comma or
 /// line feed.
 #[inline(always)]
 fn field_end(window: &[u8; WINDOW], at: usize) -> Option<usize> {
-    let mut from = at;
+    first_stop(window, at, |word| equal(word, b',') | equal(word, b'\n'))
+}
+
+/// The first byte from `from` on, within the window, that `stops` flags
+/// in its eight-byte word.
+#[inline(always)]
+fn first_stop(window: &[u8; WINDOW], mut from: usize, stops: impl Fn(u64) -> u64) -> Option<usize> {
     loop {
-        let word = load(window, from);
-        let stops = equal(word, b',') | equal(word, b'\n');
-        if stops != 0 {
-            return Some(from + first(stops));
+        let flagged = stops(load(window, from));
+        if flagged != 0 {
+            return Some(from + first(flagged));
         }
         from += 8;
         if from > LAST_FIELD_START {
