@@ -218,6 +218,11 @@ pub fn compile_rule(
         RuleLogic::Band(b) => KindMask::of(b.field.tick_kind()),
         RuleLogic::Stale(_) | RuleLogic::Gap(_) => KindMask::ALL,
     };
+    let timed = match &logic {
+        RuleLogic::Condition(_) => hold_ns > 0,
+        RuleLogic::Gap(_) => false,
+        RuleLogic::Breaker(_) | RuleLogic::Band(_) | RuleLogic::Stale(_) => true,
+    };
     slots.sort();
     slots.dedup();
     Ok(CompiledRule {
@@ -235,6 +240,7 @@ pub fn compile_rule(
         logic,
         slots,
         triggers,
+        timed,
         source,
     })
 }

@@ -84,6 +84,9 @@ pub struct CompiledRule {
     pub slots: Vec<WindowSlot>,
     /// Tick kinds that make it evaluate.
     pub triggers: KindMask,
+    /// Whether the rule can ever wait for a timer (a `for` period, a halt,
+    /// a silent feed); the engine asks the others for no deadline.
+    pub timed: bool,
     pub source: RuleSource,
 }
 
@@ -108,6 +111,9 @@ impl CompiledRule {
     /// When `on_timer` next has something to do, if ever.
     #[inline]
     pub fn deadline(&self, ctx_last_received_ns: i64, state: &RuleState) -> Option<i64> {
+        if !self.timed {
+            return None;
+        }
         kinds::deadline(self, ctx_last_received_ns, state)
     }
 
