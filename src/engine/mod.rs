@@ -24,8 +24,8 @@ use smallvec::SmallVec;
 use crate::ingest::{validate_values, TickError};
 use crate::model::{AlertSink, InstrumentId, Tick, TickValues};
 use crate::rules::{EvalCtx, RuleSet};
-use crate::state::store::lock;
-use crate::state::{BoundRule, InstrumentState, Instruments, StateStore, WindowSet};
+pub use crate::state::SequenceStats;
+use crate::state::{BoundRule, InstrumentState, Instruments, StateCell, StateStore, WindowSet};
 
 mod snapshot;
 pub use snapshot::{EngineSnapshot, InstrumentSnapshot, RestoreError, RestoreReport, RuleStamp, SkippedInstrument};
@@ -53,25 +53,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// Sequence-number and ordering counts, for metrics and status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SequenceStats {
-    /// Applied ticks whose sequence number skipped past the next one.
-    pub gaps: u64,
-    /// Sequence numbers skipped, over all gaps.
-    pub missing: u64,
-    /// Ticks accepted behind their instrument's newest (within the allowed
-    /// lateness) and applied in their place.
-    pub reordered: u64,
-}
-
-#[derive(Default)]
-struct SequenceCounters {
-    gaps: AtomicU64,
-    missing: AtomicU64,
-    reordered: AtomicU64,
-}
-
 /// Rolling state for every instrument and the ruleset that evaluates it.
 pub struct Engine {
     instruments: Instruments,
@@ -88,7 +69,6 @@ pub struct Engine {
     /// scan until then. See `check_timers` for why this holds.
     earliest_deadline_ns: AtomicI64,
     allowed_lateness_ns: i64,
-    sequence: SequenceCounters,
 }
 
 impl Engine {
@@ -104,7 +84,6 @@ impl Engine {
             current_version: AtomicU64::new(1),
             earliest_deadline_ns: AtomicI64::new(i64::MAX),
             allowed_lateness_ns: config.allowed_lateness_ns.max(0),
-            sequence: SequenceCounters::default(),
         }
     }
 
@@ -169,22 +148,25 @@ impl Engine {
     /// rejected tick changes nothing.
     #[inline]
     pub fn apply(&self, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) -> Result<(), TickError> {
+        self.apply_to(self.states.get(tick.instrument), tick, received_ns, out)
+    }
+
+    /// As [`Engine::apply`], given the tick's state if it has one (looked
+    /// up ahead by a batch).
+    #[inline(always)]
+    fn apply_to(
+        &self,
+        cell: Option<&StateCell>,
+        tick: &Tick,
+        received_ns: i64,
+        out: &mut impl AlertSink,
+    ) -> Result<(), TickError> {
         validate_values(tick.event_time_ns, &tick.values)?;
-        let cell = match self.states.get(tick.instrument) {
+        let cell = match cell {
             Some(cell) => cell,
-            None => {
-                let symbol = self
-                    .instruments
-                    .symbol(tick.instrument)
-                    .ok_or(TickError::Symbol(crate::state::SymbolError::Unknown(tick.instrument.0)))?;
-                self.states
-                    .get_or_insert(tick.instrument, || {
-                        InstrumentState::new(tick.instrument, symbol, received_ns)
-                    })
-                    .ok_or(TickError::Symbol(crate::state::SymbolError::Unknown(tick.instrument.0)))?
-            }
+            None => self.create_state(tick.instrument, received_ns)?,
         };
-        let mut guard = lock(cell);
+        let mut guard = cell.lock();
         let state = &mut *guard;
         if let Some(last) = state.last_seq {
             if tick.seq <= last {
@@ -206,6 +188,16 @@ impl Engine {
             return Ok(());
         }
         self.hold_and_release(state, tick, received_ns, out)
+    }
+
+    /// The state of an instrument's first tick.
+    #[cold]
+    fn create_state(&self, id: InstrumentId, received_ns: i64) -> Result<&StateCell, TickError> {
+        let unknown = TickError::Symbol(crate::state::SymbolError::Unknown(id.0));
+        let symbol = self.instruments.symbol(id).ok_or(unknown.clone())?;
+        self.states
+            .get_or_insert(id, || InstrumentState::new(id, symbol, received_ns))
+            .ok_or(unknown)
     }
 
     /// With an allowed lateness: holds `tick` in its instrument's reorder
@@ -238,7 +230,7 @@ impl Engine {
                 });
             }
             if tick.event_time_ns < newest_ns {
-                self.sequence.reordered.fetch_add(1, Ordering::Relaxed);
+                state.sequence.reordered += 1;
             }
         }
         held.hold(*tick, received_ns);
@@ -269,8 +261,8 @@ impl Engine {
         if let Some(last) = state.last_seq {
             let missing = tick.seq.saturating_sub(last).saturating_sub(1);
             if missing > 0 {
-                self.sequence.gaps.fetch_add(1, Ordering::Relaxed);
-                self.sequence.missing.fetch_add(missing, Ordering::Relaxed);
+                state.sequence.gaps += 1;
+                state.sequence.missing += missing;
             }
         }
         state.last_seq = Some(state.last_seq.map_or(tick.seq, |last| last.max(tick.seq)));
@@ -329,12 +321,14 @@ impl Engine {
     }
 
     /// Sequence gaps and reordering seen so far.
+    ///
+    /// Each instrument counts its own under its lock, so a tick adds to no
+    /// counter shared between threads; this sums them, locking each
+    /// instrument in turn (for a metrics scrape, not for every tick).
     pub fn sequence_stats(&self) -> SequenceStats {
-        SequenceStats {
-            gaps: self.sequence.gaps.load(Ordering::Relaxed),
-            missing: self.sequence.missing.load(Ordering::Relaxed),
-            reordered: self.sequence.reordered.load(Ordering::Relaxed),
-        }
+        let mut total = SequenceStats::default();
+        self.states.for_each(|state| total.add(&state.sequence));
+        total
     }
 
     /// The allowed lateness this engine runs with, ns.
@@ -352,15 +346,10 @@ impl Engine {
         out: &mut impl AlertSink,
         mut outcome: impl FnMut(usize, Result<(), TickError>),
     ) {
-        const AHEAD: usize = 4;
-        for tick in ticks.iter().take(AHEAD) {
-            self.states.prefetch(tick.instrument);
-        }
+        let mut ahead = Lookahead::start(self, ticks);
         for (i, tick) in ticks.iter().enumerate() {
-            if let Some(ahead) = ticks.get(i + AHEAD) {
-                self.states.prefetch(ahead.instrument);
-            }
-            outcome(i, self.apply(tick, received_ns, out));
+            let cell = ahead.next(self, ticks, i);
+            outcome(i, self.apply_to(cell, tick, received_ns, out));
         }
     }
 
@@ -376,15 +365,10 @@ impl Engine {
         out: &mut S,
         mut outcome: impl FnMut(usize, Result<(), TickError>, &mut S) -> bool,
     ) -> usize {
-        const AHEAD: usize = 4;
-        for tick in ticks.iter().take(AHEAD) {
-            self.states.prefetch(tick.instrument);
-        }
+        let mut ahead = Lookahead::start(self, ticks);
         for (i, (tick, &received)) in ticks.iter().zip(received_ns).enumerate() {
-            if let Some(ahead) = ticks.get(i + AHEAD) {
-                self.states.prefetch(ahead.instrument);
-            }
-            let result = self.apply(tick, received, out);
+            let cell = ahead.next(self, ticks, i);
+            let result = self.apply_to(cell, tick, received, out);
             if !outcome(i, result, out) {
                 return i + 1;
             }
@@ -489,7 +473,7 @@ impl Engine {
     /// Reads one instrument's state.
     pub fn with_state<R>(&self, symbol: &str, f: impl FnOnce(&InstrumentState) -> R) -> Option<R> {
         let id = self.instruments.get(symbol)?;
-        self.states.get(id).map(|s| f(&lock(s)))
+        self.states.get(id).map(|s| f(&s.lock()))
     }
 
     pub fn instrument_count(&self) -> usize {
@@ -511,7 +495,48 @@ impl Engine {
     /// The last applied sequence number of an instrument, if any tick of
     /// it has been applied.
     pub fn last_seq(&self, id: InstrumentId) -> Option<u64> {
-        self.states.get(id).and_then(|s| lock(s).last_seq)
+        self.states.get(id).and_then(|s| s.lock().last_seq)
+    }
+}
+
+/// How many ticks ahead a batch looks up a tick's state and prefetches it.
+const AHEAD: usize = 4;
+
+/// The states of the next [`AHEAD`] ticks of a batch, each looked up once,
+/// when it is prefetched.
+struct Lookahead<'e> {
+    cells: [Option<&'e StateCell>; AHEAD],
+}
+
+impl<'e> Lookahead<'e> {
+    #[inline]
+    fn start(engine: &'e Engine, ticks: &[Tick]) -> Self {
+        let mut cells = [None; AHEAD];
+        for (cell, tick) in cells.iter_mut().zip(ticks) {
+            *cell = engine.states.get(tick.instrument);
+            if let Some(cell) = cell {
+                cell.prefetch();
+            }
+        }
+        Lookahead { cells }
+    }
+
+    /// The state of `ticks[i]` (`None` if it had none when looked up: a
+    /// tick earlier in the batch may have created it since), after
+    /// starting the fetch of the state [`AHEAD`] ticks on. Called with
+    /// `i` = 0, 1, 2, ... in turn.
+    #[inline(always)]
+    fn next(&mut self, engine: &'e Engine, ticks: &[Tick], i: usize) -> Option<&'e StateCell> {
+        let slot = i % AHEAD;
+        let cell = self.cells[slot];
+        self.cells[slot] = ticks.get(i + AHEAD).and_then(|tick| {
+            let ahead = engine.states.get(tick.instrument);
+            if let Some(ahead) = ahead {
+                ahead.prefetch();
+            }
+            ahead
+        });
+        cell
     }
 }
 

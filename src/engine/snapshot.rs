@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 
 use crate::rules::kinds::breaker::Phase;
 use crate::rules::{CompiledRule, RuleLogic, RuleSet, RuleState};
-use crate::state::{BoundRule, InstrumentState, LastValues, SymbolError, Window, WindowKey, WindowSet};
+use crate::state::{BoundRule, BoundRules, InstrumentState, LastValues, SymbolError, Window, WindowKey, WindowSet};
 
 use super::Engine;
 
@@ -180,7 +180,7 @@ impl Engine {
             last: LastValues,
             bound: bool,
             windows: WindowSet,
-            rules: SmallVec<[BoundRule; 4]>,
+            rules: BoundRules,
             next_deadline_ns: i64,
         }
         let mut copied = Vec::with_capacity(self.instruments.len());

@@ -65,6 +65,27 @@ impl LastValues {
     }
 }
 
+/// Sequence-number and ordering counts, for metrics and status: one
+/// instrument's, or summed over all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequenceStats {
+    /// Applied ticks whose sequence number skipped past the next one.
+    pub gaps: u64,
+    /// Sequence numbers skipped, over all gaps.
+    pub missing: u64,
+    /// Ticks accepted behind their instrument's newest (within the allowed
+    /// lateness) and applied in their place.
+    pub reordered: u64,
+}
+
+impl SequenceStats {
+    pub fn add(&mut self, other: &SequenceStats) {
+        self.gaps += other.gaps;
+        self.missing += other.missing;
+        self.reordered += other.reordered;
+    }
+}
+
 /// Index of a window in a ruleset's window table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WindowSlot(pub u16);
@@ -138,6 +159,9 @@ impl WindowSet {
     }
 }
 
+/// The rules bound to one instrument, the first four inline.
+pub type BoundRules = SmallVec<[BoundRule; 4]>;
+
 /// A rule that applies to this instrument, with its state.
 #[derive(Clone, Debug)]
 pub struct BoundRule {
@@ -168,13 +192,16 @@ pub struct InstrumentState {
     /// hold period, a silent feed, a held tick); `i64::MAX` when none is.
     pub next_deadline_ns: i64,
     pub last: LastValues,
-    pub rules: SmallVec<[BoundRule; 4]>,
+    pub rules: BoundRules,
     pub windows: WindowSet,
     /// Ticks waiting to be applied in event-time order; only with an
     /// allowed lateness (see [`ReorderBuffer`]).
     pub held: Option<Box<ReorderBuffer>>,
     pub id: InstrumentId,
     pub symbol: Arc<str>,
+    /// Sequence gaps and reordering seen on this instrument (written, not
+    /// read, by a tick with a gap: kept off the lines a tick reads).
+    pub sequence: SequenceStats,
 }
 
 /// How much of the front of an [`InstrumentState`] the engine prefetches
@@ -210,6 +237,7 @@ impl InstrumentState {
             last_event_ns: None,
             last_received_ns: received_ns,
             last: LastValues::default(),
+            sequence: SequenceStats::default(),
             ruleset_version: 0,
             windows: WindowSet::default(),
             rules: SmallVec::new(),

@@ -15,8 +15,8 @@ pub mod reorder;
 pub mod store;
 pub mod window;
 
-pub use instrument::{BoundRule, InstrumentState, LastValues, WindowSet, WindowSlot};
+pub use instrument::{BoundRule, BoundRules, InstrumentState, LastValues, SequenceStats, WindowSet, WindowSlot};
 pub use instruments::{Instruments, SymbolError, MAX_SYMBOL_LEN};
 pub use reorder::{HeldTick, ReorderBuffer};
-pub use store::StateStore;
+pub use store::{StateCell, StateStore};
 pub use window::{Extreme, Field, Window, WindowKey, WindowNeeds};
