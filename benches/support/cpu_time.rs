@@ -12,7 +12,8 @@ use criterion::Throughput;
 /// Thread CPU time, in nanoseconds.
 pub struct ThreadCpuTime;
 
-fn thread_cpu_ns() -> u64 {
+/// This thread's CPU time so far, ns.
+pub fn thread_cpu_ns() -> u64 {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid timespec for the call to fill.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
