@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::engine::MAX_INSTRUMENTS_LIMIT;
 use crate::journal::{FsyncPolicy, JournalConfig};
 
 use crate::checkpoint::CheckpointConfig;
@@ -295,6 +296,11 @@ impl ServiceConfig {
             }
         };
         check(self.max_instruments > 0, "max_instruments", "must be at least 1".into());
+        check(
+            self.max_instruments <= MAX_INSTRUMENTS_LIMIT,
+            "max_instruments",
+            format!("must be at most {MAX_INSTRUMENTS_LIMIT}"),
+        );
         check(
             self.allowed_lateness_ms <= MAX_LATENESS_MS,
             "allowed_lateness_ms",
@@ -563,6 +569,25 @@ retain_age = "12h"
             ServiceConfig::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
         assert_eq!((line, column), (2, 1));
         assert!(message.contains("unknown field `listen_port`"), "{message}");
+    }
+
+    #[test]
+    fn max_instruments_above_the_engine_limit_is_refused() {
+        let c = ServiceConfig {
+            max_instruments: MAX_INSTRUMENTS_LIMIT + 1,
+            ..ServiceConfig::default()
+        };
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "max_instruments");
+        assert_eq!(problems[0].message, "must be at most 16777216");
+        let at_limit = ServiceConfig {
+            max_instruments: MAX_INSTRUMENTS_LIMIT,
+            ..ServiceConfig::default()
+        };
+        at_limit.validate().unwrap();
     }
 
     #[test]

@@ -30,11 +30,17 @@ use crate::state::{BoundRule, InstrumentState, Instruments, StateCell, StateStor
 mod snapshot;
 pub use snapshot::{EngineSnapshot, InstrumentSnapshot, RestoreError, RestoreReport, RuleStamp, SkippedInstrument};
 
+/// The highest `max_instruments` an engine takes: its state store keeps
+/// one pointer per possible instrument (128 MiB of address space at this
+/// limit, mapped only as instruments appear).
+pub const MAX_INSTRUMENTS_LIMIT: u32 = 1 << 24;
+
 /// Limits and options of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Most distinct instruments; the tick that would add one more is
-    /// rejected.
+    /// rejected. At most [`MAX_INSTRUMENTS_LIMIT`]; a larger value counts
+    /// as that limit.
     pub max_instruments: u32,
     /// How far behind an instrument's newest tick (event time, ns) a tick
     /// may arrive and still be applied in its place. Above 0, ticks are
@@ -75,9 +81,10 @@ impl Engine {
     /// An engine running `ruleset` as version 1.
     pub fn new(config: EngineConfig, mut ruleset: RuleSet) -> Self {
         ruleset.version = 1;
+        let max_instruments = config.max_instruments.min(MAX_INSTRUMENTS_LIMIT);
         Engine {
-            instruments: Instruments::new(config.max_instruments),
-            states: StateStore::new(config.max_instruments),
+            instruments: Instruments::new(max_instruments),
+            states: StateStore::new(max_instruments),
             ruleset: ArcSwap::from_pointee(ruleset),
             install_lock: Mutex::new(()),
             last_version: AtomicU64::new(1),
@@ -599,11 +606,12 @@ mod tests {
     use crate::rules::compile_texts;
 
     fn engine() -> Engine {
+        engine_with(EngineConfig::default())
+    }
+
+    fn engine_with(config: EngineConfig) -> Engine {
         let rules = "[[rule]]\nid = \"dd\"\nkind = \"drawdown\"\nwindow = \"3s\"\nthreshold = \"5%\"\n";
-        Engine::new(
-            EngineConfig::default(),
-            compile_texts(&[("t.toml".into(), rules.into())]).unwrap(),
-        )
+        Engine::new(config, compile_texts(&[("t.toml".into(), rules.into())]).unwrap())
     }
 
     fn ticks(e: &Engine) -> Vec<Tick> {
@@ -659,6 +667,25 @@ mod tests {
             let state = |e: &Engine| e.with_state(symbol, |s| (s.last_seq, s.last_event_ns, s.last_received_ns));
             assert_eq!(state(&one), state(&batched), "{symbol}");
         }
+    }
+
+    #[test]
+    fn a_cap_above_the_limit_counts_as_the_limit() {
+        let e = engine_with(EngineConfig {
+            max_instruments: u32::MAX,
+            ..EngineConfig::default()
+        });
+        let id = e.resolve("A", 0).unwrap();
+        let tick = Tick {
+            instrument: id,
+            event_time_ns: 1,
+            seq: 1,
+            values: TickValues::Mark {
+                price: Fixed::parse("1").unwrap(),
+            },
+        };
+        e.apply(&tick, 1, &mut Vec::new()).unwrap();
+        assert_eq!(e.last_seq(id), Some(1));
     }
 
     #[test]
