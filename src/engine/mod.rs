@@ -520,12 +520,19 @@ impl<'e> Lookahead<'e> {
     fn start(engine: &'e Engine, ticks: &[Tick]) -> Self {
         let mut cells = [None; AHEAD];
         for (cell, tick) in cells.iter_mut().zip(ticks) {
-            *cell = engine.states.get(tick.instrument);
-            if let Some(cell) = cell {
-                cell.prefetch();
-            }
+            *cell = Self::fetch(engine, tick);
         }
         Lookahead { cells }
+    }
+
+    /// Looks up `tick`'s state and starts fetching it into cache.
+    #[inline(always)]
+    fn fetch(engine: &'e Engine, tick: &Tick) -> Option<&'e StateCell> {
+        let cell = engine.states.get(tick.instrument);
+        if let Some(cell) = cell {
+            cell.prefetch();
+        }
+        cell
     }
 
     /// The state of `ticks[i]` (`None` if it had none when looked up: a
@@ -536,13 +543,7 @@ impl<'e> Lookahead<'e> {
     fn next(&mut self, engine: &'e Engine, ticks: &[Tick], i: usize) -> Option<&'e StateCell> {
         let slot = i % AHEAD;
         let cell = self.cells[slot];
-        self.cells[slot] = ticks.get(i + AHEAD).and_then(|tick| {
-            let ahead = engine.states.get(tick.instrument);
-            if let Some(ahead) = ahead {
-                ahead.prefetch();
-            }
-            ahead
-        });
+        self.cells[slot] = ticks.get(i + AHEAD).and_then(|tick| Self::fetch(engine, tick));
         cell
     }
 }

@@ -384,13 +384,18 @@ mod tests {
         TickReader::new(boxed).unwrap()
     }
 
-    fn merged(files: &[&str], bad: BadRows) -> (Vec<(u32, u64, i64)>, Merge) {
+    /// A merge of `files`, named `f0`, `f1`, ...
+    fn merge_of(files: &[impl AsRef<str>], bad: BadRows) -> Merge {
         let readers = files
             .iter()
             .enumerate()
-            .map(|(i, text)| (format!("f{i}"), reader(text)))
+            .map(|(i, text)| (format!("f{i}"), reader(text.as_ref())))
             .collect();
-        let mut merge = Merge::from_readers(readers, bad);
+        Merge::from_readers(readers, bad)
+    }
+
+    fn merged(files: &[&str], bad: BadRows) -> (Vec<(u32, u64, i64)>, Merge) {
+        let mut merge = merge_of(files, bad);
         let mut out = Vec::new();
         while let Some((source, row)) = merge.next_row().unwrap() {
             out.push((source, row.line, row.event_time_ns / 1_000_000));
@@ -439,12 +444,7 @@ mod tests {
     /// Every row of `files` (with its file and line), and the error that
     /// ended them, by `next_row` or by `next_batch`.
     fn all(files: &[String], bad: BadRows, batched: bool) -> (Vec<(u32, u64)>, Option<String>, u64, u64) {
-        let readers = files
-            .iter()
-            .enumerate()
-            .map(|(i, text)| (format!("f{i}"), reader(text)))
-            .collect();
-        let mut merge = Merge::from_readers(readers, bad);
+        let mut merge = merge_of(files, bad);
         let mut rows = Vec::new();
         let error = loop {
             if batched {

@@ -112,7 +112,8 @@ impl StateStore {
     /// `id` is beyond the capacity.
     pub fn get_or_insert(&self, id: InstrumentId, init: impl FnOnce() -> InstrumentState) -> Option<&StateCell> {
         let slot = self.cells.get(id.0 as usize)?;
-        if let Some(cell) = self.get(id) {
+        // SAFETY: as in `get`.
+        if let Some(cell) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
             return Some(cell);
         }
         let fresh = Box::into_raw(Box::new(StateCell(StateMutex::new(init()))));
