@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airbag::checkpoint::{format, Checkpoint, CheckpointStore, Checkpointer};
+use airbag::ingest::ValidTick;
 use airbag::model::{InstrumentId, Tick};
-use airbag::rules::{compile_texts, RuleSet};
+use airbag::rules::RuleSet;
+use airbag::service::rulebook::compile_texts;
 use airbag::{Engine, EngineConfig};
 use hdrhistogram::Histogram;
 use market::SteadyMarket;
@@ -85,7 +87,7 @@ impl Market {
     }
 
     /// The next `n` ticks; prices jitter within 1%, so no rule fires.
-    fn next(&mut self, n: usize, out: &mut Vec<Tick>) -> i64 {
+    fn next(&mut self, n: usize, out: &mut Vec<ValidTick>) -> i64 {
         out.clear();
         let mut at = 0;
         for _ in 0..n {
@@ -96,17 +98,20 @@ impl Market {
             self.seq += 1;
             let values = self.market.values(self.round as u64);
             at = T0 + self.round * TICK_EVERY_NS + i as i64 * (TICK_EVERY_NS / INSTRUMENTS as i64);
-            out.push(Tick {
-                instrument: self.ids[i],
-                event_time_ns: at,
-                seq: self.round as u64,
-                values,
-            });
+            out.push(
+                ValidTick::new(Tick {
+                    instrument: self.ids[i],
+                    event_time_ns: at,
+                    seq: self.round as u64,
+                    values,
+                })
+                .expect("a valid tick"),
+            );
         }
         at
     }
 
-    fn feed(&mut self, engine: &Engine, n: usize, batch: &mut Vec<Tick>, alerts: &mut Vec<airbag::model::Alert>) {
+    fn feed(&mut self, engine: &Engine, n: usize, batch: &mut Vec<ValidTick>, alerts: &mut Vec<airbag::model::Alert>) {
         let at = self.next(n, batch);
         engine.apply_batch(batch, at, alerts, |_, r| r.unwrap());
         alerts.clear();

@@ -11,6 +11,13 @@
 //! - `default_rules_everywhere/10000`: the same rules with their instrument
 //!   scopes removed, so all of them apply to every instrument (the worst
 //!   case), with trades, quotes, and mark and index prices.
+//! - `groups/5` and `groups/10000`: rules across an underlying's
+//!   instruments, groups of five (spot, perpetual and three venues'
+//!   spot prices) with reference data: a basis rule (perpetual against
+//!   spot) and an index rule (the perpetual against the median of the
+//!   venues, stale and outlying venues left out), one group and 2,000.
+//!   A drawdown rule on every instrument beside them, so the figure
+//!   compares with `drawdown/*`: the extra is the group work.
 //! - `decimal_baseline`: the same number of `rust_decimal` comparisons a
 //!   drawdown check makes, as a same-run reference for the fixed-point
 //!   choice.
@@ -30,8 +37,9 @@
 use std::hint::black_box;
 use std::path::Path;
 
+use airbag::ingest::ValidTick;
 use airbag::model::{InstrumentId, Tick};
-use airbag::rules::{compile_texts, load_dir};
+use airbag::service::rulebook::{compile_texts, load_dir};
 use airbag::{Engine, EngineConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -58,21 +66,27 @@ struct Feed {
     ticks_per_instrument: u64,
     pass: i64,
     alerts: Vec<airbag::model::Alert>,
-    batch: Vec<Tick>,
+    batch: Vec<ValidTick>,
 }
 
 impl Feed {
     fn new(engine: Engine, instruments: usize, mixed: bool) -> Self {
-        let ids: Vec<InstrumentId> = (0..instruments)
+        let symbols: Vec<String> = (0..instruments)
             .map(|i| {
-                let symbol = if mixed && i % 2 == 1 {
+                if mixed && i % 2 == 1 {
                     format!("ALT{i:05}-USDT-SWAP")
                 } else {
                     format!("ALT{i:05}-USDT")
-                };
-                engine.resolve(&symbol, T0).unwrap()
+                }
             })
             .collect();
+        Self::with_symbols(engine, &symbols, mixed)
+    }
+
+    /// A feed of trades over `symbols`, round-robin.
+    fn with_symbols(engine: Engine, symbols: &[String], mixed: bool) -> Self {
+        let instruments = symbols.len();
+        let ids: Vec<InstrumentId> = symbols.iter().map(|s| engine.resolve(s, T0).unwrap()).collect();
         let count = BATCH.max(instruments) * 4;
         let mut market = SteadyMarket::new(mixed);
         // Each instrument numbers its own ticks 1, 2, 3, ..., as a feed
@@ -110,10 +124,13 @@ impl Feed {
         let shift_seq = pass as u64 * self.ticks_per_instrument;
         self.batch.clear();
         self.batch
-            .extend(self.ticks[chunk * BATCH..(chunk + 1) * BATCH].iter().map(|tick| Tick {
-                event_time_ns: tick.event_time_ns + shift_ns,
-                seq: tick.seq + shift_seq,
-                ..*tick
+            .extend(self.ticks[chunk * BATCH..(chunk + 1) * BATCH].iter().map(|tick| {
+                ValidTick::new(Tick {
+                    event_time_ns: tick.event_time_ns + shift_ns,
+                    seq: tick.seq + shift_seq,
+                    ..*tick
+                })
+                .expect("a valid tick")
             }));
         let received = self.batch[BATCH - 1].event_time_ns;
         let started = thread_cpu_ns();
@@ -177,11 +194,47 @@ fn engine_bench(c: &mut Criterion<ThreadCpuTime>) {
             (name, unscoped)
         })
         .collect();
-    let set = compile_texts(&everywhere).unwrap();
+    // Unscoped, the rules' own tests (written for their instruments) no
+    // longer apply: compiled without them.
+    let set = airbag::rules::compile(&everywhere, &airbag::rules::RuleLimits::default())
+        .unwrap()
+        .without_tests();
     let mut feed = Feed::new(Engine::new(EngineConfig::default(), set), 10_000, true);
     group.bench_function(BenchmarkId::new("default_rules_everywhere", 10_000), |b| {
         b.iter_custom(|iters| feed.run_batches(iters))
     });
+
+    for groups in [1usize, 2_000] {
+        let mut refs = String::new();
+        let mut symbols = Vec::new();
+        for g in 0..groups {
+            for (suffix, product) in [
+                ("SPOT", "spot"),
+                ("PERP", "perpetual"),
+                ("A", "spot"),
+                ("B", "spot"),
+                ("C", "spot"),
+            ] {
+                let symbol = format!("G{g:04}-{suffix}");
+                refs.push_str(&format!(
+                    "[[instrument]]\nsymbol = \"{symbol}\"\nunderlying = \"G{g:04}\"\nproduct = \"{product}\"\n\n"
+                ));
+                symbols.push(symbol);
+            }
+        }
+        let rules = format!(
+            "{drawdown}\n[[rule]]\nid = \"basis\"\ngroup = \"underlying\"\n\
+             when = \"(price(perpetual) - price(spot)) / price(spot) > 5%\"\n\n\
+             [[rule]]\nid = \"index\"\ngroup = \"underlying\"\n\
+             when = \"abs(price(perpetual) - group_median(price, spot)) / group_median(price, spot) > 5%\"\n\
+             max_age = \"10s\"\noutlier = \"5%\"\n"
+        );
+        let set = compile_texts(&[("00-refs.toml".into(), refs), ("10-rules.toml".into(), rules)]).unwrap();
+        let mut feed = Feed::with_symbols(Engine::new(EngineConfig::default(), set), &symbols, false);
+        group.bench_function(BenchmarkId::new("groups", groups * 5), |b| {
+            b.iter_custom(|iters| feed.run_batches(iters))
+        });
+    }
 
     // Same-run reference: a drawdown check in rust_decimal (peak - price
     // >= threshold × peak) for BATCH ticks.

@@ -14,6 +14,10 @@
 //! log_json = false
 //! max_instruments = 100000
 //! allowed_lateness_ms = 0
+//! max_future_skew_ms = 60000
+//! allow_empty_rules = false
+//! allow_removing_halt_rules = false
+//! validate_dirs = []
 //! max_batch_ticks = 10000
 //! max_message_bytes = 16777216
 //! subscriber_queue = 4096
@@ -48,12 +52,13 @@ use serde::{Deserialize, Deserializer};
 use crate::engine::MAX_INSTRUMENTS_LIMIT;
 use crate::journal::{FsyncPolicy, JournalConfig};
 
-use crate::checkpoint::CheckpointConfig;
 pub mod auth;
+pub mod checkpoint;
 pub mod limits;
 pub mod tls;
 
 use self::auth::AuthConfig;
+pub use self::checkpoint::CheckpointConfig;
 use self::limits::LimitsConfig;
 use self::tls::TlsConfig;
 
@@ -83,6 +88,21 @@ pub struct ServiceConfig {
     /// to this long before it is evaluated. 0: apply at once, reject late
     /// ticks.
     pub allowed_lateness_ms: u64,
+    /// How far (ms) a tick's event time may be ahead of the server's
+    /// clock when it is received; a tick further ahead is rejected as
+    /// `bad_time` (a clock or unit fault at the source would otherwise make
+    /// every later tick of the instrument `late`).
+    pub max_future_skew_ms: u64,
+    /// Apply a reload that leaves no rule at all (an emptied folder).
+    /// Off: such a reload is refused and the rules in force are kept.
+    pub allow_empty_rules: bool,
+    /// Apply a reload that removes every rule able to halt trading (a
+    /// `critical` rule, or one with action `halt`: breakers and price
+    /// bands included) while some are in force. Off: refused.
+    pub allow_removing_halt_rules: bool,
+    /// Folders besides the rules folder (and those below them) that
+    /// `RuleAdmin.Validate` may read; any other path is refused.
+    pub validate_dirs: Vec<PathBuf>,
     /// Most ticks in one `TickBatch`; a larger batch ends its stream.
     pub max_batch_ticks: usize,
     /// Largest gRPC message accepted, in bytes.
@@ -182,6 +202,9 @@ fn duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> 
 /// Longest allowed lateness: every tick may wait this long.
 pub const MAX_LATENESS_MS: u64 = 60_000;
 
+/// Largest `max_future_skew_ms`: a day.
+pub const MAX_FUTURE_SKEW_MS: u64 = 86_400_000;
+
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
@@ -193,6 +216,10 @@ impl Default for ServiceConfig {
             log_json: false,
             max_instruments: 100_000,
             allowed_lateness_ms: 0,
+            max_future_skew_ms: 60_000,
+            allow_empty_rules: false,
+            allow_removing_halt_rules: false,
+            validate_dirs: Vec::new(),
             max_batch_ticks: 10_000,
             max_message_bytes: 16 << 20,
             subscriber_queue: 4096,
@@ -242,6 +269,17 @@ pub enum ConfigError {
     Invalid(Vec<ConfigProblem>),
 }
 
+/// Why TOML text is not a configuration: not TOML, an unknown key, or a
+/// value of the wrong type, at a 1-based line and column (0:0 when the
+/// parser gives no place).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct TomlError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
 fn list(problems: &[ConfigProblem]) -> String {
     problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
@@ -264,7 +302,7 @@ impl ServiceConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|(line, column, message)| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|TomlError { line, column, message }| ConfigError::Parse {
             path: path.to_path_buf(),
             line,
             column,
@@ -272,15 +310,18 @@ impl ServiceConfig {
         })
     }
 
-    /// Parses TOML text; on error, the 1-based line and column and the
-    /// message.
+    /// Parses TOML text.
     ///
     /// # Errors
     /// Not TOML, an unknown key, or a value of the wrong type.
-    pub fn from_toml(text: &str) -> Result<Self, (usize, usize, String)> {
+    pub fn from_toml(text: &str) -> Result<Self, TomlError> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
             let (line, column) = e.span().map_or((0, 0), |s| crate::rules::load::line_col(text, s.start));
-            (line, column, e.message().trim_end().to_string())
+            TomlError {
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
         })
     }
 
@@ -307,6 +348,14 @@ impl ServiceConfig {
             format!(
                 "must be at most {MAX_LATENESS_MS} (one minute), got {}",
                 self.allowed_lateness_ms
+            ),
+        );
+        check(
+            (1..=MAX_FUTURE_SKEW_MS).contains(&self.max_future_skew_ms),
+            "max_future_skew_ms",
+            format!(
+                "must be between 1 and {MAX_FUTURE_SKEW_MS} (one day), got {}",
+                self.max_future_skew_ms
             ),
         );
         check(
@@ -507,7 +556,7 @@ retain_age = "12h"
         };
         let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
         assert_eq!(keys, ["checkpoint.interval_ms", "checkpoint.keep"]);
-        let (line, _, message) = ServiceConfig::from_toml("[checkpoint]\nevery_ms = 5\n").unwrap_err();
+        let TomlError { line, message, .. } = ServiceConfig::from_toml("[checkpoint]\nevery_ms = 5\n").unwrap_err();
         assert_eq!(line, 2);
         assert!(message.contains("unknown field `every_ms`"), "{message}");
     }
@@ -523,16 +572,20 @@ retain_age = "12h"
             assert_eq!(c.journal.fsync, policy, "{text}");
         }
         for (text, column) in [("\"sometimes\"", 9), ("-1", 9), ("1.5", 9), ("true", 9)] {
-            let (line, col, message) = ServiceConfig::from_toml(&format!("[journal]\nfsync = {text}\n")).unwrap_err();
+            let TomlError {
+                line,
+                column: col,
+                message,
+            } = ServiceConfig::from_toml(&format!("[journal]\nfsync = {text}\n")).unwrap_err();
             assert_eq!((line, col), (2, column), "{text}: {message}");
             assert!(
                 message.contains("expected \"always\", \"never\" or a number of milliseconds"),
                 "{message}"
             );
         }
-        let (_, _, message) = ServiceConfig::from_toml("[journal]\nretain_age = \"7 days\"\n").unwrap_err();
+        let TomlError { message, .. } = ServiceConfig::from_toml("[journal]\nretain_age = \"7 days\"\n").unwrap_err();
         assert!(message.contains("7 days"), "{message}");
-        let (line, _, message) = ServiceConfig::from_toml("[journal]\nsegment_size = 5\n").unwrap_err();
+        let TomlError { line, message, .. } = ServiceConfig::from_toml("[journal]\nsegment_size = 5\n").unwrap_err();
         assert_eq!(line, 2);
         assert!(message.contains("unknown field `segment_size`"), "{message}");
     }
@@ -565,7 +618,7 @@ retain_age = "12h"
 
     #[test]
     fn unknown_keys_are_errors_with_a_position() {
-        let (line, column, message) =
+        let TomlError { line, column, message } =
             ServiceConfig::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap_err();
         assert_eq!((line, column), (2, 1));
         assert!(message.contains("unknown field `listen_port`"), "{message}");

@@ -19,6 +19,8 @@
 //! - [`engine`]: applies ticks and timers to state and rules; swaps
 //!   rulesets.
 //! - [`clock`]: time as an input.
+//! - [`tick_file`]: the streaming CSV tick reader (plain or gzip, field
+//!   mappings, epoch and ISO-8601 times) that `replay` and `send` read.
 //! - [`replay`]: recorded ticks through the engine in event time, offline:
 //!   backtests and ruleset comparisons. No gRPC.
 //! - [`checkpoint`]: the engine's state on disk (atomic, checksummed
@@ -35,10 +37,16 @@
 //! - [`config`]: the service's TOML configuration, with its `[tls]`,
 //!   `[auth]` and `[limits]` tables.
 //! - [`app`]: wiring, startup, rule reloads and graceful shutdown.
-//! - [`cli`]: the client commands (`send`, `subscribe`, `load`, `replay`)
-//!   and the CSV tick reader they share.
+//! - [`cli`]: the client commands (`send`, `subscribe`, `load`, `replay`).
 //!
 //! Read in this order: `model` → `engine` → `rules::kinds` → `state::window`.
+
+// No unsafe code, except in the few modules that allow it and say why at
+// their top (the state slab, the window ring, the state lock, the symbol
+// cache's prefetch, the CPU-time calls); there every unsafe block says
+// why it is sound.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod alerts;
 pub mod app;
@@ -51,9 +59,13 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod model;
+pub mod refdata;
 pub mod replay;
 pub mod rules;
 pub mod server;
+pub mod service;
 pub mod state;
+pub mod tick_file;
+pub mod wire;
 
 pub use engine::{Engine, EngineConfig};

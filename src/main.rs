@@ -6,6 +6,7 @@
 //! Startup order: parse flags, read and validate the configuration (exit
 //! 2 before any port is bound), start logging, build the runtime, start
 //! the service, wait for SIGINT or SIGTERM, drain, exit 0.
+#![forbid(unsafe_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 use airbag::app;
 use airbag::config::ServiceConfig;
-use airbag::rules::load_dir;
+use airbag::service::rulebook::load_dir;
 
 /// Real-time risk alerting for trading venues.
 #[derive(Debug, Parser)]
@@ -38,6 +39,9 @@ enum Command {
     Send(airbag::cli::send::SendArgs),
     /// Tail alerts as JSON lines.
     Subscribe(airbag::cli::subscribe::SubscribeArgs),
+    /// What is halted, reduce-only or in limit state right now, since when
+    /// and by which rule.
+    State(airbag::cli::state::StateArgs),
     /// Load generator: synthetic ticks with injected crashes; reports
     /// throughput and tick-to-alert latency.
     Load(airbag::cli::load::LoadArgs),
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args.dir),
         Command::Send(args) => block_on(airbag::cli::send::run(args)),
         Command::Subscribe(args) => block_on(airbag::cli::subscribe::run(args)),
+        Command::State(args) => block_on(airbag::cli::state::run(args)),
         Command::Load(args) => block_on(airbag::cli::load::run(args)),
         Command::Replay(args) => airbag::cli::replay::run(*args),
         Command::Token {

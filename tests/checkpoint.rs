@@ -14,8 +14,9 @@ use airbag::clock::{Clock, SystemClock};
 use airbag::engine::EngineSnapshot;
 use airbag::model::{Alert, Fixed, TickValues};
 use airbag::rules::kinds::breaker::Phase;
-use airbag::rules::{compile_texts, RuleState};
-use airbag::server::proto;
+use airbag::rules::RuleState;
+use airbag::service::rulebook::compile_texts;
+use airbag::wire::proto;
 use airbag::{Engine, EngineConfig};
 use common::{batch, dec, next_alert, value, TestServer};
 
@@ -338,7 +339,7 @@ fn a_changed_ruleset_keeps_the_state_of_the_rules_that_did_not_change() {
     assert_eq!(got, expected);
     // The new rule is bound, fresh.
     assert!(restored
-        .with_state("BTC-USDT", |s| s.rules.iter().any(|b| &*b.rule.id == "rally"))
+        .with_partition("BTC-USDT", |p| p.rules.iter().any(|b| &*b.rule.id == "rally"))
         .unwrap());
 }
 
@@ -374,8 +375,8 @@ fn a_saved_state_that_does_not_fit_its_rule_starts_fresh() {
     let report = restored.restore(snapshot, i64::MIN).unwrap();
     assert_eq!((report.inconsistent, report.rule_states_reset), (1, 1));
     assert_eq!(report.rule_states_restored, 4 * 8 - 1);
-    let phase = restored.with_state("BTC-USDT", |s| {
-        s.rules.iter().find(|b| &*b.rule.id == "cb").map(|b| b.state.clone())
+    let phase = restored.with_partition("BTC-USDT", |p| {
+        p.rules.iter().find(|b| &*b.rule.id == "cb").map(|b| b.state.clone())
     });
     assert_eq!(phase, Some(Some(RuleState::Breaker(Default::default()))));
 }

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use airbag::cli::load::{run_load, LoadArgs};
 use airbag::cli::send::{send_file, SendOptions};
 use airbag::cli::subscribe::{self, SeverityArg, SubscribeArgs, TailError};
-use airbag::cli::tick_file::TickReader;
 use airbag::cli::wire;
-use airbag::server::proto;
+use airbag::tick_file::TickReader;
+use airbag::wire::proto;
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(20);

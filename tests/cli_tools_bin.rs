@@ -16,8 +16,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use airbag::cli::wire;
-use airbag::server::proto;
-use airbag::server::proto::rule_admin_client::RuleAdminClient;
+use airbag::wire::proto;
+use airbag::wire::proto::rule_admin_client::RuleAdminClient;
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(20);

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airbag::server::proto;
-use airbag::server::proto::rule_admin_client::RuleAdminClient;
+use airbag::wire::proto;
+use airbag::wire::proto::rule_admin_client::RuleAdminClient;
 use rng::Rng;
 
 /// Kills of the server during the crash run, at least.

@@ -3,7 +3,7 @@
 //! every circuit-breaker and price-band transition.
 
 use airbag::model::{Alert, AlertKind, Fixed, Severity, TickValues};
-use airbag::rules::compile_texts;
+use airbag::service::rulebook::compile_texts;
 use airbag::{Engine, EngineConfig};
 
 const S: i64 = 1_000_000_000;

@@ -8,7 +8,7 @@ mod rng;
 
 use airbag::ingest::TickError;
 use airbag::model::{Alert, AlertKind, Fixed, TickValues};
-use airbag::rules::compile_texts;
+use airbag::service::rulebook::compile_texts;
 use airbag::{Engine, EngineConfig};
 use proptest::prelude::*;
 use rng::Rng;
@@ -104,7 +104,7 @@ fn run(engine: &Engine, rows: &[Row]) -> (Vec<Alert>, Vec<&'static str>) {
     for row in rows {
         clock = clock.max(row.t);
         let result = engine.ingest(row.symbol, row.t, row.seq, values(row.price), clock, &mut alerts);
-        codes.push(result.map_or_else(|e| e.code(), |_| "ok"));
+        codes.push(result.map_or_else(|e| e.code().as_str(), |_| "ok"));
     }
     engine.flush_held(&mut alerts);
     (alerts, codes)

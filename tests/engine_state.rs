@@ -4,7 +4,7 @@
 
 use airbag::ingest::TickError;
 use airbag::model::{AlertKind, Fixed, TickValues};
-use airbag::rules::compile_texts;
+use airbag::service::rulebook::compile_texts;
 use airbag::state::SymbolError;
 use airbag::{Engine, EngineConfig};
 use proptest::prelude::*;

@@ -14,8 +14,8 @@
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
 
-use airbag::server::proto;
 use airbag::state::MAX_SYMBOL_LEN;
+use airbag::wire::proto;
 use proptest::prelude::*;
 use proptest::sample::select;
 use prost::Message;
@@ -673,7 +673,7 @@ fn trade_tick(price: proto::Decimal, size: proto::Decimal) -> proto::Tick {
 
 fn verdicts(ticks: Vec<proto::Tick>) -> Vec<Result<(), String>> {
     let bytes = proto::TickBatch { batch_id: 1, ticks }.encode_to_vec();
-    let decoded = airbag::server::convert::decode_batch(&bytes).expect("decodes");
+    let decoded = airbag::wire::convert::decode_batch(&bytes).expect("decodes");
     decoded
         .ticks
         .into_iter()

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airbag::server::proto;
+use airbag::wire::proto;
 use common::*;
 use proto::rule_admin_client::RuleAdminClient;
 use tokio_util::sync::CancellationToken;

@@ -11,10 +11,11 @@ mod common;
 #[path = "support/rng.rs"]
 mod rng;
 
+use airbag::ingest::{TickError, ValidTick};
 use airbag::model::{Alert, InstrumentId, Tick};
-use airbag::rules::compile_texts;
-use airbag::server::convert::{self, Rejected};
-use airbag::server::proto;
+use airbag::service::rulebook::compile_texts;
+use airbag::wire::convert;
+use airbag::wire::proto;
 use airbag::{Engine, EngineConfig};
 use bytes::Bytes;
 use common::*;
@@ -40,7 +41,7 @@ const MAX_INSTRUMENTS: u32 = 20;
 /// the engine's symbol table, one `apply_batch`.
 fn reference_ack(engine: &Engine, batch: &proto::TickBatch) -> proto::IngestAck {
     let now = T0_NS;
-    let rejection = |index: usize, why: &Rejected| proto::Rejection {
+    let rejection = |index: usize, why: &TickError| proto::Rejection {
         index: index as u32,
         code: why.code().to_string(),
         reason: why.to_string(),
@@ -60,7 +61,7 @@ fn reference_ack(engine: &Engine, batch: &proto::TickBatch) -> proto::IngestAck 
         let id = match engine.resolve(&tick.instrument, now) {
             Ok(id) => id,
             Err(e) => {
-                rejected.push(rejection(index, &Rejected::from(e)));
+                rejected.push(rejection(index, &e));
                 continue;
             }
         };
@@ -68,12 +69,15 @@ fn reference_ack(engine: &Engine, batch: &proto::TickBatch) -> proto::IngestAck 
             touched.push((id, tick.instrument.clone(), None));
             touched.len() - 1
         });
-        ticks.push(Tick {
-            instrument: id,
-            event_time_ns: tick.event_time_ns,
-            seq: tick.seq,
-            values,
-        });
+        ticks.push(
+            ValidTick::new(Tick {
+                instrument: id,
+                event_time_ns: tick.event_time_ns,
+                seq: tick.seq,
+                values,
+            })
+            .expect("checked values"),
+        );
         origin.push((index, slot));
     }
     let mut applied = 0;
@@ -83,7 +87,7 @@ fn reference_ack(engine: &Engine, batch: &proto::TickBatch) -> proto::IngestAck 
             applied += 1;
             touched[origin[i].1].2 = Some(ticks[i].seq);
         }
-        Err(e) => rejected.push(rejection(origin[i].0, &Rejected::from(e))),
+        Err(e) => rejected.push(rejection(origin[i].0, &e)),
     });
     rejected.sort_by_key(|r| r.index);
     let last_applied = touched

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use airbag::cli::resume::{last_applied, send_resuming_to};
 use airbag::cli::send::{send_file, SendOptions};
-use airbag::cli::tick_file::TickReader;
 use airbag::cli::wire;
-use airbag::server::proto;
+use airbag::tick_file::TickReader;
+use airbag::wire::proto;
 use common::flaky_proxy::FlakyProxy;
 use common::{within, TestServer};
 
@@ -163,6 +163,7 @@ async fn last_applied_reports_what_was_asked_for_and_skips_unknown_instruments()
         "last applied",
         client.last_applied(proto::LastAppliedRequest {
             instruments: vec!["A".into(), "NEVER-SEEN".into()],
+            ..Default::default()
         }),
     )
     .await

@@ -6,12 +6,12 @@
 //! prost refuses with the same message. And the hand-written `IngestAck`
 //! (`server::ack_wire`) is byte for byte what prost writes.
 
-use airbag::ingest::validate_values;
+use airbag::ingest::{validate_values, TickError};
 use airbag::model::TickValues;
-use airbag::server::ack_wire::AckWriter;
-use airbag::server::convert::{self, Rejected};
-use airbag::server::proto;
-use airbag::server::tick_wire::{read_batch, WireTick};
+use airbag::wire::ack_wire::AckWriter;
+use airbag::wire::convert;
+use airbag::wire::proto;
+use airbag::wire::tick_wire::{read_batch, WireTick};
 use bytes::BytesMut;
 use proptest::prelude::*;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -230,8 +230,8 @@ struct Read {
     instrument: String,
     event_time_ns: i64,
     seq: u64,
-    values: Result<TickValues, Rejected>,
-    checked: Result<TickValues, Rejected>,
+    values: Result<TickValues, TickError>,
+    checked: Result<TickValues, TickError>,
 }
 
 fn by_prost(bytes: &[u8]) -> Result<(u64, Vec<Read>), String> {
@@ -258,7 +258,7 @@ fn by_hand(bytes: &[u8]) -> Result<(u64, Vec<Read>), String> {
         let checked = t
             .values
             .clone()
-            .and_then(|v| validate_values(t.event_time_ns, &v).map(|()| v).map_err(Rejected::from));
+            .and_then(|v| validate_values(t.event_time_ns, &v).map(|()| v));
         ticks.push(Read {
             instrument: t.instrument.to_string(),
             event_time_ns: t.event_time_ns,

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use airbag::model::{Action, Alert, AlertKind, Fixed, TickValues};
-use airbag::rules::load_dir;
+use airbag::service::rulebook::load_dir;
 use airbag::{Engine, EngineConfig};
 
 fn data(name: &str) -> String {

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use airbag::cli::alert_json::AlertJson;
-use airbag::cli::tick_file::{ColumnMapping, TimeUnit};
 use airbag::model::{Alert, AlertKind, Fixed, Mode};
 use airbag::replay::compare::Seen;
 use airbag::replay::{drive, BadRows, DiffSide, Matcher, Merge, NoHooks, Options, Runner};
-use airbag::rules::load_dir;
+use airbag::service::rulebook::load_dir;
+use airbag::tick_file::{ColumnMapping, TimeUnit};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -471,6 +471,54 @@ fn a_bad_row_stops_the_replay_with_its_line_unless_skipped() {
     assert!(stderr.contains("ticks rejected by the engine: 1 (late=1)"), "{stderr}");
     assert!(
         stderr.lines().last().unwrap().starts_with("summary: ticks=4 "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn iso_times_with_offsets_replay_in_utc_and_an_impossible_date_names_its_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iso.csv");
+    std::fs::write(
+        &path,
+        "instrument,time,price,size\n\
+         X,2024-02-29T05:30:00.000000001+05:30,100,1\n\
+         X,2024-02-29T00:00:00.5Z,100,1\n\
+         X,2024-02-30T00:00:01Z,100,1\n",
+    )
+    .unwrap();
+    let mapping = ColumnMapping {
+        time: Some("time".into()),
+        time_unit: Some(TimeUnit::Iso),
+        ..Default::default()
+    };
+    let rules = rules_dir(&[("dd.toml", &drawdown_rule("dd", "1%", ""))]);
+    let err = replay(rules.path(), std::slice::from_ref(&path), &mapping, BadRows::Stop)
+        .err()
+        .unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "{}:4: time: `2024-02-30T00:00:01Z` is not a time (not ISO-8601: ",
+            path.display()
+        )),
+        "{err}"
+    );
+    let r = replay(rules.path(), std::slice::from_ref(&path), &mapping, BadRows::Skip).unwrap();
+    assert_eq!((r.ticks, r.merge.skipped_rows), (2, 1));
+    // The same through the binary, whose report shows the times in UTC.
+    let out = airbag(&[
+        "--parse-only",
+        "--time-col",
+        "time",
+        "--time-unit",
+        "iso",
+        "--skip-bad-rows",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("from 2024-02-29T00:00:00.000000001Z to 2024-02-29T00:00:00.500Z"),
         "{stderr}"
     );
 }

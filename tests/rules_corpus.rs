@@ -4,10 +4,13 @@
 //!
 //! A bad fixture starts with `# expect: LINE:COL: MESSAGE-FRAGMENT` (one
 //! line per expected error, in order).
+//!
+//! Every fixture is checked before a test fails, and the failure names
+//! each fixture that went wrong and how.
 
 use std::path::Path;
 
-use airbag::rules::{compile_texts, load_dir};
+use airbag::service::rulebook::{compile_texts, load_dir};
 
 fn fixtures(kind: &str) -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,20 +45,95 @@ fn bundled_default_rules_compile() {
     assert!(set.rule("btc-flash-crash").is_some());
     assert!(set.rule("drawdown-catch-all").is_some());
     assert!(set.len() >= 10, "{} rules", set.len());
-    assert_eq!(set.sources.len(), 5);
+    assert_eq!(set.sources.len(), 6);
+    assert_eq!(
+        set.refdata.of_underlying("BTC").len(),
+        3,
+        "the bundled reference data knows BTC's spot, perpetual and future"
+    );
+}
+
+/// Fails naming every fixture in `failures` (fixture name, what was wrong),
+/// after all of them have been checked.
+fn report(kind: &str, checked: usize, failures: &[(String, String)]) {
+    if failures.is_empty() {
+        return;
+    }
+    let list: Vec<String> = failures
+        .iter()
+        .map(|(name, why)| format!("--- {name}\n{}", why.trim_end()))
+        .collect();
+    panic!(
+        "{} of {checked} {kind} fixtures failed:\n{}",
+        failures.len(),
+        list.join("\n")
+    );
+}
+
+fn shown(errors: &[airbag::rules::RuleError]) -> String {
+    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
 fn good_fixtures_compile() {
     let files = fixtures("ok");
     assert!(!files.is_empty());
-    for (name, text) in files {
-        if let Err(errors) = compile_texts(&[(name.clone(), text)]) {
-            panic!(
-                "{name} should compile:\n{}",
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-            );
+    let mut failures = Vec::new();
+    for (name, text) in &files {
+        if let Err(errors) = compile_texts(&[(name.clone(), text.clone())]) {
+            failures.push((name.clone(), format!("should compile:\n{}", shown(&errors))));
         }
+    }
+    report("good", files.len(), &failures);
+}
+
+/// What is wrong with a bad fixture's errors, if anything: each
+/// `# expect: LINE:COL: FRAGMENT` line must match the error in its place.
+fn check_bad(name: &str, text: &str) -> Result<(), String> {
+    let mut expected = Vec::new();
+    for l in text.lines().filter_map(|l| l.strip_prefix("# expect: ")) {
+        let mut parts = l.splitn(3, ':');
+        let mut number = |what: &str| {
+            parts
+                .next()
+                .and_then(|p| p.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("`# expect: {l}` has no {what} number"))
+        };
+        let (line, col) = (number("line")?, number("column")?);
+        let fragment = parts.next().unwrap_or_default().trim().to_string();
+        expected.push((line, col, fragment));
+    }
+    if expected.is_empty() {
+        return Err("has no `# expect:` line".into());
+    }
+    let errors = match compile_texts(&[(name.to_string(), text.to_string())]) {
+        Ok(_) => return Err("should not compile, but did".into()),
+        Err(errors) => errors,
+    };
+    let mut wrong = Vec::new();
+    if errors.len() != expected.len() {
+        wrong.push(format!(
+            "{} error(s) expected, got {}:\n{}",
+            expected.len(),
+            errors.len(),
+            shown(&errors)
+        ));
+    }
+    for (error, (line, col, fragment)) in errors.iter().zip(&expected) {
+        if (error.line, error.column) != (*line, *col) {
+            wrong.push(format!("expected at {line}:{col}, got {error}"));
+        }
+        if !error.message.contains(fragment.as_str()) {
+            wrong.push(format!("`{}` lacks `{fragment}`", error.message));
+        }
+        if error.file != name {
+            wrong.push(format!("names file `{}`", error.file));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("\n"))
     }
 }
 
@@ -63,34 +141,11 @@ fn good_fixtures_compile() {
 fn bad_fixtures_fail_where_they_say() {
     let files = fixtures("bad");
     assert!(files.len() >= 10, "only {} bad fixtures", files.len());
-    for (name, text) in files {
-        let expected: Vec<(usize, usize, String)> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# expect: "))
-            .map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let line = parts.next().unwrap().trim().parse().unwrap();
-                let col = parts.next().unwrap().trim().parse().unwrap();
-                (line, col, parts.next().unwrap().trim().to_string())
-            })
-            .collect();
-        assert!(!expected.is_empty(), "{name} has no `# expect:` line");
-        let errors = match compile_texts(&[(name.clone(), text.clone())]) {
-            Ok(_) => panic!("{name} should not compile"),
-            Err(errors) => errors,
-        };
-        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errors.len(), expected.len(), "{name}: got\n{}", shown.join("\n"));
-        for (error, (line, col, fragment)) in errors.iter().zip(&expected) {
-            assert_eq!((error.line, error.column), (*line, *col), "{name}: {error}");
-            assert!(
-                error.message.contains(fragment.as_str()),
-                "{name}: `{}` lacks `{fragment}`",
-                error.message
-            );
-            assert_eq!(error.file, name);
-        }
-    }
+    let failures: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|(name, text)| check_bad(name, text).err().map(|why| (name.clone(), why)))
+        .collect();
+    report("bad", files.len(), &failures);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airbag::server::proto;
+use airbag::wire::proto;
 use common::*;
 use proto::alerts_client::AlertsClient;
 use proto::ingest_client::IngestClient;
@@ -265,7 +265,7 @@ async fn unrepresentable_and_invalid_decimals_are_refused_per_tick() {
             (4, "bad_value", "price: must be above zero, got 0"),
             (5, "bad_value", "price: has more than 8 decimal places"),
             (6, "bad_value", "price: has more than 8 decimal places"),
-            (7, "bad_value", "price: is missing"),
+            (7, "missing_values", "price: is missing"),
             (8, "bad_value", "size: must not be negative, got -0.5"),
         ]
     );
@@ -712,6 +712,9 @@ async fn an_ingest_client_that_never_reads_acks_is_held_back_by_flow_control() {
         .expect("ingest opens")
         .into_inner();
     let taken = Arc::new(AtomicU64::new(0));
+    // Sees whether the client's next send must wait: the request channel
+    // (room for one batch) is full while the transport takes no more.
+    let probe = tx.clone();
     let sender = {
         let taken = taken.clone();
         tokio::spawn(async move {
@@ -729,30 +732,57 @@ async fn an_ingest_client_that_never_reads_acks_is_held_back_by_flow_control() {
         })
     };
 
-    // Wait until the stalled client can send no more: the count stops
-    // moving for half a second.
-    let mut last = u64::MAX;
-    within("the stalled client to be held back", async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = taken.load(Ordering::Relaxed);
-            if now == last {
-                break;
+    // Wait until the stalled client is held back, judged by counts, not
+    // by time: its next send is pending, and neither the batches it has
+    // handed over nor the ticks the server has evaluated move, across
+    // HELD_CHECKS consecutive status calls (each a round trip through the
+    // server). Once held, nothing can move again, so this ends; a client
+    // that sends everything ends it too, and fails below.
+    const HELD_CHECKS: u32 = 20;
+    const MAX_CHECKS: u32 = 100_000;
+    let mut admin = RuleAdminClient::new(served.channel().await);
+    let (held_at, applied_while_held) = within("the stalled client to be held back", async {
+        let mut last = None;
+        let mut unmoved = 0;
+        for check in 1..=MAX_CHECKS {
+            let applied = within("status", admin.status(proto::StatusRequest {}))
+                .await
+                .expect("status")
+                .into_inner()
+                .ticks_applied;
+            let sent = taken.load(Ordering::Relaxed);
+            if sent == BATCHES {
+                return (sent, applied);
             }
-            last = now;
+            let pending = probe.capacity() == 0;
+            unmoved = if pending && last == Some((sent, applied)) {
+                unmoved + 1
+            } else {
+                0
+            };
+            last = Some((sent, applied));
+            if unmoved == HELD_CHECKS {
+                eprintln!("stalled acks: held after {check} status checks");
+                return (sent, applied);
+            }
         }
+        panic!("after {MAX_CHECKS} status checks the client was neither held nor done: last (sent, applied) {last:?}");
     })
     .await;
-    let held_at = taken.load(Ordering::Relaxed);
+    drop(probe);
     eprintln!("stalled acks: the client was held after {held_at} of {BATCHES} batches");
     assert!(
         held_at < BATCHES,
         "flow control never pushed back: all {held_at} batches taken"
     );
-    let applied_while_held = served.status().await.ticks_applied;
     assert!(
         applied_while_held < held_at * WIDTH,
         "the server evaluated all {applied_while_held} ticks the client sent instead of pushing back"
+    );
+    assert_eq!(
+        served.status().await.ticks_applied,
+        applied_while_held,
+        "the server went on evaluating the held client's batches"
     );
     let rss_held = served.rss_kib();
     eprintln!("stalled acks: {applied_while_held} ticks evaluated while held; server RSS {rss_held} KiB");

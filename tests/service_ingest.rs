@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use airbag::server::proto;
+use airbag::wire::proto;
 use common::*;
 use tonic::Code;
 
@@ -102,7 +102,7 @@ async fn bad_ticks_are_rejected_and_change_nothing() {
             (4, "bad_symbol"),
             (5, "duplicate"),
             (6, "missing_values"),
-            (7, "bad_value"),
+            (7, "missing_values"),
         ]
     );
     let reasons: Vec<&str> = ack.rejected.iter().map(|r| r.reason.as_str()).collect();
@@ -142,11 +142,11 @@ async fn bad_ticks_are_rejected_and_change_nothing() {
     let metrics = server.metrics_text().await;
     assert!(metrics.contains("airbag_ticks_received_total 11"), "{metrics}");
     assert!(
-        metrics.contains("airbag_ticks_rejected_total{reason=\"bad_value\"} 3"),
+        metrics.contains("airbag_ticks_rejected_total{reason=\"bad_value\"} 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("airbag_ticks_rejected_total{reason=\"missing_values\"} 1"),
+        metrics.contains("airbag_ticks_rejected_total{reason=\"missing_values\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("airbag_instruments 1"), "{metrics}");

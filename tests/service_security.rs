@@ -15,7 +15,9 @@ use airbag::config::auth::{token_sha256_hex, CertificateEntry, Role, TokenEntry}
 use airbag::config::limits::LimitsConfig;
 use airbag::config::tls::TlsConfig;
 use airbag::config::{ConfigError, ServiceConfig};
-use airbag::server::proto;
+use airbag::server::tls::TlsError;
+use airbag::server::SecurityError;
+use airbag::wire::proto;
 use common::*;
 use proto::alerts_client::AlertsClient;
 use proto::ingest_client::IngestClient;
@@ -749,7 +751,12 @@ async fn unusable_tls_files_and_token_files_are_named() {
     config.auth.token_file = None;
     assert!(problems(&config).is_empty(), "the files themselves are fine");
     match app::start(config).await {
-        Err(AppError::Security(message)) => {
+        Err(AppError::Security(error)) => {
+            assert!(
+                matches!(error, SecurityError::Tls(TlsError::Mismatch { .. })),
+                "{error:?}"
+            );
+            let message = error.to_string();
             assert!(
                 message.contains("mismatch.pem") && message.contains("mismatch.key"),
                 "{message}"

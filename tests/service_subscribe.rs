@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use airbag::server::proto;
+use airbag::wire::proto;
 use common::*;
 use tonic::Code;
 

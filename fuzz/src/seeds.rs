@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use airbag::server::proto;
+use airbag::wire::proto;
 use airbag_fuzz::checks::bundled_rule_files;
 use prost::Message;
 

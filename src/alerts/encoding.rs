@@ -1,11 +1,14 @@
 //! A published alert as journal bytes: a version byte, then every field of
-//! the [`Alert`] and its receive and emit times, in a fixed order. The
-//! sequence number is the journal record's own and is not repeated.
+//! the [`Alert`] and its receive and emit times in postcard encoding, in a
+//! fixed order. The sequence number is the journal record's own and is not
+//! repeated.
 //!
-//! Integers are LEB128 varints (signed ones zigzag-encoded), strings a
-//! varint length and UTF-8 bytes, enums one byte each with the codes
-//! below, which never change meaning. An alert written by a build reads
-//! back in every later build: a new field means a new version byte.
+//! Postcard writes integers as LEB128 varints (signed ones zigzag-encoded),
+//! strings as a varint length and UTF-8 bytes, an `Option` as a 0 or 1 byte
+//! and then the value, a sequence as a varint count and its items, and an
+//! enum as a varint variant index. Kinds, severities and modes are one
+//! byte each with the codes below, which never change meaning; an action
+//! is a variant index (the same codes) and, for a custom one, its name.
 //!
 //! Version 1:
 //!
@@ -15,135 +18,142 @@
 //! event_time_ns has_tick_seq [tick_seq] has_reason [reason]
 //! received_ns emitted_ns
 //! ```
+//!
+//! Version 2 (written now) is version 1 followed by the instrument that
+//! triggered an alert acting on another one (`targets`):
+//!
+//! ```text
+//! version=2 <the fields of version 1> has_trigger [trigger_instrument]
+//! ```
+//!
+//! Both versions are read. Journals written before the encoding moved to
+//! postcard are read as they are: version 1 was a hand-written encoding of
+//! exactly that layout, and postcard writes it byte for byte (the tests
+//! hold a record written by the former encoder). A new field or a changed
+//! layout takes a new version byte; a version this build does not know is
+//! refused with an error naming it ([`DecodeError::Version`]), never
+//! guessed at.
+//!
+//! Cost (`cargo bench --bench journal`, `encoding/*`): encoding takes about
+//! 50 ns more than the hand-written encoder did (some 110 ns for a
+//! drawdown alert), decoding no more (about 0.4 µs, allocations included).
+//! Encoding runs on the journal writer's thread, off the publisher's path,
+//! next to a `write` per group; that is no reason to keep a second encoder.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::Arc;
+
+use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, Alert, AlertKind, AlertValue, Fixed, Mode, Severity};
 
 use super::PublishedAlert;
 
 /// The encoding written.
-pub const ENCODING_VERSION: u8 = 1;
+pub const ENCODING_VERSION: u8 = 2;
+
+/// The oldest encoding read.
+pub const OLDEST_VERSION: u8 = 1;
+
+/// Items preallocated for a decoded list, whatever count the bytes claim:
+/// a damaged count cannot make a large allocation before the bytes run out.
+const MAX_PREALLOC: usize = 16;
 
 /// Why journal bytes are not an alert.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("byte {offset}: {what}")]
-pub struct DecodeError {
-    pub offset: usize,
-    pub what: String,
+pub enum DecodeError {
+    #[error("no bytes: the version byte is missing")]
+    Empty,
+    #[error(
+        "alert encoding version {found} is not supported by this build, which reads versions {OLDEST_VERSION} to {ENCODING_VERSION}"
+    )]
+    Version { found: u8 },
+    #[error("the alert cannot be decoded: {0}")]
+    Postcard(#[source] postcard::Error),
+    #[error("unknown {field} code {code}")]
+    Code { field: &'static str, code: u8 },
+    #[error("{0} bytes after the alert")]
+    Trailing(usize),
 }
 
-/// Replaces `out` with the encoding of `alert` and its times.
-pub fn encode_alert(alert: &Alert, received_ns: i64, emitted_ns: i64, out: &mut Vec<u8>) {
+/// Why an alert could not be encoded (no alert the engine raises fails).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the alert cannot be encoded: {0}")]
+pub struct EncodeError(#[source] postcard::Error);
+
+/// Replaces `out` with the encoding of `alert` and its times. Reuses
+/// `out`'s capacity: allocates nothing once it has grown.
+///
+/// # Errors
+/// A value postcard cannot represent (not one an alert holds).
+pub fn encode_alert(alert: &Alert, received_ns: i64, emitted_ns: i64, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.clear();
     out.push(ENCODING_VERSION);
-    put_u64(out, alert.ruleset_version);
-    put_str(out, &alert.rule_id);
-    put_str(out, &alert.instrument);
-    out.push(kind_code(alert.kind));
-    out.push(severity_code(alert.severity));
-    out.push(mode_code(alert.mode));
-    put_u64(out, alert.actions.len() as u64);
-    for action in alert.actions.iter() {
-        out.push(action_code(action));
-        if let Action::Custom(name) = action {
-            put_str(out, name);
-        }
-    }
-    put_u64(out, alert.values.len() as u64);
-    for v in &alert.values {
-        put_str(out, &v.name);
-        put_i64(out, v.value.raw());
-    }
-    put_i64(out, alert.event_time_ns);
-    match alert.tick_seq {
-        Some(seq) => {
-            out.push(1);
-            put_u64(out, seq);
-        }
-        None => out.push(0),
-    }
-    match &alert.reason {
-        Some(reason) => {
-            out.push(1);
-            put_str(out, reason);
-        }
-        None => out.push(0),
-    }
-    put_i64(out, received_ns);
-    put_i64(out, emitted_ns);
+    let record = AlertOut {
+        ruleset_version: alert.ruleset_version,
+        rule_id: &alert.rule_id,
+        instrument: &alert.instrument,
+        kind: kind_code(alert.kind),
+        severity: severity_code(alert.severity),
+        mode: mode_code(alert.mode),
+        actions: ActionsOut(&alert.actions),
+        values: ValuesOut(&alert.values),
+        event_time_ns: alert.event_time_ns,
+        tick_seq: alert.tick_seq,
+        reason: alert.reason.as_deref(),
+        received_ns,
+        emitted_ns,
+    };
+    postcard::serialize_with_flavor(&record, Append(&mut *out)).map_err(EncodeError)?;
+    postcard::serialize_with_flavor(&alert.trigger_instrument.as_deref(), Append(out)).map_err(EncodeError)
 }
 
 /// Replaces `out` with the encoding of a published alert.
-pub fn encode_published(published: &PublishedAlert, out: &mut Vec<u8>) {
-    encode_alert(&published.alert, published.received_ns, published.emitted_ns, out);
+///
+/// # Errors
+/// As [`encode_alert`].
+pub fn encode_published(published: &PublishedAlert, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_alert(&published.alert, published.received_ns, published.emitted_ns, out)
 }
 
 /// An alert and its receive and emit times from their encoding.
 ///
 /// # Errors
-/// An unknown version, a bad code, a truncated field, text that is not
-/// UTF-8, or bytes left over.
+/// No bytes, an unknown version, a bad code, a truncated field, text that
+/// is not UTF-8, or bytes left over.
 pub fn decode_alert(bytes: &[u8]) -> Result<(Alert, i64, i64), DecodeError> {
-    let mut r = Reader { bytes, at: 0 };
-    let version = r.byte("the version")?;
-    if version != ENCODING_VERSION {
-        return Err(r.error_before(
-            1,
-            format!("unknown alert encoding version {version} (this build reads {ENCODING_VERSION})"),
-        ));
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if !(OLDEST_VERSION..=ENCODING_VERSION).contains(&version) {
+        return Err(DecodeError::Version { found: version });
     }
-    let ruleset_version = r.u64("ruleset_version")?;
-    let rule_id = Arc::from(r.str("rule_id")?);
-    let instrument = Arc::from(r.str("instrument")?);
-    let kind = r.code("kind", kind_of)?;
-    let severity = r.code("severity", severity_of)?;
-    let mode = r.code("mode", mode_of)?;
-    let n = r.count("actions")?;
-    let mut actions = Vec::with_capacity(n);
-    for _ in 0..n {
-        let code = r.byte("an action")?;
-        actions.push(match code {
-            ACTION_CUSTOM => Action::Custom(Arc::from(r.str("a custom action")?)),
-            code => action_of(code).ok_or_else(|| r.error_before(1, format!("unknown action code {code}")))?,
-        });
+    let (record, mut rest) = postcard::take_from_bytes::<AlertIn<'_>>(body).map_err(DecodeError::Postcard)?;
+    let mut trigger_instrument = None;
+    if version >= 2 {
+        let (trigger, after) = postcard::take_from_bytes::<Option<&str>>(rest).map_err(DecodeError::Postcard)?;
+        trigger_instrument = trigger.map(Arc::from);
+        rest = after;
     }
-    let n = r.count("values")?;
-    let mut values = Vec::with_capacity(n);
-    for _ in 0..n {
-        let name = Cow::Owned(r.str("a value's name")?.to_owned());
-        let value = Fixed::from_raw(r.i64("a value")?);
-        values.push(AlertValue { name, value });
-    }
-    let event_time_ns = r.i64("event_time_ns")?;
-    let tick_seq = match r.flag("tick_seq")? {
-        true => Some(r.u64("tick_seq")?),
-        false => None,
-    };
-    let reason = match r.flag("reason")? {
-        true => Some(Cow::Owned(r.str("reason")?.to_owned())),
-        false => None,
-    };
-    let received_ns = r.i64("received_ns")?;
-    let emitted_ns = r.i64("emitted_ns")?;
-    if r.at != bytes.len() {
-        return Err(r.error_before(0, format!("{} bytes after the alert", bytes.len() - r.at)));
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
     }
     let alert = Alert {
-        rule_id,
-        ruleset_version,
-        instrument,
-        kind,
-        severity,
-        actions: Arc::from(actions),
-        mode,
-        values,
-        event_time_ns,
-        tick_seq,
-        reason,
+        rule_id: Arc::from(record.rule_id),
+        ruleset_version: record.ruleset_version,
+        instrument: Arc::from(record.instrument),
+        kind: code("kind", record.kind, kind_of)?,
+        severity: code("severity", record.severity, severity_of)?,
+        actions: Arc::from(record.actions.0),
+        mode: code("mode", record.mode, mode_of)?,
+        values: record.values.0,
+        event_time_ns: record.event_time_ns,
+        tick_seq: record.tick_seq,
+        reason: record.reason.map(|r| Cow::Owned(r.to_owned())),
+        trigger_instrument,
     };
-    Ok((alert, received_ns, emitted_ns))
+    Ok((alert, record.received_ns, record.emitted_ns))
 }
 
 /// A published alert from the journal record `seq`.
@@ -155,101 +165,179 @@ pub fn decode_published(seq: u64, bytes: &[u8]) -> Result<PublishedAlert, Decode
     Ok(PublishedAlert::new(seq, alert, received_ns, emitted_ns))
 }
 
-fn put_u64(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// The value of a one-byte `code` for `field`, or why there is none.
+fn code<T>(field: &'static str, code: u8, of: fn(u8) -> Option<T>) -> Result<T, DecodeError> {
+    of(code).ok_or(DecodeError::Code { field, code })
+}
+
+/// Postcard output appended to a `Vec`, slices copied whole.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
     }
-    out.push(v as u8);
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
-fn put_i64(out: &mut Vec<u8>, v: i64) {
-    put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
+/// The fields in their encoded order, borrowed from the alert.
+#[derive(Serialize)]
+struct AlertOut<'a> {
+    ruleset_version: u64,
+    rule_id: &'a str,
+    instrument: &'a str,
+    kind: u8,
+    severity: u8,
+    mode: u8,
+    actions: ActionsOut<'a>,
+    values: ValuesOut<'a>,
+    event_time_ns: i64,
+    tick_seq: Option<u64>,
+    reason: Option<&'a str>,
+    received_ns: i64,
+    emitted_ns: i64,
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+/// The same fields decoded, text borrowed from the bytes.
+#[derive(Deserialize)]
+struct AlertIn<'a> {
+    ruleset_version: u64,
+    rule_id: &'a str,
+    instrument: &'a str,
+    kind: u8,
+    severity: u8,
+    mode: u8,
+    actions: ActionsIn,
+    values: ValuesIn,
+    event_time_ns: i64,
+    tick_seq: Option<u64>,
+    reason: Option<&'a str>,
+    received_ns: i64,
+    emitted_ns: i64,
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// An action as encoded: the variant index is the action's code.
+#[derive(Serialize, Deserialize)]
+enum ActionCode<'a> {
+    Halt,
+    Resume,
+    ReduceOnly,
+    RaiseMargin,
+    Notify,
+    Custom(&'a str),
 }
 
-impl<'a> Reader<'a> {
-    /// An error about the field that ended `back` bytes ago.
-    fn error_before(&self, back: usize, what: String) -> DecodeError {
-        DecodeError {
-            offset: self.at.saturating_sub(back),
-            what,
+impl<'a> ActionCode<'a> {
+    fn of(action: &'a Action) -> Self {
+        match action {
+            Action::Halt => ActionCode::Halt,
+            Action::Resume => ActionCode::Resume,
+            Action::ReduceOnly => ActionCode::ReduceOnly,
+            Action::RaiseMargin => ActionCode::RaiseMargin,
+            Action::Notify => ActionCode::Notify,
+            Action::Custom(name) => ActionCode::Custom(name),
         }
     }
 
-    fn byte(&mut self, field: &str) -> Result<u8, DecodeError> {
-        let b = *self
-            .bytes
-            .get(self.at)
-            .ok_or_else(|| self.error_before(0, format!("truncated: {field} is missing")))?;
-        self.at += 1;
-        Ok(b)
+    fn action(self) -> Action {
+        match self {
+            ActionCode::Halt => Action::Halt,
+            ActionCode::Resume => Action::Resume,
+            ActionCode::ReduceOnly => Action::ReduceOnly,
+            ActionCode::RaiseMargin => Action::RaiseMargin,
+            ActionCode::Notify => Action::Notify,
+            ActionCode::Custom(name) => Action::Custom(Arc::from(name)),
+        }
     }
+}
 
-    fn u64(&mut self, field: &str) -> Result<u64, DecodeError> {
-        let start = self.at;
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte(field)?;
-            let bits = u64::from(b & 0x7f);
-            if shift == 63 && bits > 1 {
-                break;
+struct ActionsOut<'a>(&'a [Action]);
+
+impl Serialize for ActionsOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for action in self.0 {
+            seq.serialize_element(&ActionCode::of(action))?;
+        }
+        seq.end()
+    }
+}
+
+struct ValuesOut<'a>(&'a [AlertValue]);
+
+impl Serialize for ValuesOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for v in self.0 {
+            seq.serialize_element(&(&*v.name, v.value.raw()))?;
+        }
+        seq.end()
+    }
+}
+
+/// The actions, decoded straight into the alert's list.
+struct ActionsIn(Vec<Action>);
+
+impl<'de> Deserialize<'de> for ActionsIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Actions;
+        impl<'de> Visitor<'de> for Actions {
+            type Value = ActionsIn;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of actions")
             }
-            v |= bits << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ActionsIn, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+                while let Some(code) = seq.next_element::<ActionCode<'de>>()? {
+                    out.push(code.action());
+                }
+                Ok(ActionsIn(out))
             }
         }
-        Err(DecodeError {
-            offset: start,
-            what: format!("{field} is not a valid varint"),
-        })
+        deserializer.deserialize_seq(Actions)
     }
+}
 
-    fn i64(&mut self, field: &str) -> Result<i64, DecodeError> {
-        let z = self.u64(field)?;
-        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
-    }
+/// The values, decoded straight into the alert's list.
+struct ValuesIn(Vec<AlertValue>);
 
-    fn flag(&mut self, field: &str) -> Result<bool, DecodeError> {
-        match self.byte(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(self.error_before(1, format!("{field}: presence flag {other} is neither 0 nor 1"))),
+impl<'de> Deserialize<'de> for ValuesIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Values;
+        impl<'de> Visitor<'de> for Values {
+            type Value = ValuesIn;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of named values")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValuesIn, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOC));
+                while let Some((name, raw)) = seq.next_element::<(&'de str, i64)>()? {
+                    out.push(AlertValue {
+                        name: Cow::Owned(name.to_owned()),
+                        value: Fixed::from_raw(raw),
+                    });
+                }
+                Ok(ValuesIn(out))
+            }
         }
-    }
-
-    /// A count of items that each take at least one byte.
-    fn count(&mut self, field: &str) -> Result<usize, DecodeError> {
-        let n = self.u64(field)?;
-        let left = (self.bytes.len() - self.at) as u64;
-        if n > left {
-            return Err(self.error_before(0, format!("{field}: {n} items cannot fit in {left} bytes")));
-        }
-        Ok(n as usize)
-    }
-
-    fn str(&mut self, field: &str) -> Result<&'a str, DecodeError> {
-        let len = self.count(field)?;
-        let bytes = &self.bytes[self.at..self.at + len];
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| self.error_before(0, format!("{field} is not UTF-8: {e}")))?;
-        self.at += len;
-        Ok(text)
-    }
-
-    fn code<T>(&mut self, field: &str, of: fn(u8) -> Option<T>) -> Result<T, DecodeError> {
-        let code = self.byte(field)?;
-        of(code).ok_or_else(|| self.error_before(1, format!("unknown {field} code {code}")))
+        deserializer.deserialize_seq(Values)
     }
 }
 
@@ -310,155 +398,5 @@ fn mode_of(code: u8) -> Option<Mode> {
     })
 }
 
-const ACTION_CUSTOM: u8 = 5;
-
-fn action_code(action: &Action) -> u8 {
-    match action {
-        Action::Halt => 0,
-        Action::Resume => 1,
-        Action::ReduceOnly => 2,
-        Action::RaiseMargin => 3,
-        Action::Notify => 4,
-        Action::Custom(_) => ACTION_CUSTOM,
-    }
-}
-
-fn action_of(code: u8) -> Option<Action> {
-    Some(match code {
-        0 => Action::Halt,
-        1 => Action::Resume,
-        2 => Action::ReduceOnly,
-        3 => Action::RaiseMargin,
-        4 => Action::Notify,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn sample() -> Alert {
-        Alert {
-            rule_id: Arc::from("btc-flash-crash"),
-            ruleset_version: 7,
-            instrument: Arc::from("BTC-USDT"),
-            kind: AlertKind::Tripped,
-            severity: Severity::Critical,
-            actions: Arc::from(vec![Action::Halt, Action::Custom(Arc::from("page-desk"))]),
-            mode: Mode::Shadow,
-            values: vec![
-                AlertValue::new("peak", Fixed::from_raw(6_500_000_000_000)),
-                AlertValue::new("change_pct", Fixed::from_raw(-800_000_001)),
-            ],
-            event_time_ns: 1_700_000_002_500_000_000,
-            tick_seq: Some(4),
-            reason: Some(Cow::Borrowed("rule removed or changed by a reload")),
-        }
-    }
-
-    #[test]
-    fn an_alert_round_trips_exactly() {
-        let alert = sample();
-        let mut bytes = Vec::new();
-        encode_alert(&alert, -5, i64::MAX, &mut bytes);
-        assert_eq!(bytes[0], ENCODING_VERSION);
-        assert_eq!(decode_alert(&bytes).unwrap(), (alert.clone(), -5, i64::MAX));
-        let timer = Alert {
-            tick_seq: None,
-            reason: None,
-            actions: Arc::from(Vec::new()),
-            values: Vec::new(),
-            ..alert
-        };
-        encode_alert(&timer, 0, 0, &mut bytes);
-        assert_eq!(decode_alert(&bytes).unwrap(), (timer, 0, 0));
-        let published = decode_published(9, &bytes).unwrap();
-        assert_eq!(published.seq, 9);
-    }
-
-    #[test]
-    fn damaged_bytes_are_errors_never_panics() {
-        let mut bytes = Vec::new();
-        encode_alert(&sample(), 1, 2, &mut bytes);
-        for cut in 0..bytes.len() {
-            let err = decode_alert(&bytes[..cut]).unwrap_err();
-            assert!(
-                err.what.contains("truncated") || err.what.contains("cannot fit"),
-                "cut {cut}: {err}"
-            );
-        }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(
-            decode_alert(&longer).unwrap_err().to_string(),
-            format!("byte {}: 1 bytes after the alert", bytes.len())
-        );
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(
-            decode_alert(&v2).unwrap_err().to_string(),
-            "byte 0: unknown alert encoding version 2 (this build reads 1)"
-        );
-        // Every single-byte change decodes to something or fails cleanly.
-        for i in 0..bytes.len() {
-            for v in [0u8, 0x7f, 0x80, 0xff] {
-                let mut b = bytes.clone();
-                b[i] = v;
-                let _ = decode_alert(&b);
-            }
-        }
-    }
-
-    fn arb_action() -> impl Strategy<Value = Action> {
-        prop_oneof![
-            Just(Action::Halt),
-            Just(Action::Resume),
-            Just(Action::ReduceOnly),
-            Just(Action::RaiseMargin),
-            Just(Action::Notify),
-            "\\PC{1,12}".prop_map(|s| Action::Custom(Arc::from(s))),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn any_alert_round_trips(
-            rule_id in "\\PC{0,20}",
-            instrument in "\\PC{0,20}",
-            ruleset_version in any::<u64>(),
-            kind in 0u8..7,
-            severity in 0u8..3,
-            shadow in any::<bool>(),
-            actions in prop::collection::vec(arb_action(), 0..4),
-            values in prop::collection::vec(("\\PC{0,10}", any::<i64>()), 0..6),
-            event_time_ns in any::<i64>(),
-            tick_seq in any::<Option<u64>>(),
-            reason in prop::option::of("\\PC{0,30}"),
-            received_ns in any::<i64>(),
-            emitted_ns in any::<i64>(),
-        ) {
-            let alert = Alert {
-                rule_id: Arc::from(rule_id),
-                ruleset_version,
-                instrument: Arc::from(instrument),
-                kind: kind_of(kind).unwrap(),
-                severity: severity_of(severity).unwrap(),
-                actions: Arc::from(actions),
-                mode: if shadow { Mode::Shadow } else { Mode::Active },
-                values: values
-                    .into_iter()
-                    .map(|(name, raw)| AlertValue { name: Cow::Owned(name), value: Fixed::from_raw(raw) })
-                    .collect(),
-                event_time_ns,
-                tick_seq,
-                reason: reason.map(Cow::Owned),
-            };
-            let mut bytes = Vec::new();
-            encode_alert(&alert, received_ns, emitted_ns, &mut bytes);
-            prop_assert_eq!(decode_alert(&bytes).unwrap(), (alert, received_ns, emitted_ns));
-        }
-    }
-}
+mod tests;

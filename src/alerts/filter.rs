@@ -103,6 +103,11 @@ impl SubscriptionFilter {
         &self.spec
     }
 
+    /// Whether the filter's instrument patterns (if any) take `symbol`.
+    pub fn matches_instrument(&self, symbol: &str) -> bool {
+        self.instruments.as_ref().is_none_or(|g| g.is_match(symbol))
+    }
+
     /// Whether `alert` is for this subscriber.
     #[inline]
     pub fn matches(&self, alert: &Alert) -> bool {
@@ -152,6 +157,7 @@ mod tests {
             event_time_ns: 1,
             tick_seq: Some(1),
             reason: None,
+            trigger_instrument: None,
         }
     }
 

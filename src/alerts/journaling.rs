@@ -1,48 +1,40 @@
-//! The bus's journal: every published alert is appended, under the bus
-//! lock and before fan-out, so the journal's order is the sequence order
-//! and a subscriber never sees an alert the OS has not been handed.
+//! The bus's journal, as the rest of the bus sees it: its health, its
+//! extent for readers, retention, the tail read after a restart, and its
+//! counts. The writing itself is the writer thread's ([`super::writer`]).
 //!
-//! A failed write does not stop publishing: the alert still reaches its
-//! subscribers and the ring (a halt that is not delivered is worse than a
+//! A failed write does not stop delivery: the alerts are still released
+//! to readers from memory (a halt that is not delivered is worse than a
 //! halt that is not journaled). The failure is logged, counted, and the
-//! journal is marked failing; every later publish retries, first writing
-//! the alerts it missed from the ring, so a passing problem (a full disk
-//! that is cleared) heals without a gap. If the missed alerts have left
-//! the ring before that, the journal stops taking alerts until a restart
-//! and says so: numbering after that restart starts again after the last
-//! alert journaled.
-//!
-//! Replays older than the ring read the journal in chunks on tokio's
-//! blocking threads ([`fetch`]).
+//! journal is marked failing; every alert published afterwards makes the
+//! writer retry, first writing the alerts it missed from the ring, so a
+//! passing problem (a full disk that is cleared) heals without a gap. If
+//! the missed alerts have left the ring before that, the journal stops
+//! taking alerts until a restart and says so: numbering after that restart
+//! starts again after the last alert journaled.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use tokio::task::JoinHandle;
-
-use super::encoding::{decode_alert, decode_published, encode_published, DecodeError};
-use super::{AlertBus, BusConfig, Inner, PublishedAlert, SubscriptionFilter};
+use super::encoding::{decode_alert, DecodeError};
+use super::writer;
+use super::{AlertBus, BusConfig, Inner};
 use crate::clock::Clock;
-use crate::journal::{Journal, JournalError, JournalReader, JournalStats, Retained};
+use crate::journal::{Journal, JournalError, JournalExtent, JournalReader, JournalStats, Retained};
 use crate::model::Alert;
-
-/// Records read from the journal per chunk of a replay.
-pub const JOURNAL_CHUNK: usize = 1024;
 
 /// Whether published alerts are reaching the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JournalHealth {
-    /// Every published alert is journaled.
+    /// Every published alert is journaled (or on its way: see
+    /// [`BusJournalStats::pending`]).
     Healthy,
     /// Writes fail: alerts from `since` are delivered from memory only.
-    /// Each publish retries, writing the missed alerts from the ring first.
+    /// Each new alert makes the writer retry, writing the missed alerts
+    /// from the ring first.
     Failing { since: u64 },
-    /// The alerts from `since` left the ring before they could be written:
-    /// the journal takes no more alerts until the service restarts.
+    /// The alerts from `since` left the ring before they could be written
+    /// (or the writer could not run): the journal takes no more alerts
+    /// until the service restarts.
     Stopped { since: u64 },
 }
 
@@ -51,10 +43,18 @@ pub enum JournalHealth {
 pub struct BusJournalStats {
     pub journal: JournalStats,
     pub health: JournalHealth,
-    /// Alerts published but not in the journal (failing or stopped).
+    /// Alerts published but not in the journal because it is failing or
+    /// stopped.
     pub unjournaled: u64,
-    /// Appends that failed, retries included.
+    /// Alerts published and not yet written by the writer while the
+    /// journal is healthy: on their way, not yet released to readers.
+    pub pending: u64,
+    /// Attempts to write alerts that failed, retries included (an attempt
+    /// is one alert or one group).
     pub write_failures: u64,
+    /// Publishes that waited because the ring was full of alerts the
+    /// writer had not written yet.
+    pub publish_waits: u64,
 }
 
 /// Why alerts could not be read back from the journal.
@@ -70,106 +70,72 @@ pub enum JournalReadError {
     },
 }
 
-/// The journal inside the bus lock.
-pub(super) struct BusJournal {
-    journal: Journal,
-    /// One encoded alert.
-    scratch: Vec<u8>,
-    health: JournalHealth,
-    write_failures: u64,
+/// The journal's state under the bus lock, shared with the writer.
+pub(super) struct JournalSide {
+    pub(super) health: JournalHealth,
+    pub(super) write_failures: u64,
+    pub(super) publish_waits: u64,
+    /// What the journal held after the writer's last group (or the last
+    /// retention pass): readers are made from it, without the journal.
+    pub(super) extent: JournalExtent,
+    /// While failing: the writer retries once an alert after this one is
+    /// published.
+    pub(super) retry_after: u64,
+    /// Syncs asked for by `close` (a count), and the last one done.
+    pub(super) sync_ticket: u64,
+    pub(super) synced_ticket: u64,
+    /// The bus is being dropped: the writer writes what is left and ends.
+    pub(super) stop: bool,
+    /// The writer has ended (or never started): nothing releases alerts
+    /// but `publish` itself.
+    pub(super) writer_gone: bool,
 }
 
-impl BusJournal {
-    /// Journals `published`, first writing any alert a failed write
-    /// missed (from `ring`, which holds the alerts before it).
-    pub(super) fn write(&mut self, published: &PublishedAlert, ring: &VecDeque<Arc<PublishedAlert>>) {
-        if let JournalHealth::Stopped { .. } = self.health {
-            return;
-        }
-        while self.journal.next_seq() < published.seq {
-            let missing = self.journal.next_seq();
-            let oldest = ring.front().map_or(published.seq, |a| a.seq);
-            let in_ring = missing
-                .checked_sub(oldest)
-                .and_then(|i| ring.get(usize::try_from(i).ok()?));
-            let Some(missed) = in_ring else {
-                tracing::error!(
-                    since = missing,
-                    oldest_in_memory = oldest,
-                    "Journal stopped: alerts left memory before they could be journaled. Alerts are still \
-                     delivered; restart the service to journal again (numbering then continues after seq {}).",
-                    missing - 1
-                );
-                self.health = JournalHealth::Stopped { since: missing };
-                return;
-            };
-            if !self.append(missed) {
-                return;
-            }
-        }
-        if self.append(published) {
-            if let JournalHealth::Failing { since } = self.health {
-                tracing::warn!(
-                    since,
-                    through = published.seq,
-                    "Journal writes work again: the alerts missed were journaled from memory."
-                );
-                self.health = JournalHealth::Healthy;
-            }
+impl JournalSide {
+    pub(super) fn new(extent: JournalExtent) -> Self {
+        JournalSide {
+            health: JournalHealth::Healthy,
+            write_failures: 0,
+            publish_waits: 0,
+            extent,
+            retry_after: 0,
+            sync_ticket: 0,
+            synced_ticket: 0,
+            stop: false,
+            writer_gone: false,
         }
     }
 
-    fn append(&mut self, alert: &PublishedAlert) -> bool {
-        encode_published(alert, &mut self.scratch);
-        match self.journal.append(alert.seq, &self.scratch) {
-            Ok(()) => true,
-            Err(error) => {
-                self.write_failures += 1;
-                if self.health == JournalHealth::Healthy {
-                    tracing::error!(
-                        seq = alert.seq,
-                        %error,
-                        "Journal write failed: alerts are delivered from memory but not journaled; \
-                         every new alert retries."
-                    );
-                    self.health = JournalHealth::Failing { since: alert.seq };
-                }
-                false
-            }
-        }
+    /// The journal takes no more alerts: `publish` releases its alerts
+    /// itself.
+    pub(super) fn takes_nothing(&self) -> bool {
+        self.writer_gone || matches!(self.health, JournalHealth::Stopped { .. })
+    }
+
+    /// Asks the writer for a sync of everything published so far; returns
+    /// the ticket it marks done.
+    pub(super) fn request_sync(&mut self) -> u64 {
+        self.sync_ticket += 1;
+        self.sync_ticket
     }
 
     /// A reader from `from_seq` when the journal holds it and can take a
     /// replay further than `from_seq`.
-    pub(super) fn reader(&self, from_seq: u64) -> Option<JournalReader> {
-        if from_seq < self.journal.first_seq() || from_seq >= self.journal.next_seq() {
+    fn reader(&self, from_seq: u64) -> Option<JournalReader> {
+        if from_seq < self.extent.first_seq() || from_seq >= self.extent.next_seq() {
             return None;
         }
-        self.journal.reader(from_seq).ok()
-    }
-
-    pub(super) fn first_seq(&self) -> u64 {
-        self.journal.first_seq()
-    }
-
-    pub(super) fn next_seq(&self) -> u64 {
-        self.journal.next_seq()
-    }
-
-    pub(super) fn sync(&mut self) {
-        if let Err(error) = self.journal.sync() {
-            tracing::error!(%error, "Journal: sync at close failed.");
-        }
+        self.extent.reader(from_seq).ok()
     }
 }
 
 impl Inner {
-    /// The oldest alert a subscriber can start from: the journal's first
-    /// when the journal reaches the ring, else the ring's.
+    /// The oldest alert a reader can start from: the journal's first when
+    /// the journal reaches the ring, else the ring's.
     pub(super) fn oldest_available(&self) -> u64 {
         let ring = self.oldest_seq();
         match &self.journal {
-            Some(j) if j.next_seq() >= ring => j.first_seq().min(ring),
+            Some(j) if j.extent.next_seq() >= ring => j.extent.first_seq().min(ring),
             _ => ring,
         }
     }
@@ -180,34 +146,81 @@ impl Inner {
 }
 
 impl AlertBus {
-    /// A bus that journals every alert to `journal` and numbers on from
-    /// the journal's last record.
+    /// A bus that has every alert journaled to `journal`, by a writer
+    /// thread of its own, and numbers on from the journal's last record.
+    /// If the thread cannot be started, the journal is stopped (and says
+    /// so): alerts are delivered, not journaled.
     pub fn with_journal(config: BusConfig, clock: Arc<dyn Clock>, journal: Journal) -> Self {
-        let bus = AlertBus::new(config, clock);
-        {
-            let mut inner = bus.lock();
-            inner.next_seq = journal.next_seq();
-            bus.last_seq
-                .store(journal.next_seq() - 1, std::sync::atomic::Ordering::Release);
-            inner.journal = Some(BusJournal {
-                journal,
-                scratch: Vec::with_capacity(512),
-                health: JournalHealth::Healthy,
-                write_failures: 0,
-            });
+        let mut bus = AlertBus::build(config, clock, Some(journal));
+        match writer::start(bus.shared.clone()) {
+            Ok(thread) => bus.writer = Some(thread),
+            Err(error) => {
+                let mut inner = bus.lock();
+                let since = inner.next_seq;
+                if let Some(journal) = &mut inner.journal {
+                    journal.writer_gone = true;
+                    journal.health = JournalHealth::Stopped { since };
+                }
+                tracing::error!(
+                    %error,
+                    since,
+                    "Journal stopped: its writer thread cannot start. Alerts are delivered but not journaled; \
+                     restart the service to journal again."
+                );
+            }
         }
         bus
     }
 
-    /// Whether the bus has a journal.
-    pub fn has_journal(&self) -> bool {
-        self.lock().journal.is_some()
+    /// After a restart from a checkpoint taken at alert `seq`: numbering
+    /// goes on after the larger of `seq` and the journal's last record.
+    /// The journal can end before `seq` when a power loss took a tail that
+    /// was not synced (`fsync = "never"` or an interval) while the
+    /// checkpoint, written later, survived: without this the next alerts
+    /// would reuse numbers subscribers had already seen. The journal skips
+    /// the lost numbers ([`Journal::skip_to`]). Call before anything is
+    /// published; returns the lost range when there was one.
+    ///
+    /// # Errors
+    /// The journal could not skip; numbering is unchanged.
+    pub fn continue_after(&self, seq: u64) -> Result<Option<(u64, u64)>, JournalError> {
+        let next = seq.saturating_add(1);
+        // Lock order: the journal before the bus.
+        let mut journal = self.shared.journal.as_ref().map(|j| j.lock());
+        let mut inner = self.lock();
+        let lost_from = inner.next_seq;
+        if next <= lost_from {
+            return Ok(None);
+        }
+        if let Some(journal) = &mut journal {
+            journal.skip_to(next)?;
+            if let Some(side) = &mut inner.journal {
+                side.extent = journal.extent();
+            }
+        }
+        inner.next_seq = next;
+        inner.released = next - 1;
+        self.shared
+            .released
+            .store(next - 1, std::sync::atomic::Ordering::Release);
+        self.shared.released_tx.send_replace(next - 1);
+        self.last_seq.store(next - 1, std::sync::atomic::Ordering::Release);
+        Ok(Some((lost_from, next)))
     }
 
-    /// The journal's oldest record and the sequence number its next
-    /// record will carry; `None` without a journal.
+    /// Whether the bus has a journal.
+    pub fn has_journal(&self) -> bool {
+        self.shared.journal.is_some()
+    }
+
+    /// The journal's oldest record and the sequence number its next record
+    /// will carry, as of the writer's last group; `None` without a
+    /// journal.
     pub fn journal_range(&self) -> Option<(u64, u64)> {
-        self.lock().journal.as_ref().map(|j| (j.first_seq(), j.next_seq()))
+        self.lock()
+            .journal
+            .as_ref()
+            .map(|j| (j.extent.first_seq(), j.extent.next_seq()))
     }
 
     /// The journaled alerts after `after_seq`, in sequence order: after a
@@ -220,13 +233,10 @@ impl AlertBus {
     /// [`JournalError::TooOld`]), ends before `after_seq`
     /// ([`JournalError::Ahead`]), or a record cannot be read or decoded.
     pub fn journal_tail(&self, after_seq: u64) -> Result<Vec<(u64, Alert)>, JournalReadError> {
-        let mut reader = {
-            let inner = self.lock();
-            let Some(j) = &inner.journal else {
-                return Ok(Vec::new());
-            };
-            j.journal.reader(after_seq.saturating_add(1))?
+        let Some(extent) = self.lock().journal.as_ref().map(|j| j.extent.clone()) else {
+            return Ok(Vec::new());
         };
+        let mut reader = extent.reader(after_seq.saturating_add(1))?;
         let mut out = Vec::with_capacity(usize::try_from(reader.end_seq() - reader.next_seq()).unwrap_or(0));
         while let Some((seq, bytes)) = reader.next_record()? {
             let (alert, _, _) = decode_alert(bytes).map_err(|source| JournalReadError::Decode { seq, source })?;
@@ -236,95 +246,56 @@ impl AlertBus {
     }
 
     /// Removes journal segments past retention (also done whenever a
-    /// segment fills). Reads and removes files: call it off the async
-    /// workers.
+    /// segment fills). Reads and removes files, and waits for the writer's
+    /// group in progress: call it off the async workers.
     ///
     /// # Errors
     /// A segment could not be removed.
     pub fn enforce_journal_retention(&self) -> Result<Retained, JournalError> {
-        match &mut self.lock().journal {
-            Some(j) => j.journal.enforce_retention(SystemTime::now()),
-            None => Ok(Retained::default()),
+        let Some(journal) = &self.shared.journal else {
+            return Ok(Retained::default());
+        };
+        let mut journal = journal.lock();
+        let retained = journal.enforce_retention(SystemTime::now());
+        // Under the journal's lock, so the extent is never older than the
+        // writer's.
+        if let Some(side) = &mut self.lock().journal {
+            side.extent = journal.extent();
         }
+        retained
     }
 
-    /// The journal's counts and health; `None` without a journal.
+    /// The journal's counts and health; `None` without a journal. Waits
+    /// for the writer's group in progress (one `fdatasync` at most).
     pub fn journal_stats(&self) -> Option<BusJournalStats> {
-        let inner = self.lock();
-        let j = inner.journal.as_ref()?;
+        let journal = self.shared.journal.as_ref()?;
+        let (health, published, write_failures, publish_waits) = {
+            let inner = self.lock();
+            let side = inner.journal.as_ref()?;
+            (side.health, inner.next_seq, side.write_failures, side.publish_waits)
+        };
+        let stats = journal.lock().stats();
+        let missing = published.saturating_sub(stats.next_seq);
+        let (unjournaled, pending) = match health {
+            JournalHealth::Healthy => (0, missing),
+            JournalHealth::Failing { .. } | JournalHealth::Stopped { .. } => (missing, 0),
+        };
         Some(BusJournalStats {
-            journal: j.journal.stats(),
-            health: j.health,
-            unjournaled: inner.next_seq - j.journal.next_seq(),
-            write_failures: j.write_failures,
+            journal: stats,
+            health,
+            unjournaled,
+            pending,
+            write_failures,
+            publish_waits,
         })
     }
 }
 
-/// One chunk of a replay read from the journal.
-pub(super) struct JournalChunk {
-    pub(super) reader: JournalReader,
-    /// The matching alerts read.
-    pub(super) alerts: Vec<Arc<PublishedAlert>>,
-    /// Why reading stopped early, and the sequence number to resume from.
-    pub(super) error: Option<(u64, JournalReadError)>,
-}
-
-/// A chunk being read.
-pub(super) enum Fetch {
-    Running(JoinHandle<JournalChunk>),
-    /// Read in place: there was no runtime to read on.
-    Ready(Option<Box<JournalChunk>>),
-}
-
-impl Fetch {
-    /// The chunk once read, or why it could not be.
-    pub(super) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<JournalChunk, String>> {
-        match self {
-            Fetch::Running(task) => Pin::new(task)
-                .poll(cx)
-                .map_err(|e| format!("the journal read stopped: {e}")),
-            Fetch::Ready(chunk) => Poll::Ready(
-                chunk
-                    .take()
-                    .map(|c| *c)
-                    .ok_or_else(|| "the journal chunk was already taken".to_string()),
-            ),
-        }
+#[cfg(test)]
+impl AlertBus {
+    /// Holds the journal's lock, as the writer does while it writes: the
+    /// writer waits before it takes its next group (tests only).
+    pub(crate) fn hold_journal(&self) -> Option<parking_lot::MutexGuard<'_, Journal>> {
+        self.shared.journal.as_ref().map(|journal| journal.lock())
     }
-}
-
-/// Starts reading the next chunk from `reader`, on a blocking thread.
-pub(super) fn fetch(reader: JournalReader, filter: Arc<SubscriptionFilter>) -> Fetch {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => Fetch::Running(runtime.spawn_blocking(move || read_chunk(reader, &filter))),
-        Err(_) => Fetch::Ready(Some(Box::new(read_chunk(reader, &filter)))),
-    }
-}
-
-fn read_chunk(mut reader: JournalReader, filter: &SubscriptionFilter) -> JournalChunk {
-    let mut alerts = Vec::new();
-    let mut error = None;
-    for _ in 0..JOURNAL_CHUNK {
-        let at = reader.next_seq();
-        match reader.next_record() {
-            Ok(Some((seq, bytes))) => match decode_published(seq, bytes) {
-                Ok(published) => {
-                    if filter.matches(&published.alert) {
-                        alerts.push(Arc::new(published));
-                    }
-                }
-                Err(source) => {
-                    error = Some((seq, JournalReadError::Decode { seq, source }));
-                    break;
-                }
-            },
-            Ok(None) => break,
-            Err(e) => {
-                error = Some((at, e.into()));
-                break;
-            }
-        }
-    }
-    JournalChunk { reader, alerts, error }
 }

@@ -1,61 +1,96 @@
-//! The alert bus: numbers every alert and fans it out to subscribers.
-//! Knows nothing of gRPC.
+//! The alert log: numbers every alert, keeps the recent ones, has them
+//! journaled by a writer of its own, and hands them to readers that resume
+//! by sequence number. Knows nothing of gRPC.
 //!
 //! - Sequencing: [`AlertBus::publish`] gives each alert the next global,
-//!   gap-free sequence number (from 1) and its emit time, under one short
-//!   lock. The engine emits an instrument's alerts while it holds that
-//!   instrument's lock, and [`PublishSink`] publishes them right there, so
-//!   the order of one instrument's alerts is the engine's order whichever
-//!   stream or timer raised them.
-//! - Fan-out: each alert is wrapped once in an `Arc<PublishedAlert>` and the
-//!   same `Arc` goes to every matching subscriber (the transport caches its
-//!   encoding inside, see [`PublishedAlert::encoded`]). Each subscriber has
-//!   its own bounded queue. Backpressure policy: **disconnect**. Publishing
-//!   never blocks; a subscriber whose queue is full is dropped from the bus,
-//!   receives what it had queued, then an end
-//!   ([`SubscriptionEnd::Lagged`]) naming the sequence number to resume
-//!   from.
-//! - Replay: a ring of recent alerts lets a subscriber start at a sequence
-//!   number and join the live stream without a gap or a duplicate
-//!   ([`subscription`]); older alerts come from the journal.
-//! - Journal ([`journaling`], optional): each alert is appended to the
-//!   on-disk journal under the bus lock, before fan-out; numbering goes on
-//!   from the journal's last record after a restart ([`encoding`]: the
-//!   bytes of a journaled alert).
-//! - Restart: [`replayed`] recognises alerts raised again by ticks
-//!   resent after a restart, which were published before it.
+//!   gap-free sequence number (from 1) and its emit time, keeps it in the
+//!   ring of recent alerts and counts it, under one short lock that does
+//!   memory work only. The engine emits an instrument's alerts while it
+//!   holds that instrument's lock, and [`PublishSink`] publishes them right
+//!   there, so the order of one instrument's alerts is the engine's order
+//!   whichever stream or timer raised them.
+//! - Journal ([`writer`], optional): a thread of its own follows the log
+//!   and appends every alert to the on-disk journal in sequence order, as
+//!   many as are waiting in one go, then syncs by the policy: with
+//!   `fsync = "always"` one `fdatasync` for the whole group (group commit).
+//!   Numbering goes on from the journal's last record after a restart
+//!   ([`encoding`]: the bytes of a journaled alert; [`journaling`]: health,
+//!   failures, retention).
+//! - Release: with a journal, an alert reaches readers only once the writer
+//!   has written it (synced it, with `always`): a reader never sees an
+//!   alert the OS has not been handed, nor, with `always`, one that is not
+//!   on stable storage. The release watermark is [`AlertBus::durable_seq`];
+//!   [`AlertBus::wait_durable`] and [`DurableWait`] wait for it (an ingest
+//!   stream acknowledges a batch only once its alerts are released). While
+//!   the journal fails, or after it stopped, alerts are released from
+//!   memory as soon as the writer has tried (a halt that is not delivered
+//!   is worse than a halt that is not journaled). Without a journal,
+//!   release is immediate.
+//! - Readers ([`reader`]): a reader starts at a sequence number, reads the
+//!   journal while it is older than the ring, then the ring, then joins the
+//!   live stream without a gap or a duplicate. Each released alert is
+//!   wrapped once in an `Arc<PublishedAlert>` and the same `Arc` goes to
+//!   every matching reader's bounded queue (the transport caches its
+//!   encoding inside, see [`PublishedAlert::encoded`]). Releasing never
+//!   blocks on a reader; what happens to one whose queue is full is its
+//!   [`WhenBehind`]: a [`Subscription`] (gRPC Subscribe) is disconnected
+//!   and told where to resume ([`SubscriptionEnd::Lagged`]); a sink goes
+//!   back to the ring and the journal from its position and catches up.
+//! - Backpressure: the ring never drops an alert that is not released yet.
+//!   When it is full of alerts the writer has not written (a storm faster
+//!   than the disk), `publish` waits for the writer: the engine slows down
+//!   instead of memory growing without bound or an alert being lost.
+//! - Restart: [`replayed`] recognises alerts raised again by ticks resent
+//!   after a restart, which were published before it.
+//! - [`json`]: the JSON (and CSV) form of an alert, for clients and feeds.
 //!
 //! Lock order: an instrument's lock (in the engine) may be held while the
-//! bus lock is taken; the bus never calls into the engine.
+//! bus lock is taken; the bus never calls into the engine. The journal's
+//! lock (held by the writer while it writes and syncs, and by retention)
+//! may be held while the bus lock is taken, never the other way round; the
+//! writer thread never holds the bus lock while it does I/O, and takes no
+//! engine lock at all.
 
 pub mod encoding;
 pub mod filter;
 pub mod journaling;
+pub mod json;
+pub mod reader;
 pub mod replayed;
 pub mod subscription;
+pub mod writer;
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::Stream;
 
 use crate::clock::Clock;
+use crate::journal::Journal;
 use crate::metrics::{Latency, TICK_TO_ALERT_MAX_NS};
 use crate::model::{Alert, AlertSink, Severity};
 
 pub use filter::{FilterError, FilterSpec, SubscriptionFilter};
 pub use journaling::{BusJournalStats, JournalHealth, JournalReadError};
-pub use subscription::{SubscribeError, Subscription, SubscriptionEnd};
+pub use reader::{AlertReader, SubscriptionEnd, WhenBehind};
+pub use subscription::{SubscribeError, Subscription};
 
 /// Sizes of the bus's queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BusConfig {
-    /// Alerts one subscriber may have queued before it is disconnected.
+    /// Alerts one reader may have queued before its [`WhenBehind`] applies.
     pub subscriber_queue: usize,
-    /// Recent alerts kept for subscribers that start from a sequence number.
+    /// Recent alerts kept for readers that start from a sequence number;
+    /// also the most alerts the journal writer may fall behind.
     pub ring_capacity: usize,
 }
 
@@ -69,7 +104,7 @@ impl Default for BusConfig {
 }
 
 /// An alert as published: the engine's alert, its sequence number and its
-/// times. Shared by every subscriber that receives it.
+/// times. Shared by every reader that receives it.
 #[derive(Debug)]
 pub struct PublishedAlert {
     /// Global, gap-free, from 1.
@@ -105,37 +140,61 @@ impl PublishedAlert {
 #[derive(Clone, Debug)]
 pub struct BusStats {
     pub published: u64,
+    /// Open readers (subscriptions and sinks).
     pub subscribers: usize,
-    /// Subscribers disconnected because their queue was full.
+    /// Readers disconnected because their queue was full
+    /// ([`WhenBehind::Disconnect`]).
     pub lagged: u64,
+    /// Times a reader whose queue was full went back to the ring and the
+    /// journal to catch up ([`WhenBehind::CatchUp`]).
+    pub caught_up: u64,
     /// Alerts by rule id and severity.
     pub by_rule: Vec<(Arc<str>, Severity, u64)>,
     /// Receive of the triggering tick to publish, ns.
     pub tick_to_alert: Latency,
 }
 
-/// One live subscriber, as the bus sees it.
+/// Why the bus let go of a live reader; read by the reader once its queue
+/// is drained.
+#[derive(Clone, Debug)]
+enum LetGo {
+    /// The reader's stream ends with this.
+    End(SubscriptionEnd),
+    /// Its queue was full: it reads on from `resume_seq` in the ring or
+    /// the journal ([`WhenBehind::CatchUp`]).
+    Behind { resume_seq: u64 },
+}
+
+/// One live reader, as the bus sees it.
 struct Slot {
     id: u64,
     filter: Arc<SubscriptionFilter>,
+    /// Alerts before this one are not for it (it replayed them, or started
+    /// live after them).
+    from_seq: u64,
+    when_behind: WhenBehind,
     tx: mpsc::Sender<Arc<PublishedAlert>>,
-    /// Why the bus let go of this subscriber; read by its [`Subscription`]
-    /// once the queue is drained.
-    end: Arc<OnceLock<SubscriptionEnd>>,
+    end: Arc<OnceLock<LetGo>>,
 }
 
 /// Everything under the bus lock.
 struct Inner {
     next_seq: u64,
-    /// Recent alerts: `ring[i].seq == oldest + i`.
+    /// Every alert up to this one has been handed to the live readers (0:
+    /// none yet). With a journal it follows the writer; without, it is the
+    /// last published.
+    released: u64,
+    /// Recent alerts: `ring[i].seq == oldest + i`. Holds every alert not
+    /// released yet.
     ring: VecDeque<Arc<PublishedAlert>>,
     live: Vec<Slot>,
     next_id: u64,
     closed: bool,
     by_rule: HashMap<(Arc<str>, Severity), u64>,
     lagged: u64,
+    caught_up: u64,
     tick_to_alert: Latency,
-    journal: Option<journaling::BusJournal>,
+    journal: Option<journaling::JournalSide>,
     /// After a restart: alerts published before it that resent ticks will
     /// raise again, to be recognised and dropped.
     replayed: Option<replayed::ReplayedAlerts>,
@@ -147,17 +206,136 @@ impl Inner {
     fn oldest_seq(&self) -> u64 {
         self.ring.front().map_or(self.next_seq, |a| a.seq)
     }
+
+    /// Whether `publish` releases its alert itself: without a journal, or
+    /// once the journal takes no more alerts.
+    fn releases_inline(&self) -> bool {
+        self.journal.as_ref().is_none_or(journaling::JournalSide::takes_nothing)
+    }
 }
 
-/// Sequences alerts and fans them out. Share it as `Arc<AlertBus>`.
+/// What the bus shares with its journal writer.
+struct Shared {
+    config: BusConfig,
+    inner: Mutex<Inner>,
+    /// The writer waits on it for alerts to write (and to be closed).
+    work: Condvar,
+    /// Notified whenever alerts are released: `publish` waiting for room
+    /// in the ring, and blocking waiters, wait on it.
+    released_cv: Condvar,
+    /// The journal, written by the writer thread. Lock order: this before
+    /// `inner`, never the other way round.
+    journal: Option<Mutex<Journal>>,
+    /// `Inner::released`, readable without the lock.
+    released: AtomicU64,
+    /// `Inner::released` for async waiters (with a journal only).
+    released_tx: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    /// Hands the alerts after `inner.released` up to `through` to the live
+    /// readers, each matching one getting the same `Arc`. Never blocks: a
+    /// reader whose queue is full is let go by its [`WhenBehind`].
+    fn release(&self, inner: &mut Inner, through: u64) {
+        if through <= inner.released {
+            return;
+        }
+        let first = inner.released + 1;
+        inner.released = through;
+        self.released.store(through, Ordering::Release);
+        if inner.live.is_empty() {
+            return;
+        }
+        let oldest = inner.oldest_seq();
+        // Every alert not released is in the ring.
+        let start = usize::try_from(first.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let stop = usize::try_from(through + 1 - oldest)
+            .unwrap_or(usize::MAX)
+            .min(inner.ring.len());
+        let queue = self.config.subscriber_queue;
+        let (mut lagged, mut behind) = (0u64, 0u64);
+        let Inner { ring, live, .. } = inner;
+        for published in ring.range(start..stop) {
+            let seq = published.seq;
+            live.retain(|slot| {
+                if seq < slot.from_seq || !slot.filter.matches(&published.alert) {
+                    return !slot.tx.is_closed();
+                }
+                match slot.tx.try_send(published.clone()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        let why = match slot.when_behind {
+                            WhenBehind::Disconnect => {
+                                lagged += 1;
+                                LetGo::End(SubscriptionEnd::Lagged {
+                                    resume_seq: seq,
+                                    queued: queue,
+                                })
+                            }
+                            WhenBehind::CatchUp => {
+                                behind += 1;
+                                LetGo::Behind { resume_seq: seq }
+                            }
+                        };
+                        let _ = slot.end.set(why);
+                        false
+                    }
+                    // The reader went away.
+                    Err(TrySendError::Closed(_)) => false,
+                }
+            });
+            if live.is_empty() {
+                break;
+            }
+        }
+        inner.lagged += lagged;
+        inner.caught_up += behind;
+        if lagged > 0 {
+            tracing::warn!(
+                lagged,
+                queue,
+                "Disconnected subscribers that fell behind; each was told the sequence number to resume from."
+            );
+        }
+        if behind > 0 {
+            tracing::debug!(
+                readers = behind,
+                queue,
+                "Readers that fell behind read on from the ring and the journal."
+            );
+        }
+    }
+
+    /// Tells async waiters how far alerts are released (with a journal;
+    /// without one nobody waits).
+    fn announce(&self) {
+        let through = self.released.load(Ordering::Acquire);
+        self.released_tx.send_if_modified(|seen| {
+            let newer = through > *seen;
+            if newer {
+                *seen = through;
+            }
+            newer
+        });
+    }
+}
+
+/// Sequences alerts, has them journaled and hands them to readers. Share
+/// it as `Arc<AlertBus>`.
 pub struct AlertBus {
     config: BusConfig,
     clock: Arc<dyn Clock>,
-    inner: Mutex<Inner>,
-    /// Open [`Subscription`]s, replaying or live.
+    shared: Arc<Shared>,
+    /// Open readers, replaying or live.
     subscribers: AtomicUsize,
     /// Highest sequence number published (0: none yet).
     last_seq: AtomicU64,
+    /// The journal writer, joined when the bus is dropped.
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for AlertBus {
@@ -165,37 +343,58 @@ impl std::fmt::Debug for AlertBus {
         f.debug_struct("AlertBus")
             .field("config", &self.config)
             .field("last_seq", &self.last_seq())
+            .field("durable_seq", &self.durable_seq())
             .field("subscribers", &self.subscriber_count())
             .finish_non_exhaustive()
     }
 }
 
 impl AlertBus {
-    /// A bus whose emit times come from `clock`. Sizes of zero are taken as
-    /// one.
+    /// A bus whose emit times come from `clock`, without a journal. Sizes
+    /// of zero are taken as one.
     pub fn new(config: BusConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::build(config, clock, None)
+    }
+
+    /// A bus numbering from the journal's next record, if there is one
+    /// (its writer is started by the caller).
+    fn build(config: BusConfig, clock: Arc<dyn Clock>, journal: Option<Journal>) -> Self {
         let config = BusConfig {
             subscriber_queue: config.subscriber_queue.max(1),
             ring_capacity: config.ring_capacity.max(1),
         };
-        AlertBus {
+        let next_seq = journal.as_ref().map_or(1, Journal::next_seq);
+        let side = journal.as_ref().map(|j| journaling::JournalSide::new(j.extent()));
+        let shared = Shared {
             config,
-            clock,
             inner: Mutex::new(Inner {
-                next_seq: 1,
+                next_seq,
+                released: next_seq - 1,
                 ring: VecDeque::with_capacity(config.ring_capacity.min(4096)),
                 live: Vec::new(),
                 next_id: 0,
                 closed: false,
                 by_rule: HashMap::new(),
                 lagged: 0,
+                caught_up: 0,
                 tick_to_alert: Latency::new(TICK_TO_ALERT_MAX_NS, 3),
-                journal: None,
+                journal: side,
                 replayed: None,
                 replayed_dropped: 0,
             }),
+            work: Condvar::new(),
+            released_cv: Condvar::new(),
+            journal: journal.map(Mutex::new),
+            released: AtomicU64::new(next_seq - 1),
+            released_tx: watch::Sender::new(next_seq - 1),
+        };
+        AlertBus {
+            config,
+            clock,
+            shared: Arc::new(shared),
             subscribers: AtomicUsize::new(0),
-            last_seq: AtomicU64::new(0),
+            last_seq: AtomicU64::new(next_seq - 1),
+            writer: None,
         }
     }
 
@@ -204,19 +403,24 @@ impl AlertBus {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
-    /// Numbers `alert`, journals it (with a journal), keeps it in the ring
-    /// and queues it for every matching subscriber; returns its sequence
-    /// number. Never blocks on a subscriber; with the `always` fsync
-    /// policy it waits for the journal's `fdatasync`.
+    /// Numbers `alert`, keeps it in the ring, and hands it to the journal
+    /// writer (with a journal) or to every matching live reader (without);
+    /// returns its sequence number, or 0 for an alert recognised as
+    /// published before a restart ([`AlertBus::recognise_replayed`]).
+    ///
+    /// Memory work only, under the bus lock: never any I/O, never blocks on
+    /// a reader. It waits only when the ring is full of alerts the journal
+    /// writer has not written yet, until the writer has written the oldest.
     pub fn publish(&self, alert: Alert, received_ns: i64) -> u64 {
-        let mut inner = self.lock();
+        let shared = &*self.shared;
+        let mut inner = shared.lock();
         if let Some(replayed) = &mut inner.replayed {
             if replayed.take(&alert) {
                 // Published before the restart, with its sequence number;
-                // subscribers resuming get it from the journal.
+                // readers resuming get it from the journal.
                 if replayed.remaining() == 0 {
                     inner.replayed = None;
                     tracing::info!("Every alert journaled after the checkpoint was raised again and recognised.");
@@ -225,54 +429,44 @@ impl AlertBus {
                 return 0;
             }
         }
+        let capacity = self.config.ring_capacity;
+        let mut waited = false;
+        while inner.ring.len() >= capacity && inner.ring.front().is_some_and(|a| a.seq > inner.released) {
+            // The writer is a whole ring behind: an alert may leave the
+            // ring only once it is released.
+            waited = true;
+            shared.released_cv.wait(&mut inner);
+        }
+        if waited {
+            if let Some(journal) = &mut inner.journal {
+                journal.publish_waits += 1;
+            }
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         // Read under the lock so emit times never go backwards along seq.
         let emitted_ns = self.clock.now_ns();
         let published = Arc::new(PublishedAlert::new(seq, alert, received_ns, emitted_ns));
-        let inner = &mut *inner;
-        if let Some(journal) = &mut inner.journal {
-            journal.write(&published, &inner.ring);
-        }
         inner
             .tick_to_alert
             .record(u64::try_from(emitted_ns.saturating_sub(received_ns)).unwrap_or(0));
         let key = (published.alert.rule_id.clone(), published.alert.severity);
         *inner.by_rule.entry(key).or_insert(0) += 1;
-        if inner.ring.len() >= self.config.ring_capacity {
+        if inner.ring.len() >= capacity {
             inner.ring.pop_front();
         }
-        inner.ring.push_back(published.clone());
-
-        let mut lagged = 0;
-        inner.live.retain(|slot| {
-            if !slot.filter.matches(&published.alert) {
-                return !slot.tx.is_closed();
-            }
-            match slot.tx.try_send(published.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    let _ = slot.end.set(SubscriptionEnd::Lagged {
-                        resume_seq: seq,
-                        queued: self.config.subscriber_queue,
-                    });
-                    lagged += 1;
-                    false
-                }
-                // The subscriber went away.
-                Err(TrySendError::Closed(_)) => false,
-            }
-        });
-        inner.lagged += lagged;
+        inner.ring.push_back(published);
         self.last_seq.store(seq, Ordering::Release);
-        drop(published);
-        if lagged > 0 {
-            tracing::warn!(
-                lagged,
-                resume_seq = seq,
-                queue = self.config.subscriber_queue,
-                "Disconnected subscribers that fell behind."
-            );
+        if inner.releases_inline() {
+            shared.release(&mut inner, seq);
+            let journaled = inner.journal.is_some();
+            drop(inner);
+            if journaled {
+                shared.announce();
+            }
+        } else {
+            drop(inner);
+            shared.work.notify_one();
         }
         seq
     }
@@ -280,7 +474,8 @@ impl AlertBus {
     /// Opens a subscription: live alerts matching `filter` from now on, or,
     /// with `from_seq` above 0, every matching alert from that sequence
     /// number on (replayed from the journal when older than the ring, then
-    /// from the ring, then live).
+    /// from the ring, then live). A subscriber that falls a whole queue
+    /// behind is disconnected ([`WhenBehind::Disconnect`]).
     ///
     /// # Errors
     /// The bus is closed, or `from_seq` is older than both the journal and
@@ -290,15 +485,32 @@ impl AlertBus {
         filter: SubscriptionFilter,
         from_seq: u64,
     ) -> Result<Subscription, SubscribeError> {
+        self.reader(filter, from_seq, WhenBehind::Disconnect)
+            .map(Subscription::new)
+    }
+
+    /// Opens a reader of the alerts matching `filter`, from now on
+    /// (`from_seq` 0) or from `from_seq`, that does `when_behind` when its
+    /// queue is full (see [`reader`]).
+    ///
+    /// # Errors
+    /// As [`AlertBus::subscribe`].
+    pub fn reader(
+        self: &Arc<Self>,
+        filter: SubscriptionFilter,
+        from_seq: u64,
+        when_behind: WhenBehind,
+    ) -> Result<AlertReader, SubscribeError> {
         let filter = Arc::new(filter);
         let mut inner = self.lock();
         if inner.closed {
             return Err(SubscribeError::Closed);
         }
         if from_seq == 0 {
-            let live = self.register(&mut inner, &filter);
+            let from = inner.next_seq;
+            let live = self.register(&mut inner, &filter, from, when_behind);
             drop(inner);
-            return Ok(Subscription::live(self.clone(), filter, live));
+            return Ok(AlertReader::live(self.clone(), filter, when_behind, live));
         }
         if from_seq > inner.next_seq {
             return Err(SubscribeError::Ahead {
@@ -312,14 +524,21 @@ impl AlertBus {
                 return Err(SubscribeError::TooOld { from_seq, oldest });
             };
             drop(inner);
-            return Ok(Subscription::from_journal(self.clone(), filter, reader));
+            return Ok(AlertReader::from_journal(self.clone(), filter, when_behind, reader));
         }
         drop(inner);
-        Ok(Subscription::replaying(self.clone(), filter, from_seq))
+        Ok(AlertReader::replaying(self.clone(), filter, when_behind, from_seq))
     }
 
-    /// Adds a live slot; the caller holds the lock.
-    fn register(&self, inner: &mut Inner, filter: &Arc<SubscriptionFilter>) -> LiveHandle {
+    /// Adds a live slot for the alerts from `from_seq`; the caller holds
+    /// the lock.
+    fn register(
+        &self,
+        inner: &mut Inner,
+        filter: &Arc<SubscriptionFilter>,
+        from_seq: u64,
+        when_behind: WhenBehind,
+    ) -> LiveHandle {
         let (tx, rx) = mpsc::channel(self.config.subscriber_queue);
         let end = Arc::new(OnceLock::new());
         let id = inner.next_id;
@@ -327,6 +546,8 @@ impl AlertBus {
         inner.live.push(Slot {
             id,
             filter: filter.clone(),
+            from_seq,
+            when_behind,
             tx,
             end: end.clone(),
         });
@@ -334,14 +555,16 @@ impl AlertBus {
     }
 
     /// One step of a replay: appends to `out` the matching alerts of up to
-    /// [`REPLAY_CHUNK`] sequence numbers from `next`, or, when `next` has
-    /// reached the newest alert, registers the subscriber as live in the
-    /// same critical section, so nothing is missed or doubled. When the
-    /// ring has moved past `next`, the replay goes back to the journal.
+    /// [`REPLAY_CHUNK`] released sequence numbers from `next`, or, when
+    /// `next` is past the last released alert, registers the reader as live
+    /// from `next` in the same critical section, so nothing is missed or
+    /// doubled. When the ring has moved past `next`, the replay goes back
+    /// to the journal.
     fn catch_up(
         &self,
         next: u64,
         filter: &Arc<SubscriptionFilter>,
+        when_behind: WhenBehind,
         out: &mut VecDeque<Arc<PublishedAlert>>,
     ) -> CatchUp {
         let mut inner = self.lock();
@@ -357,11 +580,12 @@ impl AlertBus {
                 },
             };
         }
-        let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
-        if start >= inner.ring.len() {
-            return CatchUp::Live(self.register(&mut inner, filter));
+        if next > inner.released {
+            return CatchUp::Live(self.register(&mut inner, filter, next, when_behind));
         }
-        let stop = start.saturating_add(REPLAY_CHUNK).min(inner.ring.len());
+        let start = usize::try_from(next - oldest).unwrap_or(usize::MAX);
+        let released = usize::try_from(inner.released + 1 - oldest).unwrap_or(usize::MAX);
+        let stop = start.saturating_add(REPLAY_CHUNK).min(released).min(inner.ring.len());
         out.extend(
             inner
                 .ring
@@ -372,23 +596,39 @@ impl AlertBus {
         CatchUp::More(oldest + stop as u64)
     }
 
-    /// Removes a live slot (its subscription was dropped).
+    /// Removes a live slot (its reader was dropped).
     fn unregister(&self, id: u64) {
         self.lock().live.retain(|slot| slot.id != id);
     }
 
-    /// Closes the bus: no new subscriptions, and every open one ends with
+    /// Closes the bus: no new readers, and every open one ends with
     /// [`SubscriptionEnd::Shutdown`] once it has delivered what it has
-    /// queued; the journal is synced. Alerts published afterwards are
-    /// numbered, journaled and kept in the ring but reach no subscriber.
+    /// queued. With a journal, first waits for the writer to write (and
+    /// release) every alert published so far and to sync the journal, so
+    /// readers get every alert published before the close. Alerts published
+    /// afterwards are numbered, journaled and kept in the ring but reach no
+    /// reader.
     pub fn close(&self) {
-        let mut inner = self.lock();
+        let shared = &*self.shared;
+        let mut inner = shared.lock();
         inner.closed = true;
-        if let Some(journal) = &mut inner.journal {
-            journal.sync();
+        let through = inner.next_seq - 1;
+        let ticket = match &mut inner.journal {
+            Some(journal) if !journal.writer_gone => Some(journal.request_sync()),
+            _ => None,
+        };
+        if let Some(ticket) = ticket {
+            shared.work.notify_one();
+            while inner
+                .journal
+                .as_ref()
+                .is_some_and(|j| !j.writer_gone && (j.synced_ticket < ticket || inner.released < through))
+            {
+                shared.released_cv.wait(&mut inner);
+            }
         }
         for slot in inner.live.drain(..) {
-            let _ = slot.end.set(SubscriptionEnd::Shutdown);
+            let _ = slot.end.set(LetGo::End(SubscriptionEnd::Shutdown));
         }
     }
 
@@ -408,6 +648,10 @@ impl AlertBus {
     /// last published, or, while alerts published before a restart are
     /// still expected again, the one before the oldest of them (the
     /// engine's state has not reached it yet).
+    ///
+    /// The checkpoint must not reach the disk before the alerts its state
+    /// raised are journaled: wait with [`AlertBus::wait_durable_blocking`]
+    /// for [`AlertBus::last_seq`] read after the snapshot.
     pub fn checkpoint_seq(&self) -> u64 {
         let inner = self.lock();
         let last = inner.next_seq - 1;
@@ -433,7 +677,51 @@ impl AlertBus {
         self.last_seq.load(Ordering::Acquire)
     }
 
-    /// Open subscriptions.
+    /// Every alert up to this sequence number may be acknowledged, and has
+    /// been handed to the live readers: the journal holds it by its policy
+    /// (written; with `always`, synced), or the journal failed for it and
+    /// it was delivered from memory. Without a journal, the last published.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.released.load(Ordering::Acquire)
+    }
+
+    /// Completes once alert `seq` may be acknowledged ([`AlertBus::durable_seq`]
+    /// has reached it); at once without a journal. Cancellation-safe: it
+    /// holds no lock and takes nothing.
+    pub async fn wait_durable(&self, seq: u64) {
+        if self.durable_seq() >= seq || self.shared.journal.is_none() {
+            return;
+        }
+        let mut released = self.shared.released_tx.subscribe();
+        // An error means the bus is gone: nothing more will be released.
+        let _ = released.wait_for(|&through| through >= seq).await;
+    }
+
+    /// [`AlertBus::wait_durable`] for threads that may block (the blocking
+    /// pool, tests): returns once alert `seq` may be acknowledged, or when
+    /// nothing more will be released (the writer is gone).
+    pub fn wait_durable_blocking(&self, seq: u64) {
+        let shared = &*self.shared;
+        if self.durable_seq() >= seq || shared.journal.is_none() {
+            return;
+        }
+        let mut inner = shared.lock();
+        let seq = seq.min(inner.next_seq - 1);
+        while inner.released < seq && !inner.journal.as_ref().is_some_and(|j| j.writer_gone) {
+            shared.released_cv.wait(&mut inner);
+        }
+    }
+
+    /// A reusable wait for [`AlertBus::durable_seq`] to reach a sequence
+    /// number, for a stream's own `poll` (see [`DurableWait`]).
+    pub fn durable_wait(&self) -> DurableWait {
+        DurableWait {
+            shared: self.shared.clone(),
+            changes: WatchStream::from_changes(self.shared.released_tx.subscribe()),
+        }
+    }
+
+    /// Open readers.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
     }
@@ -444,21 +732,78 @@ impl AlertBus {
             published: inner.next_seq - 1,
             subscribers: self.subscriber_count(),
             lagged: inner.lagged,
+            caught_up: inner.caught_up,
             by_rule: inner.by_rule.iter().map(|((r, s), n)| (r.clone(), *s, *n)).collect(),
             tick_to_alert: inner.tick_to_alert.clone(),
         }
     }
 }
 
+impl Drop for AlertBus {
+    /// Stops the journal writer once it has written every alert, and waits
+    /// for it; the journal syncs as it closes.
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        if let Some(journal) = &mut self.shared.lock().journal {
+            journal.stop = true;
+        }
+        self.shared.work.notify_one();
+        if writer.join().is_err() {
+            tracing::error!("The alert journal writer failed; its last alerts may not be journaled.");
+        }
+    }
+}
+
+/// Waits for [`AlertBus::durable_seq`] to reach a sequence number from a
+/// hand-written `poll` (an ingest stream holding back an acknowledgement).
+/// Made once per stream and reused: waiting allocates nothing. Holds no
+/// lock; dropping it mid-wait is harmless.
+pub struct DurableWait {
+    shared: Arc<Shared>,
+    changes: WatchStream<u64>,
+}
+
+impl std::fmt::Debug for DurableWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableWait")
+            .field("durable_seq", &self.shared.released.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableWait {
+    /// Ready once alert `seq` may be acknowledged (at once without a
+    /// journal); otherwise registers `cx`'s waker for the next release.
+    pub fn poll_durable(&mut self, seq: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.journal.is_none() {
+            return Poll::Ready(());
+        }
+        loop {
+            if self.shared.released.load(Ordering::Acquire) >= seq {
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut self.changes).poll_next(cx) {
+                Poll::Ready(Some(through)) if through >= seq => return Poll::Ready(()),
+                Poll::Ready(Some(_)) => {}
+                // The bus is gone: nothing more will be released.
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 /// Sequence numbers copied per lock during a replay: bounds how long a
-/// replaying subscriber holds the bus lock.
+/// replaying reader holds the bus lock.
 pub const REPLAY_CHUNK: usize = 256;
 
-/// A live subscriber's end of its queue.
+/// A live reader's end of its queue.
 struct LiveHandle {
     id: u64,
     rx: mpsc::Receiver<Arc<PublishedAlert>>,
-    end: Arc<OnceLock<SubscriptionEnd>>,
+    end: Arc<OnceLock<LetGo>>,
 }
 
 /// The outcome of one replay step.
@@ -477,11 +822,15 @@ enum CatchUp {
     Closed,
 }
 
-/// An [`AlertSink`] that publishes each alert as the engine raises it.
+/// An [`AlertSink`] that publishes each alert as the engine raises it, and
+/// remembers the last sequence number it published (what an
+/// acknowledgement of the batch must wait for, see
+/// [`AlertBus::wait_durable`]).
 pub struct PublishSink<'a> {
     bus: &'a AlertBus,
     received_ns: i64,
     published: usize,
+    last_seq: u64,
 }
 
 impl<'a> PublishSink<'a> {
@@ -491,6 +840,7 @@ impl<'a> PublishSink<'a> {
             bus,
             received_ns,
             published: 0,
+            last_seq: 0,
         }
     }
 
@@ -498,11 +848,18 @@ impl<'a> PublishSink<'a> {
     pub fn published(&self) -> usize {
         self.published
     }
+
+    /// The highest sequence number published through this sink (0: none;
+    /// alerts recognised as published before a restart have none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
 }
 
 impl AlertSink for PublishSink<'_> {
     fn emit(&mut self, alert: Alert) {
-        self.bus.publish(alert, self.received_ns);
+        let seq = self.bus.publish(alert, self.received_ns);
+        self.last_seq = self.last_seq.max(seq);
         self.published += 1;
     }
 }

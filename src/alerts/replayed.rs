@@ -130,6 +130,7 @@ mod tests {
             event_time_ns: t,
             tick_seq: seq,
             reason: None,
+            trigger_instrument: None,
         }
     }
 

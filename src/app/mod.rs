@@ -1,19 +1,15 @@
 //! Wiring: loads the rules, opens the alert journal (when `data_dir` is
-//! set), builds the engine and the alert bus, starts the gRPC server, the
-//! metrics endpoint and the timer task, and shuts them down in order.
+//! set), builds the [service](crate::service) on the system clock, starts
+//! the gRPC server, the metrics endpoint, the timer and checkpoint tasks,
+//! and shuts them down in order. What runs lives in [`crate::service`] and
+//! [`crate::server`]; this module only starts and stops it.
 //!
-//! - [`core`]: [`Core`], what every request handler shares (engine, bus,
-//!   metrics, reload state, the shutdown token), and the metrics page.
-//! - [`reload`]: reloading the rules folder, all or nothing, with an
-//!   audit record per attempt.
 //! - [`data_dir`]: the lock that keeps a second service off a data folder
 //!   in use.
-//! - [`checkpoints`]: with `data_dir` set, the newest valid checkpoint is
-//!   restored before the service starts; one is written periodically and
-//!   one at shutdown, after the drain.
 //! - [`start`] / [`start_on`]: bind and spawn; a [`Running`] service.
 //!   Rules are reloaded on SIGHUP, over gRPC, and (`watch_rules`) when
-//!   the folder's files change.
+//!   the folder's files change; the credentials (the token file) with
+//!   them.
 //! - [`Running::shutdown`]: the drain. Stop accepting and stop reading new
 //!   batches (ingest streams finish the batch in hand and end with
 //!   `UNAVAILABLE`), wait for every ingest stream to let go, close the bus
@@ -38,10 +34,7 @@
 //! # Ok(()) }
 //! ```
 
-mod checkpoints;
-mod core;
 pub mod data_dir;
-mod reload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,7 +43,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio::time::{timeout_at, Instant, MissedTickBehavior};
+use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -60,12 +53,11 @@ use crate::config::{ConfigError, ServiceConfig};
 use crate::journal::Journal;
 use crate::metrics;
 use crate::rules::watch::{fingerprint, RulesWatcher, WatchTiming};
-use crate::rules::{load_dir_with, RuleError};
+use crate::rules::RuleError;
+use crate::service::rulebook::load_dir_with;
+use crate::service::{checkpoints, timers, Core, ReloadTrigger, ServiceError};
 
 use self::data_dir::DataDirLock;
-
-pub use self::core::Core;
-pub use self::reload::{ReloadOutcomes, ReloadStatus, ReloadTrigger};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -83,14 +75,10 @@ pub enum AppError {
     },
     #[error(transparent)]
     DataDir(#[from] self::data_dir::DataDirError),
-    #[error("checkpoints: {0}")]
-    Checkpoint(#[from] crate::checkpoint::StoreError),
-    #[error("cannot restore the checkpoint: {0}")]
-    Restore(#[from] crate::engine::RestoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     #[error("cannot set up security: {0}")]
-    Security(String),
-    #[error("cannot open the alert journal: {0}")]
-    Journal(#[source] crate::journal::JournalError),
+    Security(#[from] crate::server::SecurityError),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
@@ -165,7 +153,9 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
             return Err(ConfigError::Invalid(problems).into());
         }
     }
-    let security = crate::server::Security::load(&config).map_err(AppError::Security)?;
+    let security = crate::server::Security::load(&config)?;
+    // Tokens are read again with every rules reload (the token file).
+    let credentials = security.credentials();
     // Taken before the journal and checkpoints are opened, held until the
     // service has stopped.
     let data_dir_lock = config.data_dir.as_deref().map(DataDirLock::acquire).transpose()?;
@@ -200,8 +190,9 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         source,
     })?;
     let timer_every = Duration::from_millis(config.timer_interval_ms);
-    let bus = build_bus(&config).await?;
-    let core = Arc::new(checkpoints::open_and_restore(Core::with_bus(config, ruleset, bus)).await?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let bus = build_bus(&config, &clock).await?;
+    let core = Arc::new(checkpoints::open_and_restore(Core::with_bus(config, ruleset, bus, clock)).await?);
     checkpoints::recognise_replayed(&core).await;
 
     let stopped = CancellationToken::new();
@@ -210,16 +201,17 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     let metrics = tokio::spawn(metrics::http::serve(metrics, render, stopped.clone()));
     info!(addr = %metrics_addr, "Metrics listening on /metrics.");
 
-    let timers = tokio::spawn(run_timers(core.clone(), timer_every));
+    let timers = tokio::spawn(timers::run(core.clone(), timer_every));
     let checkpoints = tokio::spawn(checkpoints::run_periodic(core.clone()));
     #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(core.clone()));
+    tokio::spawn(reload_on_sighup(core.clone(), credentials.clone()));
 
     let watcher = if core.config().watch_rules {
         let watched = core.clone();
         let watcher = RulesWatcher::start(dir.clone(), WatchTiming::default(), baseline, move || {
             if !watched.is_shutting_down() {
                 info!("Rules folder changed: reloading.");
+                credentials.reload_logged();
                 // The outcome is logged and kept for status.
                 let _ = watched.reload(ReloadTrigger::FileChange);
             }
@@ -253,17 +245,17 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
 
 /// The alert bus: with a journal in `<data_dir>/journal` (opened and
 /// repaired here) when `data_dir` is set.
-async fn build_bus(config: &ServiceConfig) -> Result<Arc<AlertBus>, AppError> {
+async fn build_bus(config: &ServiceConfig, clock: &Arc<dyn Clock>) -> Result<Arc<AlertBus>, AppError> {
     let bus_config = Core::bus_config(config);
     let Some(data_dir) = &config.data_dir else {
-        return Ok(Arc::new(AlertBus::new(bus_config, Arc::new(SystemClock))));
+        return Ok(Arc::new(AlertBus::new(bus_config, clock.clone())));
     };
     let dir = data_dir.join("journal");
     let journal_config = config.journal.journal_config();
     let journal = tokio::task::spawn_blocking(move || Journal::open(&dir, journal_config))
         .await
         .map_err(AppError::Task)?
-        .map_err(AppError::Journal)?;
+        .map_err(ServiceError::Journal)?;
     let recovery = journal.recovery();
     info!(
         dir = %journal.dir().display(),
@@ -274,45 +266,13 @@ async fn build_bus(config: &ServiceConfig) -> Result<Arc<AlertBus>, AppError> {
         fsync = %journal_config.fsync,
         "Alert journal opened; numbering goes on from next_seq."
     );
-    Ok(Arc::new(AlertBus::with_journal(
-        bus_config,
-        Arc::new(SystemClock),
-        journal,
-    )))
+    Ok(Arc::new(AlertBus::with_journal(bus_config, clock.clone(), journal)))
 }
 
-/// How often journal retention runs besides when a segment fills: age
-/// limits apply even when no alert comes.
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
-
-/// Runs timers every `every`, and journal retention every minute, until
-/// shutdown.
-async fn run_timers(core: Arc<Core>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut retention = tokio::time::interval(RETENTION_EVERY);
-    retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let journaled = core.bus().has_journal();
-    let token = core.shutdown_token().clone();
-    loop {
-        tokio::select! {
-            () = token.cancelled() => break,
-            _ = ticker.tick() => core.run_timers(SystemClock.now_ns()),
-            _ = retention.tick(), if journaled => {
-                let bus = core.bus().clone();
-                match tokio::task::spawn_blocking(move || bus.enforce_journal_retention()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => warn!(%error, "Journal retention failed; will try again."),
-                    Err(error) => warn!(%error, "Journal retention task failed; will try again."),
-                }
-            }
-        }
-    }
-}
-
-/// Reloads the rules on SIGHUP, until shutdown.
+/// Reloads the rules and the credentials (the token file) on SIGHUP,
+/// until shutdown.
 #[cfg(unix)]
-async fn reload_on_sighup(core: Arc<Core>) {
+async fn reload_on_sighup(core: Arc<Core>, credentials: crate::server::auth::Credentials) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         warn!("Cannot listen for SIGHUP; reload over gRPC instead.");
@@ -326,10 +286,15 @@ async fn reload_on_sighup(core: Arc<Core>) {
                 if got.is_none() {
                     break;
                 }
-                info!("SIGHUP: reloading rules.");
+                info!("SIGHUP: reloading rules and credentials.");
                 let core = core.clone();
+                let credentials = credentials.clone();
                 // The outcome is logged and kept for status.
-                let _ = tokio::task::spawn_blocking(move || core.reload(ReloadTrigger::Signal)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    credentials.reload_logged();
+                    core.reload(ReloadTrigger::Signal)
+                })
+                .await;
             }
         }
     }
@@ -400,14 +365,14 @@ impl Running {
 
         // 1. Ingest streams finish the batch in hand; their alerts are
         //    published as they are evaluated.
-        if timeout_at(deadline, core.in_flight.closed()).await.is_err() {
+        if timeout_at(deadline, core.ingest_stopped()).await.is_err() {
             warn!("Ingest streams still open at the end of the grace period.");
         }
         let _ = timers.await;
         let _ = checkpoints.await;
         // Ticks held for event-time order are applied now rather than lost
         // with the process (and so are in the final checkpoint).
-        core.flush_held(SystemClock.now_ns());
+        core.flush_held();
 
         // 2. Subscriber streams deliver what they have queued, then end;
         //    meanwhile the state ingest left is checkpointed.

@@ -6,8 +6,11 @@
 //!      8     4  format version, u32 little-endian
 //!     12     8  body length in bytes, u64 little-endian
 //!     20    32  SHA-256 of the body
-//!     52     …  body: the [`Checkpoint`] in postcard encoding
+//!     52     …  body: the [`Checkpoint`] in postcard encoding, then (from
+//!                 version 2) its group partitions, also in postcard
 //! ```
+//!
+//! Both versions are read: a version 1 file has no group partitions.
 //!
 //! The layout of the first 12 bytes never changes, so any build can tell a
 //! file of another format version from a corrupt one. A change to the body's
@@ -18,8 +21,10 @@ use sha2::{Digest, Sha256};
 use super::Checkpoint;
 
 pub const MAGIC: [u8; 8] = *b"AIRBAGCK";
-/// The body encoding this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The body encoding this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest body encoding this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 52;
 
 /// Why bytes are not a checkpoint this build can read.
@@ -29,7 +34,9 @@ pub enum FormatError {
     TooShort { len: usize },
     #[error("not an Airbag checkpoint: the file does not start with the magic bytes")]
     BadMagic,
-    #[error("checkpoint format version {found} is not supported by this build, which reads version {FORMAT_VERSION}")]
+    #[error(
+        "checkpoint format version {found} is not supported by this build, which reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"
+    )]
     Version { found: u32 },
     #[error("header says the body is {expected} bytes but {found} follow (truncated or extended)")]
     Length { expected: u64, found: u64 },
@@ -50,8 +57,10 @@ pub enum FormatError {
 /// # Errors
 /// [`FormatError::Encode`]: a value the encoding cannot represent.
 pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, FormatError> {
-    let mut out = postcard::serialize_with_flavor(checkpoint, VecAfterHeader(vec![0u8; HEADER_LEN]))
+    let out = postcard::serialize_with_flavor(checkpoint, VecAfterHeader(vec![0u8; HEADER_LEN]))
         .map_err(FormatError::Encode)?;
+    let mut out =
+        postcard::serialize_with_flavor(&checkpoint.engine.groups, VecAfterHeader(out)).map_err(FormatError::Encode)?;
     let body_len = (out.len() - HEADER_LEN) as u64;
     let digest = Sha256::digest(&out[HEADER_LEN..]);
     out[0..8].copy_from_slice(&MAGIC);
@@ -96,10 +105,11 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
     }
     if bytes.len() >= 12 {
         let found = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-        if found != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(FormatError::Version { found });
         }
     }
+    let version = u32::from_le_bytes(bytes.get(8..12).and_then(|b| b.try_into().ok()).unwrap_or_default());
     if bytes.len() < HEADER_LEN {
         return Err(FormatError::TooShort { len: bytes.len() });
     }
@@ -114,7 +124,12 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, FormatError> {
     if Sha256::digest(body)[..] != bytes[20..52] {
         return Err(FormatError::Checksum);
     }
-    let (checkpoint, rest) = postcard::take_from_bytes::<Checkpoint>(body).map_err(FormatError::Decode)?;
+    let (mut checkpoint, mut rest) = postcard::take_from_bytes::<Checkpoint>(body).map_err(FormatError::Decode)?;
+    if version >= 2 {
+        let (groups, after) = postcard::take_from_bytes(rest).map_err(FormatError::Decode)?;
+        checkpoint.engine.groups = groups;
+        rest = after;
+    }
     if !rest.is_empty() {
         return Err(FormatError::TrailingBytes(rest.len()));
     }

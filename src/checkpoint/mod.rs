@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigProblem;
 use crate::engine::{Engine, EngineSnapshot};
 use crate::metrics::Exposition;
 
@@ -39,53 +38,6 @@ pub struct Checkpoint {
     /// When it was taken, Unix time in ns.
     pub written_at_ns: i64,
     pub engine: EngineSnapshot,
-}
-
-/// The `[checkpoint]` table of the service configuration. Checkpoints are
-/// written when `data_dir` is set, to `<data_dir>/checkpoints/`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CheckpointConfig {
-    /// How often a checkpoint is written while the service runs (one more
-    /// is written at shutdown). A checkpoint that takes long spaces the
-    /// next one out by four times its duration.
-    pub interval_ms: u64,
-    /// How many checkpoint files to keep, newest first.
-    pub keep: usize,
-}
-
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        CheckpointConfig {
-            interval_ms: 5_000,
-            keep: 3,
-        }
-    }
-}
-
-const MIN_INTERVAL_MS: u64 = 100;
-const MAX_INTERVAL_MS: u64 = 86_400_000;
-const MAX_KEEP: usize = 1_000;
-
-impl CheckpointConfig {
-    /// Adds a problem for every value out of range.
-    pub fn check(&self, problems: &mut Vec<ConfigProblem>) {
-        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&self.interval_ms) {
-            problems.push(ConfigProblem {
-                key: "checkpoint.interval_ms",
-                message: format!(
-                    "must be between {MIN_INTERVAL_MS} and {MAX_INTERVAL_MS}, got {}",
-                    self.interval_ms
-                ),
-            });
-        }
-        if !(1..=MAX_KEEP).contains(&self.keep) {
-            problems.push(ConfigProblem {
-                key: "checkpoint.keep",
-                message: format!("must be between 1 and {MAX_KEEP}, got {}", self.keep),
-            });
-        }
-    }
 }
 
 /// Takes checkpoints of an engine into a store and counts how that goes.
@@ -124,10 +76,28 @@ impl Checkpointer {
     /// # Errors
     /// The write failed; earlier checkpoints are untouched.
     pub fn write(&self, engine: &Engine, alert_seq: u64, now_ns: i64) -> Result<Written, StoreError> {
+        self.write_settled(engine, alert_seq, now_ns, || {})
+    }
+
+    /// As [`Checkpointer::write`], running `settle` between the snapshot
+    /// and the write: the alert bus waits there until every alert the
+    /// snapshot's state raised is journaled, so a checkpoint on disk never
+    /// holds state whose alerts a crash could lose.
+    ///
+    /// # Errors
+    /// As [`Checkpointer::write`].
+    pub fn write_settled(
+        &self,
+        engine: &Engine,
+        alert_seq: u64,
+        now_ns: i64,
+        settle: impl FnOnce(),
+    ) -> Result<Written, StoreError> {
         let started = Instant::now();
         let snapshot = engine.snapshot();
         self.last_snapshot_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        settle();
         let checkpoint = Checkpoint {
             alert_seq,
             written_at_ns: now_ns,

@@ -3,7 +3,7 @@ use std::fs;
 use super::*;
 use crate::engine::EngineConfig;
 use crate::model::{Fixed, TickValues};
-use crate::rules::{compile_texts, RuleState};
+use crate::rules::{compile_for_test as compile_texts, RuleState};
 
 const S: i64 = 1_000_000_000;
 
@@ -143,7 +143,7 @@ fn another_format_version_is_rejected_with_a_clear_message() {
     assert_eq!(
         reason,
         format!(
-            "checkpoint format version {} is not supported by this build, which reads version {FORMAT_VERSION}",
+            "checkpoint format version {} is not supported by this build, which reads versions 1 to {FORMAT_VERSION}",
             FORMAT_VERSION + 1
         )
     );
@@ -220,7 +220,29 @@ fn the_encoding_is_pinned_to_the_format_version() {
     let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         (FORMAT_VERSION, digest.as_str()),
-        (1, "91e6c7474cc9d33dc88884367128eab9f2213caadebba5bee9fbe0f1066eee81"),
+        (2, "bc7ee8f3d75c96c9a5be027bc0d85ff77e70b1f1f3ccc6eef37b34c441fc7501"),
         "the checkpoint encoding changed: if a serialized type changed, bump FORMAT_VERSION; then update the digest"
     );
+}
+
+/// A version 1 file (written before group partitions existed) is the
+/// version 2 body without its trailing groups section: it reads as a
+/// checkpoint with no groups.
+#[test]
+fn a_version_1_checkpoint_reads_with_no_groups() {
+    use sha2::{Digest, Sha256};
+    let e = engine();
+    trade(&e, "BTC-USDT", S, 1, "100");
+    let current = format::encode(&checkpoint(&e, 5)).unwrap();
+    // The groups section of an engine without groups: an empty list, one byte.
+    assert_eq!(current.last(), Some(&0));
+    let body = &current[format::HEADER_LEN..current.len() - 1];
+    let mut old = current[..format::HEADER_LEN].to_vec();
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    old[12..20].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    old[20..52].copy_from_slice(&Sha256::digest(body));
+    old.extend_from_slice(body);
+    let read = format::decode(&old).unwrap();
+    assert_eq!(read, checkpoint(&e, 5));
+    assert!(read.engine.groups.is_empty());
 }

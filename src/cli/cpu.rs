@@ -1,6 +1,9 @@
 //! CPU time, for "CPU nanoseconds per tick" in `airbag load`: this
 //! process's through `getrusage`, another process's through
 //! `/proc/PID/stat` (Linux).
+//!
+//! Unsafe code is allowed here: calls into libc (`getrusage`, `sysconf`).
+#![allow(unsafe_code)]
 
 use std::io;
 

@@ -2,19 +2,19 @@
 //! `load` and `replay`, and the library pieces they are built from.
 //!
 //! These are gRPC *clients* of the service, so unlike the engine they speak
-//! protobuf (the generated types in [`crate::server::proto`]).
+//! protobuf (the generated types in [`crate::wire::proto`]).
 //!
 //! # Layout
 //!
-//! - [`tick_file`]: the streaming CSV tick reader (plain or gzip, column
-//!   mappings, epoch and ISO-8601 times), shared with replay.
 //! - [`alert_json`]: one alert as a JSON object or CSV row, the same for
-//!   `subscribe` and `replay`.
+//!   `subscribe` and `replay` ([`crate::alerts::json`], under its former
+//!   name).
 //! - [`wire`]: connecting to a server, decimals and ticks to and from their
 //!   proto form.
 //! - [`send`]: `airbag send`, a tick file streamed to `Ingest`.
 //! - [`resume`]: `send` across disconnects and server restarts.
 //! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
+//! - [`state`]: `airbag state`, what rules have in force right now.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
 //! - [`cpu`]: CPU time of this process and of another one.
@@ -25,15 +25,15 @@
 //! work itself is in library functions (`send::send_file`,
 //! `subscribe::tail`, `load::run_load`) that tests call in-process.
 
-pub mod alert_json;
+pub use crate::alerts::json as alert_json;
 pub mod cpu;
 pub mod load;
 pub mod pace;
 pub mod replay;
 pub mod resume;
 pub mod send;
+pub mod state;
 pub mod subscribe;
-pub mod tick_file;
 pub mod wire;
 
 /// The address the commands talk to unless told otherwise: `airbag serve`'s

@@ -29,14 +29,15 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use crate::cli::alert_json::AlertJson;
-use crate::cli::tick_file::time::format_iso;
-use crate::cli::tick_file::{ColumnMapping, TimeUnit};
+use crate::alerts::json::AlertJson;
 use crate::cli::wire::thousands;
 use crate::model::{Alert, Mode};
 use crate::replay::compare::Seen;
 use crate::replay::{drive, generate, BadRows, DiffSide, Hooks, Matcher, Merge, Options, Progress, Runner, Totals};
-use crate::rules::{load_dir, RuleSet};
+use crate::rules::RuleSet;
+use crate::service::rulebook::load_dir;
+use crate::tick_file::time::format_iso;
+use crate::tick_file::{FieldMapping, TimeUnit};
 
 /// Output format of the alerts.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,12 +151,12 @@ impl ReplayArgs {
     ///
     /// # Errors
     /// The mapping file cannot be read, or the mapping is inconsistent.
-    pub fn column_mapping(&self) -> anyhow::Result<ColumnMapping> {
+    pub fn column_mapping(&self) -> anyhow::Result<FieldMapping> {
         let base = match &self.mapping {
-            Some(path) => ColumnMapping::from_file(path)?,
-            None => ColumnMapping::default(),
+            Some(path) => FieldMapping::from_file(path)?,
+            None => FieldMapping::default(),
         };
-        let flags = ColumnMapping {
+        let flags = FieldMapping {
             instrument: self.instrument_col.clone(),
             symbol: self.symbol.clone(),
             time: self.time_col.clone(),

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::send::{send_file, SendError, SendFailure, SendOptions, SendSummary};
-use crate::cli::tick_file::TickReader;
 use crate::cli::wire::{self, ClientSecurity, ConnectError, Connection};
-use crate::server::proto;
-use crate::server::proto::ingest_client::IngestClient;
+use crate::tick_file::TickReader;
+use crate::wire::proto;
+use crate::wire::proto::ingest_client::IngestClient;
 
 /// The wait between reconnection attempts of `send`, `subscribe` and
 /// `load`: 50 ms, doubling up to 1 s, back to 50 ms after progress.

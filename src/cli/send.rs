@@ -31,11 +31,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cli::pace::Pacer;
-use crate::cli::tick_file::{TickFileError, TickReader};
 use crate::cli::wire::{self, thousands};
 use crate::cli::DEFAULT_ADDR;
-use crate::server::proto;
-use crate::server::proto::ingest_client::IngestClient;
+use crate::tick_file::{TickFileError, TickReader};
+use crate::wire::proto;
+use crate::wire::proto::ingest_client::IngestClient;
 
 /// Batches sent and not yet acknowledged, at most.
 pub const MAX_IN_FLIGHT: usize = 64;

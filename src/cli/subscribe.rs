@@ -27,12 +27,12 @@ use std::io::{self, Write};
 
 use tonic::codec::Streaming;
 
-use crate::cli::alert_json::AlertJson;
+use crate::alerts::json::AlertJson;
 use crate::cli::resume::Backoff;
 use crate::cli::wire;
 use crate::cli::DEFAULT_ADDR;
-use crate::server::proto;
-use crate::server::proto::alerts_client::AlertsClient;
+use crate::wire::proto;
+use crate::wire::proto::alerts_client::AlertsClient;
 
 /// A minimum severity on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +114,8 @@ pub enum TailError {
     Closed { received: u64 },
     #[error("cannot write alerts: {0}")]
     Output(#[source] io::Error),
+    #[error("cannot print an alert from the server: {0}")]
+    Unreadable(#[from] wire::WireAlertError),
 }
 
 /// Runs `airbag subscribe`.
@@ -197,8 +199,6 @@ pub async fn tail<W: Write>(
     Ok(written)
 }
 
-/// Appends `alert` as one JSON object (no line end) to `out`: the same
-/// object `airbag replay` prints ([`AlertJson`]).
 /// Tails alerts like [`tail`], but when the stream ends or fails (or the
 /// server cannot be reached), reconnects with `connect` and resumes from
 /// the alert after the last one written, until `count` alerts are written
@@ -273,7 +273,7 @@ where
 /// reused buffer). `false`: `out` is a closed pipe, stop quietly.
 fn write_line<W: Write>(out: &mut W, line: &mut Vec<u8>, alert: &proto::Alert) -> Result<bool, TailError> {
     line.clear();
-    write_alert_json(line, alert);
+    write_alert_json(line, alert)?;
     line.push(b'\n');
     match out.write_all(line).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
@@ -282,15 +282,26 @@ fn write_line<W: Write>(out: &mut W, line: &mut Vec<u8>, alert: &proto::Alert) -
     }
 }
 
-pub fn write_alert_json(out: &mut Vec<u8>, alert: &proto::Alert) {
-    AlertJson::from_wire(alert).write_json(out);
+/// Appends `alert` as one JSON object (no line end) to `out`: the same
+/// object `airbag replay` prints ([`AlertJson`]).
+///
+/// # Errors
+/// An alert this build cannot read ([`wire::alert_of`]); nothing is
+/// written.
+pub fn write_alert_json(out: &mut Vec<u8>, alert: &proto::Alert) -> Result<(), wire::WireAlertError> {
+    let received = wire::alert_of(alert)?;
+    AlertJson::from_engine(&received.alert, received.seq, received.received_ns, received.emitted_ns).write_json(out);
+    Ok(())
 }
 
-/// One alert as JSON, for tests and tools.
+/// One alert as JSON, for tests and tools; for an alert this build cannot
+/// read, the reason instead (never valid JSON).
 pub fn alert_json(alert: &proto::Alert) -> String {
     let mut out = Vec::new();
-    write_alert_json(&mut out, alert);
-    String::from_utf8_lossy(&out).into_owned()
+    match write_alert_json(&mut out, alert) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +332,7 @@ mod tests {
             received_time_ns: 11,
             emitted_time_ns: 12,
             reason: String::new(),
+            trigger_instrument: String::new(),
         };
         assert_eq!(
             alert_json(&alert),
@@ -336,6 +348,18 @@ mod tests {
         assert_eq!(json["tick_seq"], serde_json::Value::Null);
         assert_eq!(json["reason"], "no tick for 5s");
         assert_eq!(json["values"], serde_json::json!({}));
+
+        // An alert this build cannot read is refused, not guessed at.
+        let newer = proto::Alert {
+            kind: "melted".into(),
+            ..timer
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            write_alert_json(&mut out, &newer).unwrap_err().to_string(),
+            "alert 7 has kind `melted`, which this build does not know"
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -11,9 +11,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::cli::tick_file::TickRecord;
-use crate::model::{Side, TickValues};
-use crate::server::proto;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::model::{Action, Alert, AlertKind, AlertValue, Fixed, FixedError, Mode, Severity, Side, TickValues};
+use crate::tick_file::TickRecord;
+use crate::wire::proto;
 
 /// How long [`connect`] waits for the TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,7 +262,7 @@ pub async fn connect_with(addr: &str, security: &ClientSecurity) -> Result<Conne
 
 /// The wire form of a [`crate::model::Fixed`] with the smallest scale that holds it
 /// exactly, as the server writes it.
-pub use crate::server::convert::decimal_of as decimal;
+pub use crate::wire::convert::decimal_of as decimal;
 
 /// The exact decimal text of a wire decimal, for any mantissa and scale:
 /// `{-800000000, 8}` is `-8`, `{5, 3}` is `0.005`. Trailing fractional
@@ -336,6 +339,104 @@ pub fn tick(record: &TickRecord) -> proto::Tick {
         seq: record.seq,
         values: Some(values),
     }
+}
+
+/// An alert as a subscriber received it, in the model's terms: what
+/// [`crate::alerts::json::AlertJson`] prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedAlert {
+    pub seq: u64,
+    pub alert: Alert,
+    pub received_ns: i64,
+    pub emitted_ns: i64,
+}
+
+/// Why an alert received from a server cannot be read by this build (a
+/// newer server's kind, or a value no server of ours sends).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireAlertError {
+    #[error("alert {seq} has kind `{kind}`, which this build does not know")]
+    Kind { seq: u64, kind: String },
+    #[error("alert {seq} has mode `{mode}`, which this build does not know")]
+    Mode { seq: u64, mode: String },
+    #[error("alert {seq} has severity {severity}, which this build does not know")]
+    Severity { seq: u64, severity: i32 },
+    #[error("alert {seq}: value `{name}` has no number")]
+    MissingValue { seq: u64, name: String },
+    #[error("alert {seq}: value `{name}` {reason}")]
+    Value {
+        seq: u64,
+        name: String,
+        #[source]
+        reason: FixedError,
+    },
+}
+
+/// A wire alert as the model's alert, every value converted exactly.
+///
+/// # Errors
+/// A kind, mode or severity this build does not know, or a value that is
+/// missing or not representable.
+pub fn alert_of(a: &proto::Alert) -> Result<ReceivedAlert, WireAlertError> {
+    let seq = a.seq;
+    let kind = AlertKind::from_name(&a.kind).ok_or_else(|| WireAlertError::Kind {
+        seq,
+        kind: a.kind.clone(),
+    })?;
+    let mode = Mode::from_name(&a.mode).ok_or_else(|| WireAlertError::Mode {
+        seq,
+        mode: a.mode.clone(),
+    })?;
+    let severity = match proto::Severity::try_from(a.severity) {
+        Ok(proto::Severity::Info) => Severity::Info,
+        Ok(proto::Severity::Warning) => Severity::Warning,
+        Ok(proto::Severity::Critical) => Severity::Critical,
+        _ => {
+            return Err(WireAlertError::Severity {
+                seq,
+                severity: a.severity,
+            })
+        }
+    };
+    let values = a
+        .values
+        .iter()
+        .map(|v| {
+            let d = v.value.as_ref().ok_or_else(|| WireAlertError::MissingValue {
+                seq,
+                name: v.name.clone(),
+            })?;
+            let value = Fixed::from_scaled(d.mantissa, d.scale).map_err(|reason| WireAlertError::Value {
+                seq,
+                name: v.name.clone(),
+                reason,
+            })?;
+            Ok(AlertValue {
+                name: Cow::Owned(v.name.clone()),
+                value,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let alert = Alert {
+        rule_id: Arc::from(a.rule_id.as_str()),
+        ruleset_version: a.ruleset_version,
+        instrument: Arc::from(a.instrument.as_str()),
+        kind,
+        severity,
+        actions: a.actions.iter().map(|name| Action::from_name(name)).collect(),
+        mode,
+        values,
+        event_time_ns: a.event_time_ns,
+        tick_seq: a.tick_seq,
+        reason: (!a.reason.is_empty()).then(|| Cow::Owned(a.reason.clone())),
+        trigger_instrument: (!a.trigger_instrument.is_empty()).then(|| Arc::from(a.trigger_instrument.as_str())),
+    };
+    Ok(ReceivedAlert {
+        seq,
+        alert,
+        received_ns: a.received_time_ns,
+        emitted_ns: a.emitted_time_ns,
+    })
 }
 
 /// The lower-case name of a wire severity (`critical`), or `unspecified`.

@@ -193,9 +193,9 @@ impl AuthConfig {
                     message: format!("{} has no [[tokens]] tables", path.display()),
                 }),
                 Ok(more) => entries.extend(more.into_iter().map(|t| ("auth.token_file", t))),
-                Err(message) => problems.push(ConfigProblem {
+                Err(e) => problems.push(ConfigProblem {
                     key: "auth.token_file",
-                    message,
+                    message: e.to_string(),
                 }),
             }
         }
@@ -302,45 +302,77 @@ pub fn token_sha256_hex(token: &[u8]) -> String {
     Sha256::digest(token).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+/// Why a configured token hash cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    #[error("must be 64 hex digits (the SHA-256 of the token, from `airbag token hash`), got {0} characters")]
+    Length(usize),
+    /// The position counts characters from 1.
+    #[error("has a character that is not a hex digit at position {0}")]
+    NotHex(usize),
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], HashError> {
     let text = text.trim();
     if text.len() != 64 {
-        return Err(format!(
-            "must be 64 hex digits (the SHA-256 of the token, from `airbag token hash`), got {} characters",
-            text.len()
-        ));
+        return Err(HashError::Length(text.len()));
     }
     let mut out = [0u8; 32];
     for (i, pair) in text.as_bytes().chunks(2).enumerate() {
         let digit = |c: u8| (c as char).to_digit(16);
         match (digit(pair[0]), digit(pair[1])) {
             (Some(hi), Some(lo)) => out[i] = (hi * 16 + lo) as u8,
-            _ => {
-                return Err(format!(
-                    "has a character that is not a hex digit at position {}",
-                    i * 2 + 1
-                ))
-            }
+            _ => return Err(HashError::NotHex(i * 2 + 1)),
         }
     }
     Ok(out)
 }
 
-fn read_token_file(path: &Path) -> Result<Vec<TokenEntry>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why the token file cannot be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is {size} bytes; the limit is {MAX_TOKEN_FILE_BYTES}", .path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+    /// Not TOML, an unknown key or a value of the wrong type, at a
+    /// 1-based line and column.
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+fn read_token_file(path: &Path) -> Result<Vec<TokenEntry>, TokenFileError> {
+    let read = |source| TokenFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read)?;
     if meta.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(format!(
-            "{} is {} bytes; the limit is {MAX_TOKEN_FILE_BYTES}",
-            path.display(),
-            meta.len()
-        ));
+        return Err(TokenFileError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(read)?;
     let file: TokenFile = toml::from_str(&text).map_err(|e: toml::de::Error| {
         let (line, column) = e
             .span()
             .map_or((0, 0), |s| crate::rules::load::line_col(&text, s.start));
-        format!("{}:{line}:{column}: {}", path.display(), e.message().trim_end())
+        TokenFileError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim_end().to_string(),
+        }
     })?;
     Ok(file.tokens)
 }
@@ -366,6 +398,8 @@ mod tests {
         let parsed = parse_sha256(&token_sha256_hex(b"abc").to_uppercase()).unwrap();
         assert_eq!(parsed[0], 0xba);
         assert_eq!(parsed[31], 0xad);
+        assert_eq!(parse_sha256("abc"), Err(HashError::Length(3)));
+        assert_eq!(parse_sha256(&"0g".repeat(32)), Err(HashError::NotHex(1)));
     }
 
     #[test]

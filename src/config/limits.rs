@@ -15,6 +15,8 @@
 //! # max_ingest_rate_per_connection = 1000000   # ticks per second; unset: no limit
 //! max_rule_file_bytes = 1048576
 //! max_rules = 10000
+//! max_connections = 10000
+//! idle_timeout_ms = 300000
 //! ```
 
 use serde::Deserialize;
@@ -41,6 +43,11 @@ pub struct LimitsConfig {
     pub max_rule_file_bytes: usize,
     /// Most rules in the rules folder.
     pub max_rules: usize,
+    /// Open connections to the gRPC port; one past it is closed at accept
+    /// (told why with a `GOAWAY` on a plaintext port).
+    pub max_connections: u32,
+    /// A connection with no call open for this long (ms) is closed.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -54,6 +61,8 @@ impl Default for LimitsConfig {
             max_ingest_rate_per_connection: None,
             max_rule_file_bytes: rules.max_file_bytes,
             max_rules: rules.max_rules,
+            max_connections: 10_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -62,6 +71,8 @@ impl Default for LimitsConfig {
 const MAX_STREAMS: u32 = 1_000_000;
 const MAX_RULE_FILE_BYTES: usize = 1 << 30;
 const MAX_RULES: usize = 1_000_000;
+/// A day.
+const MAX_IDLE_TIMEOUT_MS: u64 = 86_400_000;
 
 impl LimitsConfig {
     /// The limits the rules loader applies.
@@ -107,5 +118,11 @@ impl LimitsConfig {
             MAX_RULE_FILE_BYTES as u64,
         );
         range("limits.max_rules", self.max_rules as u64, MAX_RULES as u64);
+        range(
+            "limits.max_connections",
+            self.max_connections.into(),
+            u64::from(MAX_STREAMS),
+        );
+        range("limits.idle_timeout_ms", self.idle_timeout_ms, MAX_IDLE_TIMEOUT_MS);
     }
 }

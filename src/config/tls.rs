@@ -78,16 +78,16 @@ impl TlsConfig {
     pub(super) fn problems(&self, out: &mut Vec<ConfigProblem>) {
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                if let Err(message) = read_certificates(cert) {
+                if let Err(e) = read_certificates(cert) {
                     out.push(ConfigProblem {
                         key: "tls.cert",
-                        message,
+                        message: e.to_string(),
                     });
                 }
-                if let Err(message) = read_private_key(key) {
+                if let Err(e) = read_private_key(key) {
                     out.push(ConfigProblem {
                         key: "tls.key",
-                        message,
+                        message: e.to_string(),
                     });
                 }
             }
@@ -108,10 +108,10 @@ impl TlsConfig {
                     message: "client certificates need TLS: set tls.cert and tls.key too".into(),
                 });
             }
-            if let Err(message) = read_certificates(ca) {
+            if let Err(e) = read_certificates(ca) {
                 out.push(ConfigProblem {
                     key: "tls.client_ca",
-                    message,
+                    message: e.to_string(),
                 });
             }
         }
@@ -127,25 +127,70 @@ impl TlsConfig {
     }
 }
 
+/// Why a PEM file (a certificate chain, a CA bundle, a private key) cannot
+/// be used. Each names the file; none shows what is in it.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a file", .path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{} is {size} bytes; a PEM file may be at most {MAX_PEM_BYTES}", .path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{}: not a valid PEM certificate file: {source}", .path.display())]
+    CertificatePem {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{}: no `-----BEGIN CERTIFICATE-----` block in this file", .path.display())]
+    NoCertificate { path: PathBuf },
+    /// `index` counts from 1.
+    #[error("{}: certificate {index} does not parse: {source}", .path.display())]
+    Certificate {
+        path: PathBuf,
+        index: usize,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    #[error(
+        "{}: no `-----BEGIN PRIVATE KEY-----` (or RSA / EC PRIVATE KEY) block in this file",
+        .path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    /// The PEM parser's own error is left out: it may quote the key.
+    #[error("{}: not a valid PEM private key file", .path.display())]
+    PrivateKey { path: PathBuf },
+}
+
 /// The certificates of a PEM file, checked to be there and to parse.
 ///
 /// # Errors
 /// The file cannot be read, or holds no `CERTIFICATE` block, or a block
-/// that is not valid base64; the message names the file.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// that is not valid base64 or not a certificate.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let bytes = read_pem_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a valid PEM certificate file: {e}", path.display()))?;
+        .map_err(|source| PemError::CertificatePem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{}: no `-----BEGIN CERTIFICATE-----` block in this file",
-            path.display()
-        ));
+        return Err(PemError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     for (i, cert) in certs.iter().enumerate() {
-        x509_parser::parse_x509_certificate(cert.as_ref())
-            .map_err(|e| format!("{}: certificate {} does not parse: {e}", path.display(), i + 1))?;
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|source| PemError::Certificate {
+            path: path.to_path_buf(),
+            index: i + 1,
+            source,
+        })?;
     }
     Ok(certs)
 }
@@ -153,35 +198,38 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 /// The private key of a PEM file.
 ///
 /// # Errors
-/// The file cannot be read or holds no private key; the message names the
-/// file and never shows its contents.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+/// The file cannot be read or holds no private key; the error never
+/// shows the file's contents.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let bytes = read_pem_file(path)?;
+    let path = path.to_path_buf();
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => format!(
-            "{}: no `-----BEGIN PRIVATE KEY-----` (or RSA / EC PRIVATE KEY) block in this file",
-            path.display()
-        ),
-        _ => format!("{}: not a valid PEM private key file", path.display()),
+        rustls_pki_types::pem::Error::NoItemsFound => PemError::NoPrivateKey { path },
+        _ => PemError::PrivateKey { path },
     })
 }
 
 /// Largest PEM file read (a certificate bundle is a few hundred KiB at most).
 const MAX_PEM_BYTES: u64 = 16 << 20;
 
-fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_pem_file(path: &Path) -> Result<Vec<u8>, PemError> {
+    let read = |source| PemError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read)?;
     if !meta.is_file() {
-        return Err(format!("{} is not a file", path.display()));
+        return Err(PemError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     if meta.len() > MAX_PEM_BYTES {
-        return Err(format!(
-            "{} is {} bytes; a PEM file may be at most {MAX_PEM_BYTES}",
-            path.display(),
-            meta.len()
-        ));
+        return Err(PemError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
     }
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read(path).map_err(read)
 }
 
 /// Problems with where the ports listen: plaintext gRPC on a non-loopback
@@ -274,7 +322,9 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0!!\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
-        let message = read_private_key(&bad).unwrap_err();
+        let error = read_private_key(&bad).unwrap_err();
+        assert!(matches!(error, PemError::PrivateKey { .. }), "{error:?}");
+        let message = error.to_string();
         assert!(message.contains("bad.key"), "{message}");
         assert!(!message.contains("c2VjcmV0"), "{message}");
     }

@@ -1,33 +1,40 @@
 //! The engine: ticks in, alerts out.
 //!
-//! [`Engine::apply`] runs one tick through validation, the instrument's
-//! state and every rule that applies to it, on the caller's thread: no
+//! The engine owns [`partition`]s: today one per instrument, holding the
+//! instrument's state and the rules bound to it. [`Engine::apply`] runs one
+//! tick through the instrument's partition, on the caller's thread: no
 //! queue, no allocation unless an alert is raised. Symbols are interned in
-//! a concurrent map; states sit in a slab by id, each behind its own lock,
-//! so ticks for different instruments from many threads never meet on a
-//! lock, and no lock is held beyond one tick. [`Engine::apply_batch`]
-//! prefetches the states of the ticks ahead, which matters when a batch
-//! spans thousands of instruments.
+//! a concurrent map; partitions sit in a slab by id, each behind its own
+//! lock, so ticks for different instruments from many threads never meet
+//! on a lock, and no lock is held beyond one tick. [`Engine::apply_batch`]
+//! prefetches the partitions of the ticks ahead, which matters when a
+//! batch spans thousands of instruments.
 //!
-//! Rulesets are swapped atomically ([`Engine::install`]). Each instrument
+//! Rulesets are swapped atomically ([`Engine::install`]). Each partition
 //! is re-bound to a new ruleset under its own lock, before its next tick:
 //! every tick is evaluated by exactly one ruleset, and a rule whose
 //! definition did not change keeps its state and windows.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use smallvec::SmallVec;
 
-use crate::ingest::{validate_values, TickError};
+use crate::ingest::{CheckedValues, TickError, ValidTick};
 use crate::model::{AlertSink, InstrumentId, Tick, TickValues};
-use crate::rules::{EvalCtx, RuleSet};
+use crate::rules::RuleSet;
 pub use crate::state::SequenceStats;
-use crate::state::{BoundRule, InstrumentState, Instruments, StateCell, StateStore, WindowSet};
+use crate::state::{InstrumentState, Instruments, StateStore};
 
+pub mod group;
+pub mod partition;
 mod snapshot;
+pub mod status;
+
+pub use partition::{BoundRule, BoundRules, Partition, PartitionReset};
+pub use status::InstrumentStatus;
+
+type StateCell = crate::state::StateCell<Partition>;
 pub use snapshot::{EngineSnapshot, InstrumentSnapshot, RestoreError, RestoreReport, RuleStamp, SkippedInstrument};
 
 /// The highest `max_instruments` an engine takes: its state store keeps
@@ -62,7 +69,9 @@ impl Default for EngineConfig {
 /// Rolling state for every instrument and the ruleset that evaluates it.
 pub struct Engine {
     instruments: Instruments,
-    states: StateStore,
+    states: StateStore<Partition>,
+    /// The partitions of rules evaluated over groups of instruments.
+    groups: group::Groups,
     ruleset: ArcSwap<RuleSet>,
     /// Serialises installs so versions are assigned in swap order.
     install_lock: Mutex<()>,
@@ -85,6 +94,7 @@ impl Engine {
         Engine {
             instruments: Instruments::new(max_instruments),
             states: StateStore::new(max_instruments),
+            groups: group::Groups::default(),
             ruleset: ArcSwap::from_pointee(ruleset),
             install_lock: Mutex::new(()),
             last_version: AtomicU64::new(1),
@@ -113,7 +123,7 @@ impl Engine {
         }
         let (id, symbol, _) = self.instruments.intern(symbol)?;
         self.states
-            .get_or_insert(id, || InstrumentState::new(id, symbol, received_ns));
+            .get_or_insert(id, || Partition::new(id, symbol, received_ns));
         Ok(id)
     }
 
@@ -131,18 +141,10 @@ impl Engine {
         received_ns: i64,
         out: &mut impl AlertSink,
     ) -> Result<InstrumentId, TickError> {
-        validate_values(event_time_ns, &values)?;
+        let checked = CheckedValues::new(event_time_ns, values)?;
         let instrument = self.resolve(symbol, received_ns)?;
-        self.apply(
-            &Tick {
-                instrument,
-                event_time_ns,
-                seq,
-                values,
-            },
-            received_ns,
-            out,
-        )?;
+        let tick = checked.tick(instrument, seq);
+        self.apply_to(self.states.get(instrument), &tick, received_ns, out)?;
         Ok(instrument)
     }
 
@@ -155,26 +157,28 @@ impl Engine {
     /// rejected tick changes nothing.
     #[inline]
     pub fn apply(&self, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) -> Result<(), TickError> {
-        self.apply_to(self.states.get(tick.instrument), tick, received_ns, out)
+        let tick = ValidTick::new(*tick)?;
+        self.apply_to(self.states.get(tick.instrument), &tick, received_ns, out)
     }
 
-    /// As [`Engine::apply`], given the tick's state if it has one (looked
-    /// up ahead by a batch).
+    /// As [`Engine::apply`] for a tick already validated, given the tick's
+    /// state if it has one (looked up ahead by a batch).
     #[inline(always)]
     fn apply_to(
         &self,
         cell: Option<&StateCell>,
-        tick: &Tick,
+        tick: &ValidTick,
         received_ns: i64,
         out: &mut impl AlertSink,
     ) -> Result<(), TickError> {
-        validate_values(tick.event_time_ns, &tick.values)?;
+        let tick = tick.tick();
         let cell = match cell {
             Some(cell) => cell,
             None => self.create_state(tick.instrument, received_ns)?,
         };
         let mut guard = cell.lock();
-        let state = &mut *guard;
+        let partition = &mut *guard;
+        let state = &partition.instrument;
         if let Some(last) = state.last_seq {
             if tick.seq <= last {
                 return Err(TickError::Duplicate { seq: tick.seq, last });
@@ -191,10 +195,10 @@ impl Engine {
                     });
                 }
             }
-            self.apply_in_order(state, tick, received_ns, out);
+            self.apply_in_order(partition, tick, received_ns, out);
             return Ok(());
         }
-        self.hold_and_release(state, tick, received_ns, out)
+        self.hold_and_release(partition, tick, received_ns, out)
     }
 
     /// The state of an instrument's first tick.
@@ -203,7 +207,7 @@ impl Engine {
         let unknown = TickError::Symbol(crate::state::SymbolError::Unknown(id.0));
         let symbol = self.instruments.symbol(id).ok_or(unknown.clone())?;
         self.states
-            .get_or_insert(id, || InstrumentState::new(id, symbol, received_ns))
+            .get_or_insert(id, || Partition::new(id, symbol, received_ns))
             .ok_or(unknown)
     }
 
@@ -211,12 +215,13 @@ impl Engine {
     /// buffer, then applies every held tick the watermark has passed.
     fn hold_and_release(
         &self,
-        state: &mut InstrumentState,
+        partition: &mut Partition,
         tick: &Tick,
         received_ns: i64,
         out: &mut impl AlertSink,
     ) -> Result<(), TickError> {
         let lateness = self.allowed_lateness_ns;
+        let state = &mut partition.instrument;
         let held = state.held.get_or_insert_with(Default::default);
         if held.holds_seq(tick.seq) {
             return Err(TickError::DuplicateHeld { seq: tick.seq });
@@ -241,77 +246,69 @@ impl Engine {
             }
         }
         held.hold(*tick, received_ns);
-        while let Some(next) = state.held.as_mut().and_then(|b| b.release_passed(lateness)) {
-            self.apply_in_order(state, &next.tick, next.received_ns, out);
+        while let Some(next) = partition
+            .instrument
+            .held
+            .as_mut()
+            .and_then(|b| b.release_passed(lateness))
+        {
+            self.apply_in_order(partition, &next.tick, next.received_ns, out);
         }
-        self.note_held_deadline(state);
+        self.note_held_deadline(partition);
         Ok(())
     }
 
-    /// Lowers the instrument's deadline to when its longest-held tick is
+    /// Lowers the partition's deadline to when its longest-held tick is
     /// due.
-    fn note_held_deadline(&self, state: &mut InstrumentState) {
-        if let Some(due) = state.held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
-            state.next_deadline_ns = state.next_deadline_ns.min(due);
+    fn note_held_deadline(&self, partition: &mut Partition) {
+        if let Some(due) = self.held_due(&partition.instrument) {
+            partition.next_deadline_ns = partition.next_deadline_ns.min(due);
             self.note_deadline(due);
         }
     }
 
-    /// Applies a tick known to be next in its instrument's order, and
-    /// evaluates the rules that watch it.
+    /// When the instrument's longest-held tick is due, if it holds any.
     #[inline]
-    fn apply_in_order(&self, state: &mut InstrumentState, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) {
-        // Read under the instrument's lock: see `install`.
-        if self.current_version.load(Ordering::Acquire) > state.ruleset_version {
-            rebind(state, &self.ruleset.load(), tick.event_time_ns, out);
-        }
-        if let Some(last) = state.last_seq {
-            let missing = tick.seq.saturating_sub(last).saturating_sub(1);
-            if missing > 0 {
-                state.sequence.gaps += 1;
-                state.sequence.missing += missing;
-            }
-        }
-        state.last_seq = Some(state.last_seq.map_or(tick.seq, |last| last.max(tick.seq)));
-        state.last_event_ns = Some(tick.event_time_ns);
-        state.last_received_ns = received_ns;
-        state.last.update(&tick.values);
-        state.windows.observe(tick.event_time_ns, &tick.values);
+    fn held_due(&self, state: &InstrumentState) -> Option<i64> {
+        state.held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns))
+    }
 
-        let state_version = state.ruleset_version;
-        let InstrumentState {
-            symbol,
-            last,
-            windows,
-            rules,
-            next_deadline_ns,
-            held,
-            ..
-        } = state;
-        let ctx = EvalCtx {
-            now_ns: tick.event_time_ns,
-            tick: Some(tick),
-            last,
-            windows,
-            symbol,
-            ruleset_version: state_version,
-            last_received_ns: received_ns,
-        };
-        let kind = tick.kind();
-        let mut deadline = i64::MAX;
-        for bound in rules.iter_mut() {
-            if bound.rule.triggers.contains(kind) {
-                bound.rule.on_tick(&ctx, &mut bound.state, out);
-            }
-            if let Some(due) = bound.rule.deadline(received_ns, &bound.state) {
-                deadline = deadline.min(due);
-            }
+    /// Applies a tick known to be next in its instrument's order, and
+    /// evaluates the rules that watch it (re-binding the partition first
+    /// if a newer ruleset was installed).
+    #[inline]
+    fn apply_in_order(&self, partition: &mut Partition, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) {
+        // Read under the partition's lock: see `install`.
+        if self.current_version.load(Ordering::Acquire) > partition.ruleset_version {
+            partition.rebind(
+                &self.ruleset.load(),
+                tick.event_time_ns,
+                out,
+                &self.instruments,
+                &self.groups,
+            );
         }
-        if let Some(due) = held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
-            deadline = deadline.min(due);
-        }
-        *next_deadline_ns = deadline;
+        let held_due = self.held_due(&partition.instrument);
+        let deadline = partition.on_tick(tick, received_ns, out, held_due, &self.instruments);
         self.note_deadline(deadline);
+        if !partition.groups.is_empty() {
+            self.feed_groups(partition, tick, received_ns, out);
+        }
+    }
+
+    /// Copies a member's tick into its groups and evaluates their rules,
+    /// under the member's lock (lock order: instrument, then group).
+    fn feed_groups(&self, partition: &Partition, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) {
+        let version = self.current_version.load(Ordering::Acquire);
+        for cell in &partition.groups {
+            let mut group = cell.lock();
+            let joined = group.update_member(partition.instrument.id, &partition.instrument);
+            if joined || group.ruleset_version < version {
+                group.rebind(&self.ruleset.load(), tick.event_time_ns, out, &self.instruments);
+            }
+            let due = group.on_member_tick(tick, &partition.instrument, received_ns, out, &self.instruments);
+            self.note_deadline(due);
+        }
     }
 
     /// Applies every held tick now, in order: at the end of a replay's
@@ -320,9 +317,9 @@ impl Engine {
         if self.allowed_lateness_ns == 0 {
             return;
         }
-        self.states.for_each(|state| {
-            while let Some(next) = state.held.as_mut().and_then(|b| b.release_any()) {
-                self.apply_in_order(state, &next.tick, next.received_ns, out);
+        self.states.for_each(|partition| {
+            while let Some(next) = partition.instrument.held.as_mut().and_then(|b| b.release_any()) {
+                self.apply_in_order(partition, &next.tick, next.received_ns, out);
             }
         });
     }
@@ -334,7 +331,7 @@ impl Engine {
     /// instrument in turn (for a metrics scrape, not for every tick).
     pub fn sequence_stats(&self) -> SequenceStats {
         let mut total = SequenceStats::default();
-        self.states.for_each(|state| total.add(&state.sequence));
+        self.states.for_each(|p| total.add(&p.instrument.sequence));
         total
     }
 
@@ -348,7 +345,7 @@ impl Engine {
     /// result). Prefetches the state of the ticks a few places ahead.
     pub fn apply_batch(
         &self,
-        ticks: &[Tick],
+        ticks: &[ValidTick],
         received_ns: i64,
         out: &mut impl AlertSink,
         mut outcome: impl FnMut(usize, Result<(), TickError>),
@@ -361,31 +358,45 @@ impl Engine {
     }
 
     /// As [`Engine::apply_batch`], but each tick is received at its own
-    /// time, `received_ns[i]` for `ticks[i]` (replay passes event times),
-    /// and `outcome` is given `out` after each tick, to take that tick's
+    /// event time (replays and rule tests run in event time), and
+    /// `outcome` is given `out` after each tick, to take that tick's
     /// alerts; it returns whether to go on. Returns how many ticks were
     /// applied or refused before stopping.
-    pub fn apply_batch_at<S: AlertSink>(
+    pub fn apply_batch_in_event_time<S: AlertSink>(
         &self,
-        ticks: &[Tick],
-        received_ns: &[i64],
+        ticks: &[ValidTick],
         out: &mut S,
         mut outcome: impl FnMut(usize, Result<(), TickError>, &mut S) -> bool,
     ) -> usize {
         let mut ahead = Lookahead::start(self, ticks);
-        for (i, (tick, &received)) in ticks.iter().zip(received_ns).enumerate() {
+        for (i, tick) in ticks.iter().enumerate() {
             let cell = ahead.next(self, ticks, i);
-            let result = self.apply_to(cell, tick, received, out);
+            let result = self.apply_to(cell, tick, tick.event_time_ns, out);
             if !outcome(i, result, out) {
                 return i + 1;
             }
         }
-        ticks.len().min(received_ns.len())
+        ticks.len()
     }
 
     /// Runs every timer due at `now_ns`: halts ending, `for` periods
     /// completing without a tick, feeds gone silent. Call it periodically
-    /// with the clock (live) or with event time (replay).
+    /// with the clock ticks are received by: the service clock live, event
+    /// time in a replay (where each tick is received at its event time).
+    ///
+    /// # The time of a timer
+    ///
+    /// Rules keep every deadline in their instrument's event time. Between
+    /// two ticks an instrument's event time is taken to advance with the
+    /// receive clock from its newest tick: at `now_ns` it is
+    /// `newest event time + (now_ns - when that tick was received)`. A
+    /// timer fires when that reaches its deadline (or on the first tick at
+    /// or past it, whichever comes first), and its alert carries the
+    /// deadline as its event time: a halt of 5 minutes ends 5 minutes of
+    /// server time after the tick that tripped it was received, and is
+    /// stamped 5 minutes of event time after that tick, however old the
+    /// feed's timestamps are. In a replay receive time is event time, so
+    /// the two coincide.
     pub fn check_timers(&self, now_ns: i64, out: &mut impl AlertSink) {
         if now_ns < self.earliest_deadline_ns.load(Ordering::Acquire) {
             return;
@@ -395,54 +406,39 @@ impl Engine {
         // scan ends it is at or below every instrument's deadline.
         self.earliest_deadline_ns.store(i64::MAX, Ordering::Release);
         let ruleset = self.ruleset.load();
-        self.states.for_each(|state| {
-            if state.next_deadline_ns > now_ns {
-                self.note_deadline(state.next_deadline_ns);
+        self.states.for_each(|partition| {
+            if partition.next_deadline_ns > now_ns {
+                self.note_deadline(partition.next_deadline_ns);
                 return;
             }
-            if state.ruleset_version < ruleset.version {
-                rebind(state, &ruleset, now_ns, out);
+            if partition.ruleset_version < ruleset.version {
+                let event_now = partition.instrument.event_time_at(now_ns);
+                partition.rebind(&ruleset, event_now, out, &self.instruments, &self.groups);
             }
-            while let Some(next) = state
+            while let Some(next) = partition
+                .instrument
                 .held
                 .as_mut()
                 .and_then(|b| b.release_due(now_ns, self.allowed_lateness_ns))
             {
-                self.apply_in_order(state, &next.tick, next.received_ns, out);
+                self.apply_in_order(partition, &next.tick, next.received_ns, out);
             }
-            let InstrumentState {
-                symbol,
-                last,
-                windows,
-                rules,
-                next_deadline_ns,
-                last_received_ns,
-                ruleset_version,
-                held,
-                ..
-            } = state;
-            let ctx = EvalCtx {
-                now_ns,
-                tick: None,
-                last,
-                windows,
-                symbol,
-                ruleset_version: *ruleset_version,
-                last_received_ns: *last_received_ns,
-            };
-            let mut deadline = i64::MAX;
-            for bound in rules.iter_mut() {
-                bound.rule.on_timer(&ctx, &mut bound.state, out);
-                if let Some(due) = bound.rule.deadline(*last_received_ns, &bound.state) {
-                    deadline = deadline.min(due);
-                }
-            }
-            if let Some(due) = held.as_ref().and_then(|b| b.deadline(self.allowed_lateness_ns)) {
-                deadline = deadline.min(due);
-            }
-            *next_deadline_ns = deadline;
+            let held_due = self.held_due(&partition.instrument);
+            let deadline = partition.on_timer(now_ns, out, held_due, &self.instruments);
             self.note_deadline(deadline);
         });
+        for cell in self.groups.all() {
+            let mut group = cell.lock();
+            if group.next_deadline_ns > now_ns {
+                self.note_deadline(group.next_deadline_ns);
+                continue;
+            }
+            if group.ruleset_version < ruleset.version {
+                group.rebind(&ruleset, now_ns, out, &self.instruments);
+            }
+            let due = group.on_timer(now_ns, out, &self.instruments);
+            self.note_deadline(due);
+        }
     }
 
     /// Lowers the earliest-deadline hint to `deadline_ns` if that is
@@ -468,17 +464,43 @@ impl Engine {
         // back; a tick that takes it before may re-bind it itself.
         self.ruleset.store(ruleset.clone());
         self.current_version.store(ruleset.version, Ordering::Release);
-        self.states.for_each(|state| {
-            if state.ruleset_version < ruleset.version {
-                rebind(state, &ruleset, now_ns, out);
-                self.note_deadline(state.next_deadline_ns);
+        self.states.for_each(|partition| {
+            if partition.ruleset_version < ruleset.version {
+                let event_now = partition.instrument.event_time_at(now_ns);
+                partition.rebind(&ruleset, event_now, out, &self.instruments, &self.groups);
+                self.note_deadline(partition.next_deadline_ns);
             }
         });
+        for cell in self.groups.all() {
+            let mut group = cell.lock();
+            if group.ruleset_version < ruleset.version {
+                group.rebind(&ruleset, now_ns, out, &self.instruments);
+                self.note_deadline(group.next_deadline_ns);
+            }
+        }
         ruleset
+    }
+
+    /// Resets the instrument `symbol` ([`Partition::reset`]): its clock,
+    /// windows and rule states start afresh, its sequence numbers are kept.
+    /// `None` for an instrument never seen.
+    pub fn reset_instrument(&self, symbol: &str, now_ns: i64, out: &mut impl AlertSink) -> Option<PartitionReset> {
+        let id = self.instruments.get(symbol)?;
+        let cell = self.states.get(id)?;
+        let mut partition = cell.lock();
+        let ruleset = self.ruleset.load();
+        let report = partition.reset(&ruleset, now_ns, out, &self.instruments, &self.groups);
+        self.note_deadline(partition.next_deadline_ns);
+        Some(report)
     }
 
     /// Reads one instrument's state.
     pub fn with_state<R>(&self, symbol: &str, f: impl FnOnce(&InstrumentState) -> R) -> Option<R> {
+        self.with_partition(symbol, |p| f(&p.instrument))
+    }
+
+    /// Reads the partition of one instrument: its state and bound rules.
+    pub fn with_partition<R>(&self, symbol: &str, f: impl FnOnce(&Partition) -> R) -> Option<R> {
         let id = self.instruments.get(symbol)?;
         self.states.get(id).map(|s| f(&s.lock()))
     }
@@ -491,9 +513,9 @@ impl Engine {
     /// applied sequence number, in id order.
     pub fn last_applied_all(&self) -> Vec<(Arc<str>, u64)> {
         let mut all = Vec::new();
-        self.states.for_each(|state| {
-            if let Some(seq) = state.last_seq {
-                all.push((state.symbol.clone(), seq));
+        self.states.for_each(|p| {
+            if let Some(seq) = p.instrument.last_seq {
+                all.push((p.instrument.symbol.clone(), seq));
             }
         });
         all
@@ -502,7 +524,7 @@ impl Engine {
     /// The last applied sequence number of an instrument, if any tick of
     /// it has been applied.
     pub fn last_seq(&self, id: InstrumentId) -> Option<u64> {
-        self.states.get(id).and_then(|s| s.lock().last_seq)
+        self.states.get(id).and_then(|s| s.lock().instrument.last_seq)
     }
 }
 
@@ -517,7 +539,7 @@ struct Lookahead<'e> {
 
 impl<'e> Lookahead<'e> {
     #[inline]
-    fn start(engine: &'e Engine, ticks: &[Tick]) -> Self {
+    fn start(engine: &'e Engine, ticks: &[ValidTick]) -> Self {
         let mut cells = [None; AHEAD];
         for (cell, tick) in cells.iter_mut().zip(ticks) {
             *cell = Self::fetch(engine, tick);
@@ -540,7 +562,7 @@ impl<'e> Lookahead<'e> {
     /// starting the fetch of the state [`AHEAD`] ticks on. Called with
     /// `i` = 0, 1, 2, ... in turn.
     #[inline(always)]
-    fn next(&mut self, engine: &'e Engine, ticks: &[Tick], i: usize) -> Option<&'e StateCell> {
+    fn next(&mut self, engine: &'e Engine, ticks: &[ValidTick], i: usize) -> Option<&'e StateCell> {
         let slot = i % AHEAD;
         let cell = self.cells[slot];
         self.cells[slot] = ticks.get(i + AHEAD).and_then(|tick| Self::fetch(engine, tick));
@@ -548,63 +570,11 @@ impl<'e> Lookahead<'e> {
     }
 }
 
-/// Binds an instrument to `ruleset`: keeps the windows and rule states
-/// that carry over, starts the rest fresh, and closes what removed or
-/// changed rules had open.
-fn rebind(state: &mut InstrumentState, ruleset: &RuleSet, now_ns: i64, out: &mut impl AlertSink) {
-    let old_rules = std::mem::take(&mut state.rules);
-    let mut old_windows: HashMap<_, _> = std::mem::take(&mut state.windows).into_windows().collect();
-    let mut windows = WindowSet::with_slots(ruleset.windows.len());
-    let mut carried = vec![false; old_rules.len()];
-    let mut rules = SmallVec::new();
-    for rule in &ruleset.rules {
-        if !rule.scope.matches(&state.symbol) {
-            continue;
-        }
-        let previous = old_rules
-            .iter()
-            .position(|b| b.rule.id == rule.id && b.rule.content_hash == rule.content_hash);
-        let rule_state = match previous {
-            Some(i) => {
-                carried[i] = true;
-                old_rules[i].state.clone()
-            }
-            None => rule.initial_state(),
-        };
-        for &slot in &rule.slots {
-            let (key, needs) = ruleset.windows[slot.0 as usize];
-            windows.insert(slot, key, needs, old_windows.remove(&key));
-        }
-        rules.push(BoundRule {
-            rule: rule.clone(),
-            state: rule_state,
-        });
-    }
-    let ctx = EvalCtx {
-        now_ns,
-        tick: None,
-        last: &state.last,
-        windows: &windows,
-        symbol: &state.symbol,
-        ruleset_version: ruleset.version,
-        last_received_ns: state.last_received_ns,
-    };
-    for (bound, kept) in old_rules.iter().zip(carried) {
-        if !kept {
-            bound.rule.on_removed(&ctx, &bound.state, out);
-        }
-    }
-    state.rules = rules;
-    state.windows = windows;
-    state.ruleset_version = ruleset.version;
-    state.next_deadline_ns = state.earliest_rule_deadline();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Alert, Fixed};
-    use crate::rules::compile_texts;
+    use crate::rules::compile_for_test as compile_texts;
 
     fn engine() -> Engine {
         engine_with(EngineConfig::default())
@@ -615,7 +585,7 @@ mod tests {
         Engine::new(config, compile_texts(&[("t.toml".into(), rules.into())]).unwrap())
     }
 
-    fn ticks(e: &Engine) -> Vec<Tick> {
+    fn ticks(e: &Engine) -> Vec<ValidTick> {
         const S: i64 = 1_000_000_000;
         let ids: Vec<_> = ["A", "B", "C"].iter().map(|s| e.resolve(s, 0).unwrap()).collect();
         let rows = [
@@ -623,31 +593,34 @@ mod tests {
             (1, 1, S, "50"),
             (0, 2, 2 * S, "90"),
             (0, 2, 2 * S, "91"),
-            (2, 1, 2 * S, "-1"),
+            (2, 1, 2 * S, "1"),
             (1, 2, 3 * S, "40"),
             (0, 3, S, "80"),
             (2, 2, 4 * S, "10"),
             (1, 3, 4 * S, "60"),
         ];
         rows.iter()
-            .map(|&(i, seq, t, price)| Tick {
-                instrument: ids[i],
-                event_time_ns: t,
-                seq,
-                values: TickValues::Trade {
-                    price: Fixed::parse(price).unwrap(),
-                    size: Fixed::ONE,
-                    side: None,
-                },
+            .map(|&(i, seq, t, price)| {
+                ValidTick::new(Tick {
+                    instrument: ids[i],
+                    event_time_ns: t,
+                    seq,
+                    values: TickValues::Trade {
+                        price: Fixed::parse(price).unwrap(),
+                        size: Fixed::ONE,
+                        side: None,
+                    },
+                })
+                .unwrap()
             })
             .collect()
     }
 
     #[test]
-    fn apply_batch_at_is_apply_one_by_one_at_each_time() {
+    fn apply_batch_in_event_time_is_apply_one_by_one_at_each_time() {
         let (one, batched) = (engine(), engine());
         let (ticks_one, ticks_batched) = (ticks(&one), ticks(&batched));
-        let received: Vec<i64> = ticks_one.iter().map(|t| t.event_time_ns + 7).collect();
+        let received: Vec<i64> = ticks_one.iter().map(|t| t.event_time_ns).collect();
         let mut expected: Vec<(usize, Result<(), String>, Vec<Alert>)> = Vec::new();
         for (i, tick) in ticks_one.iter().enumerate() {
             let mut out = Vec::new();
@@ -656,7 +629,7 @@ mod tests {
         }
         let mut got = Vec::new();
         let mut out = Vec::new();
-        let n = batched.apply_batch_at(&ticks_batched, &received, &mut out, |i, result, out| {
+        let n = batched.apply_batch_in_event_time(&ticks_batched, &mut out, |i, result, out| {
             got.push((i, result.map_err(|e| e.to_string()), std::mem::take(out)));
             true
         });
@@ -690,12 +663,11 @@ mod tests {
     }
 
     #[test]
-    fn apply_batch_at_stops_when_told() {
+    fn apply_batch_in_event_time_stops_when_told() {
         let e = engine();
         let ticks = ticks(&e);
-        let received: Vec<i64> = ticks.iter().map(|t| t.event_time_ns).collect();
         let mut seen = Vec::new();
-        let n = e.apply_batch_at(&ticks, &received, &mut Vec::new(), |i, _, _| {
+        let n = e.apply_batch_in_event_time(&ticks, &mut Vec::new(), |i, _, _| {
             seen.push(i);
             i < 2
         });

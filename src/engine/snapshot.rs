@@ -18,9 +18,11 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::rules::kinds::breaker::Phase;
-use crate::rules::{CompiledRule, RuleLogic, RuleSet, RuleState};
-use crate::state::{BoundRule, BoundRules, InstrumentState, LastValues, SymbolError, Window, WindowKey, WindowSet};
+use crate::rules::{CompiledRule, RuleSet, RuleState};
+use crate::state::{LastValues, SymbolError, Window, WindowKey, WindowSet};
+
+use super::group::{groups_of, GroupKey, GroupKind};
+use super::partition::{BoundRule, BoundRules, Partition};
 
 use super::Engine;
 
@@ -62,6 +64,32 @@ pub struct EngineSnapshot {
     pub rules_in_force: u32,
     /// In instrument id order.
     pub instruments: Vec<InstrumentSnapshot>,
+    /// The group partitions (rules evaluated over several instruments), in
+    /// key order. Encoded after the rest by the checkpoint format (a
+    /// section of its own, so files written before groups existed read as
+    /// having none).
+    #[serde(skip)]
+    pub groups: Vec<GroupSnapshot>,
+}
+
+/// One group partition's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub kind: GroupKind,
+    pub name: String,
+    /// Each bound group rule's state, with the rule's index in
+    /// [`EngineSnapshot::rules`].
+    pub rules: Vec<(u32, RuleState)>,
+    /// The members' newest values, by symbol.
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// A group member's newest values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub symbol: String,
+    pub last: LastValues,
+    pub last_event_ns: Option<i64>,
 }
 
 impl EngineSnapshot {
@@ -74,6 +102,15 @@ impl EngineSnapshot {
             if let Some(&(index, _)) = instrument.rules.iter().find(|(i, _)| *i as usize >= self.rules.len()) {
                 return Err(RestoreError::UnknownRule {
                     symbol: instrument.symbol.clone(),
+                    index,
+                    rules: self.rules.len(),
+                });
+            }
+        }
+        for group in &self.groups {
+            if let Some(&(index, _)) = group.rules.iter().find(|(i, _)| *i as usize >= self.rules.len()) {
+                return Err(RestoreError::UnknownRule {
+                    symbol: group.name.clone(),
                     index,
                     rules: self.rules.len(),
                 });
@@ -153,6 +190,7 @@ impl Engine {
             rules: current.rules.clone(),
             windows: current.windows.clone(),
             sources: current.sources.clone(),
+            refdata: current.refdata.clone(),
         };
         self.ruleset.store(Arc::new(continued));
         self.last_version.store(version, Ordering::SeqCst);
@@ -184,17 +222,18 @@ impl Engine {
             next_deadline_ns: i64,
         }
         let mut copied = Vec::with_capacity(self.instruments.len());
-        self.states.for_each(|state| {
+        self.states.for_each(|partition| {
+            let state = &partition.instrument;
             copied.push(Copied {
                 symbol: state.symbol.clone(),
                 last_seq: state.last_seq,
                 last_event_ns: state.last_event_ns,
                 last_received_ns: state.last_received_ns,
                 last: state.last,
-                bound: state.ruleset_version != 0,
+                bound: partition.ruleset_version != 0,
                 windows: state.windows.clone(),
-                rules: state.rules.clone(),
-                next_deadline_ns: state.next_deadline_ns,
+                rules: partition.rules.clone(),
+                next_deadline_ns: partition.next_deadline_ns,
             });
         });
 
@@ -212,11 +251,38 @@ impl Engine {
                 next_deadline_ns: c.next_deadline_ns,
             })
             .collect();
+        let groups = self
+            .groups
+            .all()
+            .into_iter()
+            .map(|cell| {
+                let group = cell.lock();
+                GroupSnapshot {
+                    kind: group.key.scope,
+                    name: group.key.name.to_string(),
+                    rules: group
+                        .rules
+                        .iter()
+                        .map(|b| (table.index(&b.rule), b.state.clone()))
+                        .collect(),
+                    members: group
+                        .members
+                        .iter()
+                        .map(|m| MemberSnapshot {
+                            symbol: m.symbol.to_string(),
+                            last: m.last,
+                            last_event_ns: m.last_event_ns,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
         EngineSnapshot {
             ruleset_version: ruleset.version,
             rules: table.stamps,
             rules_in_force,
             instruments,
+            groups,
         }
     }
 
@@ -264,15 +330,20 @@ impl Engine {
                 });
                 continue;
             }
-            let mut state = InstrumentState::new(id, symbol, saved.last_received_ns.max(resume_ns));
+            let mut partition = Partition::new(id, symbol, saved.last_received_ns.max(resume_ns));
+            let state = &mut partition.instrument;
             state.last_seq = saved.last_seq;
             state.last_event_ns = saved.last_event_ns;
             state.last = saved.last;
             if saved.bound {
-                bind_saved(&mut state, &ruleset, &snapshot.rules, saved, &mut report);
+                bind_saved(&mut partition, &ruleset, &snapshot.rules, saved, &mut report);
             }
-            let deadline = state.next_deadline_ns;
-            if self.states.get_or_insert(id, || state).is_none() {
+            partition.groups = groups_of(&partition.instrument.symbol, &ruleset)
+                .iter()
+                .map(|key| self.groups.get_or_create(key))
+                .collect();
+            let deadline = partition.next_deadline_ns;
+            if self.states.get_or_insert(id, || partition).is_none() {
                 report.instruments_skipped.push(SkippedInstrument {
                     symbol: self.instruments.symbol(id).map(|s| s.to_string()).unwrap_or_default(),
                     reason: SymbolError::Unknown(id.0).to_string(),
@@ -282,7 +353,55 @@ impl Engine {
             self.note_deadline(deadline);
             report.instruments_restored += 1;
         }
+        for saved in snapshot.groups {
+            self.restore_group(saved, &snapshot.rules, &ruleset, &mut report);
+        }
         Ok(report)
+    }
+}
+
+impl Engine {
+    /// Restores one group partition: its members' values, then its rules
+    /// bound to the ruleset in force, with the saved state of each rule
+    /// whose id and definition are unchanged.
+    fn restore_group(&self, saved: GroupSnapshot, stamps: &[RuleStamp], ruleset: &RuleSet, report: &mut RestoreReport) {
+        let key = GroupKey {
+            scope: saved.kind,
+            name: saved.name.as_str().into(),
+        };
+        let cell = self.groups.get_or_create(&key);
+        let mut group = cell.lock();
+        group.refdata = ruleset.refdata.clone();
+        for member in saved.members {
+            if let Some(id) = self.instruments.get(&member.symbol) {
+                group.restore_member(id, member.symbol.as_str().into(), member.last, member.last_event_ns);
+            }
+        }
+        group.rebind(ruleset, 0, &mut Vec::new(), &self.instruments);
+        let mut saved_rules: Vec<Option<(&RuleStamp, RuleState)>> = saved
+            .rules
+            .into_iter()
+            .map(|(i, s)| Some((&stamps[i as usize], s)))
+            .collect();
+        for bound in group.rules.iter_mut() {
+            let same = saved_rules
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|(stamp, _)| is_rule(stamp, &bound.rule)));
+            match same.and_then(|i| saved_rules[i].take()) {
+                Some((_, state)) if bound.rule.logic.fits(&state) => {
+                    bound.state = state;
+                    report.rule_states_restored += 1;
+                }
+                Some(_) => {
+                    report.inconsistent += 1;
+                    report.rule_states_reset += 1;
+                }
+                None => report.rule_states_new += 1,
+            }
+        }
+        report.rule_states_dropped += saved_rules.iter().filter(|s| s.is_some()).count();
+        group.next_deadline_ns = group.deadline();
+        self.note_deadline(group.next_deadline_ns);
     }
 }
 
@@ -310,10 +429,10 @@ impl RuleTable {
     }
 }
 
-/// Binds `state` to `ruleset`, taking the saved rule states and windows
-/// that still apply.
+/// Binds `partition` to `ruleset`, taking the saved rule states and
+/// windows that still apply.
 fn bind_saved(
-    state: &mut InstrumentState,
+    partition: &mut Partition,
     ruleset: &RuleSet,
     stamps: &[RuleStamp],
     saved: InstrumentSnapshot,
@@ -328,14 +447,14 @@ fn bind_saved(
     let mut windows = WindowSet::with_slots(ruleset.windows.len());
     let mut rules = SmallVec::new();
     for rule in &ruleset.rules {
-        if !rule.scope.matches(&state.symbol) {
+        if !rule.scope.matches(&partition.instrument.symbol, &ruleset.refdata) {
             continue;
         }
         let same = saved_rules
             .iter()
             .position(|s| s.as_ref().is_some_and(|(stamp, _)| is_rule(stamp, rule)));
         let rule_state = match same.and_then(|i| saved_rules[i].take()) {
-            Some((_, saved_state)) if fits(rule, &saved_state) => {
+            Some((_, saved_state)) if rule.logic.fits(&saved_state) => {
                 report.rule_states_restored += 1;
                 saved_state
             }
@@ -385,32 +504,14 @@ fn bind_saved(
         });
     }
     report.rule_states_dropped += saved_rules.iter().filter(|s| s.is_some()).count();
-    state.rules = rules;
-    state.windows = windows;
-    state.ruleset_version = ruleset.version;
-    state.next_deadline_ns = state.earliest_rule_deadline();
+    partition.rules = rules;
+    partition.reference = ruleset.refdata.instrument(&partition.instrument.symbol).cloned();
+    partition.refdata = ruleset.refdata.clone();
+    partition.instrument.windows = windows;
+    partition.ruleset_version = ruleset.version;
+    partition.next_deadline_ns = partition.earliest_rule_deadline();
 }
 
 fn is_rule(stamp: &RuleStamp, rule: &CompiledRule) -> bool {
     stamp.content_hash == rule.content_hash && *stamp.id == *rule.id
-}
-
-/// Whether a saved state belongs to this rule's kind and stays within its
-/// definition (a breaker's tiers).
-fn fits(rule: &CompiledRule, state: &RuleState) -> bool {
-    match (&rule.logic, state) {
-        (RuleLogic::Breaker(breaker), RuleState::Breaker(s)) => {
-            let tiers = breaker.tiers.len();
-            let phase = match s.phase {
-                Phase::Armed => true,
-                Phase::Halted { tier, .. } | Phase::Resumed { tier } => usize::from(tier) < tiers,
-            };
-            phase && s.latched.is_none_or(|(_, tier)| usize::from(tier) < tiers)
-        }
-        (RuleLogic::Condition(_), RuleState::Condition(_))
-        | (RuleLogic::Band(_), RuleState::Band(_))
-        | (RuleLogic::Stale(_), RuleState::Stale(_))
-        | (RuleLogic::Gap(_), RuleState::Gap(_)) => true,
-        _ => false,
-    }
 }

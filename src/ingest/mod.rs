@@ -8,7 +8,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::model::{Fixed, FixedError, TickValues};
+use crate::model::{Fixed, FixedError, InstrumentId, Tick, TickValues};
 use crate::state::SymbolError;
 
 /// Why one value of a tick was refused.
@@ -31,10 +31,25 @@ pub enum TickError {
     Symbol(#[from] SymbolError),
     #[error("{field}: {reason}")]
     Value { field: &'static str, reason: ValueError },
+    #[error("tick has no values: set one of trade, quote, mark or index")]
+    MissingValues,
     #[error("quote is crossed: bid {bid} is above ask {ask}")]
     Crossed { bid: Fixed, ask: Fixed },
     #[error("event_time: {0} is not a time after the Unix epoch in nanoseconds")]
     BadTime(i64),
+    /// Further ahead of the server's clock than `max_future_skew_ms`: a
+    /// clock or unit fault at the source. Accepted, it would make every
+    /// later real tick of the instrument `late`.
+    #[error(
+        "event_time: {event_time_ns} is {} ms ahead of the server clock ({now_ns}), beyond max_future_skew_ms = {max_skew_ms}; \
+         check the source's clock and that event_time_ns is in nanoseconds",
+        ahead_ms(*event_time_ns, *now_ns)
+    )]
+    Future {
+        event_time_ns: i64,
+        now_ns: i64,
+        max_skew_ms: u64,
+    },
     #[error("duplicate: sequence {seq} is at or below the last applied {last}")]
     Duplicate { seq: u64, last: u64 },
     #[error("duplicate: sequence {seq} is already held, waiting to be applied in event-time order")]
@@ -51,29 +66,124 @@ pub enum TickError {
 }
 
 impl TickError {
-    /// A short stable name for metrics and acknowledgements.
-    pub fn code(&self) -> &'static str {
+    /// The stable code of this rejection, for metrics and acknowledgements.
+    pub fn code(&self) -> RejectCode {
         match self {
-            TickError::Symbol(SymbolError::TooManyInstruments { .. }) => "too_many_instruments",
-            TickError::Symbol(_) => "bad_symbol",
-            TickError::Value { .. } => "bad_value",
-            TickError::Crossed { .. } => "crossed_quote",
-            TickError::BadTime(_) => "bad_time",
-            TickError::Duplicate { .. } | TickError::DuplicateHeld { .. } => "duplicate",
-            TickError::Late { .. } => "late",
+            TickError::Symbol(SymbolError::TooManyInstruments { .. }) => RejectCode::TooManyInstruments,
+            TickError::Symbol(_) => RejectCode::BadSymbol,
+            // An unset field is a missing value, as an unset oneof is.
+            TickError::Value {
+                reason: ValueError::Missing,
+                ..
+            } => RejectCode::MissingValues,
+            TickError::Value { .. } => RejectCode::BadValue,
+            TickError::MissingValues => RejectCode::MissingValues,
+            TickError::Crossed { .. } => RejectCode::CrossedQuote,
+            TickError::BadTime(_) | TickError::Future { .. } => RejectCode::BadTime,
+            TickError::Duplicate { .. } | TickError::DuplicateHeld { .. } => RejectCode::Duplicate,
+            TickError::Late { .. } => RejectCode::Late,
+        }
+    }
+}
+
+/// How far `event_time_ns` is ahead of `now_ns`, in whole milliseconds.
+fn ahead_ms(event_time_ns: i64, now_ns: i64) -> i128 {
+    (i128::from(event_time_ns) - i128::from(now_ns)) / 1_000_000
+}
+
+/// Why a tick was refused, as a stable machine name: the `code` of a
+/// `Rejection` in an acknowledgement, the `reason` label of
+/// `airbag_ticks_rejected_total`, the keys of a replay's rejection counts.
+/// Every transport and report uses this one list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectCode {
+    TooManyInstruments,
+    BadSymbol,
+    BadValue,
+    CrossedQuote,
+    BadTime,
+    Duplicate,
+    Late,
+    MissingValues,
+}
+
+impl RejectCode {
+    /// How many codes there are: the length of per-code count arrays.
+    pub const COUNT: usize = 8;
+
+    /// Every code, in the order counts are kept and reported.
+    pub const ALL: [RejectCode; RejectCode::COUNT] = [
+        RejectCode::TooManyInstruments,
+        RejectCode::BadSymbol,
+        RejectCode::BadValue,
+        RejectCode::CrossedQuote,
+        RejectCode::BadTime,
+        RejectCode::Duplicate,
+        RejectCode::Late,
+        RejectCode::MissingValues,
+    ];
+
+    /// The machine name sent to clients and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::TooManyInstruments => "too_many_instruments",
+            RejectCode::BadSymbol => "bad_symbol",
+            RejectCode::BadValue => "bad_value",
+            RejectCode::CrossedQuote => "crossed_quote",
+            RejectCode::BadTime => "bad_time",
+            RejectCode::Duplicate => "duplicate",
+            RejectCode::Late => "late",
+            RejectCode::MissingValues => "missing_values",
         }
     }
 
-    /// Every code [`TickError::code`] can return.
-    pub const CODES: [&'static str; 7] = [
-        "too_many_instruments",
-        "bad_symbol",
-        "bad_value",
-        "crossed_quote",
-        "bad_time",
-        "duplicate",
-        "late",
-    ];
+    /// The code's position in [`RejectCode::ALL`] (and in count arrays).
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The code named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for RejectCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Rejections counted by code, indexed by [`RejectCode::index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RejectCounts(pub [u64; RejectCode::COUNT]);
+
+impl RejectCounts {
+    #[inline]
+    pub fn add(&mut self, code: RejectCode) {
+        self.0[code.index()] += 1;
+    }
+
+    pub fn get(&self, code: RejectCode) -> u64 {
+        self.0[code.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(code, count)` for every code with a count, in [`RejectCode::ALL`]
+    /// order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (RejectCode, u64)> + '_ {
+        RejectCode::ALL.into_iter().zip(self.0).filter(|(_, n)| *n > 0)
+    }
 }
 
 /// Parses a decimal string for `field`.
@@ -178,6 +288,74 @@ pub fn validate_values(event_time_ns: i64, values: &TickValues) -> Result<(), Ti
     }
 }
 
+/// A tick's event time and values that passed [`validate_values`], before
+/// its instrument is resolved: a source checks a tick as it reads it, so a
+/// bad tick adds no instrument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedValues {
+    event_time_ns: i64,
+    values: TickValues,
+}
+
+impl CheckedValues {
+    /// # Errors
+    /// As [`validate_values`].
+    #[inline]
+    pub fn new(event_time_ns: i64, values: TickValues) -> Result<Self, TickError> {
+        validate_values(event_time_ns, &values)?;
+        Ok(CheckedValues { event_time_ns, values })
+    }
+
+    pub fn event_time_ns(&self) -> i64 {
+        self.event_time_ns
+    }
+
+    pub fn values(&self) -> TickValues {
+        self.values
+    }
+
+    /// The tick of `instrument` with these values.
+    #[inline]
+    pub fn tick(self, instrument: InstrumentId, seq: u64) -> ValidTick {
+        ValidTick(Tick {
+            instrument,
+            event_time_ns: self.event_time_ns,
+            seq,
+            values: self.values,
+        })
+    }
+}
+
+/// A tick that passed [`validate_values`]. The engine's batch entries take
+/// only these: a tick is validated once, where its source read it, and
+/// never again on its way to the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidTick(Tick);
+
+impl ValidTick {
+    /// # Errors
+    /// As [`validate_values`].
+    #[inline]
+    pub fn new(tick: Tick) -> Result<Self, TickError> {
+        validate_values(tick.event_time_ns, &tick.values)?;
+        Ok(ValidTick(tick))
+    }
+
+    #[inline]
+    pub fn tick(&self) -> &Tick {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ValidTick {
+    type Target = Tick;
+
+    #[inline]
+    fn deref(&self) -> &Tick {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +404,36 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "mark: must be above zero, got 0"
+        );
+    }
+
+    #[test]
+    fn reject_codes_are_listed_once_in_index_order() {
+        for (i, code) in RejectCode::ALL.into_iter().enumerate() {
+            assert_eq!(code.index(), i);
+            assert_eq!(RejectCode::from_name(code.as_str()), Some(code));
+        }
+        let mut names: Vec<_> = RejectCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RejectCode::COUNT);
+        assert_eq!(TickError::MissingValues.code(), "missing_values");
+        let unset = required_scaled_field("price", None).unwrap_err();
+        assert_eq!(
+            (unset.code(), unset.to_string().as_str()),
+            (RejectCode::MissingValues, "price: is missing")
+        );
+        let future = TickError::Future {
+            event_time_ns: i64::MAX,
+            now_ns: 1_700_000_000_000_000_000,
+            max_skew_ms: 60_000,
+        };
+        assert_eq!(future.code(), "bad_time");
+        assert!(
+            future
+                .to_string()
+                .starts_with("event_time: 9223372036854775807 is 7523372036854 ms ahead of the server clock"),
+            "{future}"
         );
     }
 

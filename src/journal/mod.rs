@@ -4,10 +4,12 @@
 //!
 //! - Layout ([`record`]): segments named by their first sequence number,
 //!   records framed by a length and a CRC-32.
-//! - Writing ([`Journal::append`]): every record reaches the OS (one
-//!   `write`) before `append` returns, so a killed process loses nothing
+//! - Writing ([`Journal::append`], [`Journal::append_batch`]): every record
+//!   reaches the OS (one `write` per record, or per segment a batch
+//!   touches) before the call returns, so a killed process loses nothing
 //!   that was appended. Durability against power loss follows the
-//!   [`FsyncPolicy`]: `fdatasync` after every append, at an interval from a
+//!   [`FsyncPolicy`]: `fdatasync` after every append (after a whole batch
+//!   with [`Journal::commit`]: group commit), at an interval from a
 //!   background thread, or when the OS decides. A segment is closed once
 //!   the next record would take it past `segment_bytes`.
 //! - Opening ([`Journal::open`], [`recover`]): every segment is verified;
@@ -16,7 +18,9 @@
 //!   offset and the bytes cut. Numbering continues after the last good
 //!   record.
 //! - Reading ([`JournalReader`]): records from a sequence number on, up to
-//!   the end as it was when the reader was made, while appends go on.
+//!   the end as it was when the reader was made, while appends go on. A
+//!   [`JournalExtent`] (the segments and the end at one moment) makes
+//!   readers without access to the writer.
 //! - Retention: whole segments, oldest first, by total size and age; the
 //!   segment being written is never removed.
 
@@ -157,8 +161,27 @@ pub enum JournalError {
     Ahead { from_seq: u64, next_seq: u64 },
     #[error("journal segment {} was removed by retention before seq {seq} was read", path.display())]
     Removed { path: PathBuf, seq: u64 },
+    /// The journal skips `from_seq..resume_seq` on purpose (see
+    /// [`Journal::skip_to`]): those records were lost.
+    #[error(
+        "seq {from_seq} to {} are not in the journal: they were lost before they reached the disk (a power loss \
+         with fsync = \"never\" or an interval), and numbering went on after them; read on from seq {resume_seq}",
+        resume_seq - 1
+    )]
+    Gap { from_seq: u64, resume_seq: u64 },
     #[error("invalid journal configuration: {}", .0.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("; "))]
     Config(Vec<(&'static str, String)>),
+}
+
+/// Why [`Journal::append_batch`] stopped: the records before the one that
+/// failed were appended.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({appended} records of the batch were appended before it)")]
+pub struct BatchError {
+    /// Records of the batch appended, from its first.
+    pub appended: usize,
+    #[source]
+    pub error: JournalError,
 }
 
 fn io_error<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> JournalError + 'a {
@@ -218,18 +241,78 @@ pub struct Retained {
     pub bytes: u64,
 }
 
+/// The journal's segments and end at one moment: makes readers of what
+/// was appended up to then, without the [`Journal`] itself (so without
+/// waiting for its writer). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct JournalExtent {
+    dir: Arc<Path>,
+    /// First sequence numbers of the segments, ascending; never empty.
+    segments: Arc<[u64]>,
+    next_seq: u64,
+}
+
+impl JournalExtent {
+    /// The oldest record kept then; equal to [`JournalExtent::next_seq`]
+    /// when there was none.
+    pub fn first_seq(&self) -> u64 {
+        self.segments.first().copied().unwrap_or(self.next_seq)
+    }
+
+    /// The sequence number the next record would carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A reader of the records from `from_seq` up to this extent's end.
+    /// Retention may have removed a segment since: the reader then says
+    /// so ([`JournalError::Removed`]) when it gets there.
+    ///
+    /// # Errors
+    /// `from_seq` is older than the oldest record kept, or beyond
+    /// [`JournalExtent::next_seq`].
+    pub fn reader(&self, from_seq: u64) -> Result<JournalReader, JournalError> {
+        let first_seq = self.first_seq();
+        if from_seq < first_seq {
+            return Err(JournalError::TooOld { from_seq, first_seq });
+        }
+        if from_seq > self.next_seq {
+            return Err(JournalError::Ahead {
+                from_seq,
+                next_seq: self.next_seq,
+            });
+        }
+        Ok(JournalReader::new(
+            self.dir.clone(),
+            self.segments.clone(),
+            from_seq,
+            self.next_seq,
+        ))
+    }
+}
+
 /// An open journal: the writer. Readers are made with
-/// [`Journal::reader`] and work on their own file handles.
+/// [`Journal::reader`] (or from a [`JournalExtent`]) and work on their own
+/// file handles.
 pub struct Journal {
     dir: PathBuf,
+    /// `dir`, shared with extents and readers.
+    shared_dir: Arc<Path>,
     config: JournalConfig,
     /// Oldest first; the last one is being written.
     segments: Vec<Segment>,
+    /// The first sequence numbers of `segments`, shared with extents;
+    /// rebuilt when a segment is added or removed.
+    firsts: Arc<[u64]>,
     /// The last segment, open for appending.
     active: Arc<File>,
     next_seq: u64,
-    /// Scratch for one framed record.
+    /// Framed records not yet written: one record, or a batch's records
+    /// for the active segment.
     frame: Vec<u8>,
+    /// With [`FsyncPolicy::Always`]: records were written since the last
+    /// `fdatasync`.
+    unsynced: bool,
     /// Set when a failed write may have left part of a record behind:
     /// the active segment's good length, restored before the next append.
     torn_at: Option<u64>,
@@ -283,13 +366,17 @@ impl Journal {
             )?),
             FsyncPolicy::Always | FsyncPolicy::Never => None,
         };
+        let firsts = segments.iter().map(|s| s.first_seq).collect();
         let mut journal = Journal {
             dir: dir.to_path_buf(),
+            shared_dir: Arc::from(dir),
             config,
             next_seq: recovery.next_seq,
             segments,
+            firsts,
             active,
             frame: Vec::with_capacity(512),
+            unsynced: false,
             torn_at: None,
             recovery,
             appends: 0,
@@ -360,32 +447,87 @@ impl Journal {
     /// [`MAX_PAYLOAD`], or the record could not be written; the journal is
     /// then as it was.
     pub fn append(&mut self, seq: u64, payload: &[u8]) -> Result<(), JournalError> {
-        if seq != self.next_seq {
-            return Err(JournalError::OutOfOrder {
-                expected: self.next_seq,
-                got: seq,
+        self.append_batch(seq, [payload]).map_err(|e| e.error)?;
+        self.commit();
+        Ok(())
+    }
+
+    /// Appends the records `first_seq`, `first_seq + 1`, … with
+    /// `payloads`, in one `write` per segment the batch touches. On return
+    /// every record appended has reached the OS, but the `always` policy's
+    /// `fdatasync` is left to [`Journal::commit`], once for the whole batch
+    /// (a segment closed on the way is synced as it closes). Returns the
+    /// records appended.
+    ///
+    /// # Errors
+    /// `first_seq` is not [`Journal::next_seq`], a payload is larger than
+    /// [`MAX_PAYLOAD`], or a write failed: the records before the one that
+    /// could not be appended were ([`BatchError::appended`]), and the
+    /// journal ends after them.
+    pub fn append_batch<'p>(
+        &mut self,
+        first_seq: u64,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+    ) -> Result<usize, BatchError> {
+        if first_seq != self.next_seq {
+            return Err(BatchError {
+                appended: 0,
+                error: JournalError::OutOfOrder {
+                    expected: self.next_seq,
+                    got: first_seq,
+                },
             });
         }
-        if payload.len() > MAX_PAYLOAD {
-            return Err(JournalError::TooLarge {
-                seq,
-                len: payload.len(),
-            });
-        }
-        self.restore_torn_tail()?;
-        record::encode(seq, payload, &mut self.frame);
-        let size = self.frame.len() as u64;
-        let active = self.segments.last().expect("a segment is active");
-        if active.bytes > record::HEADER_LEN && active.bytes + size > self.config.segment_bytes {
-            if let Err(e) = self.roll(seq) {
-                self.write_errors += 1;
-                return Err(e);
+        self.restore_torn_tail()
+            .map_err(|error| BatchError { appended: 0, error })?;
+        self.frame.clear();
+        let mut appended = 0;
+        let mut staged = 0;
+        for (seq, payload) in (first_seq..).zip(payloads) {
+            if payload.len() > MAX_PAYLOAD {
+                let error = JournalError::TooLarge {
+                    seq,
+                    len: payload.len(),
+                };
+                return match self.write_staged(staged) {
+                    Ok(()) => Err(BatchError {
+                        appended: appended + staged,
+                        error,
+                    }),
+                    Err(error) => Err(BatchError { appended, error }),
+                };
             }
+            let size = (record::RECORD_HEAD + payload.len()) as u64;
+            let active = self.segments.last().expect("a segment is active").bytes + self.frame.len() as u64;
+            if active > record::HEADER_LEN && active + size > self.config.segment_bytes {
+                self.write_staged(staged)
+                    .map_err(|error| BatchError { appended, error })?;
+                appended += staged;
+                staged = 0;
+                if let Err(error) = self.roll(seq) {
+                    self.write_errors += 1;
+                    return Err(BatchError { appended, error });
+                }
+            }
+            record::encode_after(seq, payload, &mut self.frame);
+            staged += 1;
+        }
+        self.write_staged(staged)
+            .map_err(|error| BatchError { appended, error })?;
+        Ok(appended + staged)
+    }
+
+    /// Writes the `records` framed in `frame` to the active segment in one
+    /// `write`. On error none of them is appended.
+    fn write_staged(&mut self, records: usize) -> Result<(), JournalError> {
+        if records == 0 {
+            return Ok(());
         }
         let active = self.segments.last_mut().expect("a segment is active");
         if let Err(source) = (&*self.active).write_all(&self.frame) {
             self.write_errors += 1;
-            // Take back whatever part of the record was written.
+            self.frame.clear();
+            // Take back whatever part of the records was written.
             if self.active.set_len(active.bytes).is_err() {
                 self.torn_at = Some(active.bytes);
             }
@@ -395,17 +537,29 @@ impl Journal {
                 source,
             });
         }
-        active.bytes += size;
-        self.next_seq += 1;
-        self.appends += 1;
+        active.bytes += self.frame.len() as u64;
+        self.frame.clear();
+        self.next_seq += records as u64;
+        self.appends += records as u64;
         match &self.syncer {
             Some(syncer) => syncer.mark_dirty(),
-            None if self.config.fsync == FsyncPolicy::Always => {
-                self.sync_metrics.sync(&self.active, &active.path);
-            }
-            None => {}
+            None => self.unsynced = self.config.fsync == FsyncPolicy::Always,
         }
         Ok(())
+    }
+
+    /// With [`FsyncPolicy::Always`], one `fdatasync` for everything written
+    /// since the last (a failure is logged and counted: the records are
+    /// appended either way); returns whether one ran. Nothing with the
+    /// other policies: the background sync or the OS sees to them.
+    pub fn commit(&mut self) -> bool {
+        if !self.unsynced {
+            return false;
+        }
+        self.unsynced = false;
+        let path = &self.segments.last().expect("a segment is active").path;
+        self.sync_metrics.sync(&self.active, path);
+        true
     }
 
     /// Forces what was appended to stable storage now, whatever the
@@ -425,7 +579,54 @@ impl Journal {
             }
         })?;
         self.sync_metrics.record(started.elapsed());
+        self.unsynced = false;
         Ok(())
+    }
+
+    /// Makes `next_seq` the sequence number of the next record, when it is
+    /// past the journal's end: the records in between are lost (a
+    /// checkpoint counted them, the disk did not keep them), and numbering
+    /// must not reuse their numbers. A new segment starts at `next_seq`,
+    /// with a gap marker ([`record::gap_path`], written and synced first)
+    /// so that opening the journal keeps it; readers that reach the gap
+    /// say so ([`JournalError::Gap`]). A journal with no record simply
+    /// starts at `next_seq`. Returns whether it moved.
+    ///
+    /// # Errors
+    /// The marker or the segment could not be written; the journal is as
+    /// it was.
+    pub fn skip_to(&mut self, next_seq: u64) -> Result<bool, JournalError> {
+        if next_seq <= self.next_seq {
+            return Ok(false);
+        }
+        let empty = self.segments.len() == 1 && self.segments[0].bytes == record::HEADER_LEN;
+        if !empty {
+            let marker = record::gap_path(&self.dir, next_seq);
+            let text = format!(
+                "seq {} to {} were lost before they reached the disk; numbering goes on from {next_seq}\n",
+                self.next_seq,
+                next_seq - 1
+            );
+            let mut file = File::create(&marker).map_err(io_error(&marker, "create a gap marker"))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io_error(&marker, "write a gap marker"))?;
+        }
+        self.roll(next_seq)?;
+        if empty {
+            let gone = self.segments.remove(0);
+            remove_file_if_there(&gone.path)?;
+            self.firsts = self.segments.iter().map(|s| s.first_seq).collect();
+        }
+        recover::sync_dir(&self.dir)?;
+        tracing::warn!(
+            lost_from = self.next_seq,
+            lost_to = next_seq - 1,
+            next_seq,
+            "Journal: numbering goes on after records it does not hold (lost before they reached the disk)."
+        );
+        self.next_seq = next_seq;
+        Ok(true)
     }
 
     /// A reader of the records from `from_seq` up to the current end.
@@ -434,18 +635,16 @@ impl Journal {
     /// `from_seq` is older than the oldest record kept, or beyond
     /// [`Journal::next_seq`].
     pub fn reader(&self, from_seq: u64) -> Result<JournalReader, JournalError> {
-        let first_seq = self.first_seq();
-        if from_seq < first_seq {
-            return Err(JournalError::TooOld { from_seq, first_seq });
+        self.extent().reader(from_seq)
+    }
+
+    /// The segments and the end as they are now. Allocates nothing.
+    pub fn extent(&self) -> JournalExtent {
+        JournalExtent {
+            dir: self.shared_dir.clone(),
+            segments: self.firsts.clone(),
+            next_seq: self.next_seq,
         }
-        if from_seq > self.next_seq {
-            return Err(JournalError::Ahead {
-                from_seq,
-                next_seq: self.next_seq,
-            });
-        }
-        let firsts = self.segments.iter().map(|s| s.first_seq).collect();
-        Ok(JournalReader::new(self.dir.clone(), firsts, from_seq, self.next_seq))
     }
 
     /// Removes the oldest segments while the journal is larger than
@@ -478,6 +677,8 @@ impl Journal {
                 }
             }
             let gone = self.segments.remove(0);
+            // A gap marker goes with its segment.
+            let _ = remove_file_if_there(&record::gap_path(&self.dir, gone.first_seq));
             tracing::info!(
                 file = %gone.path.display(),
                 bytes = gone.bytes,
@@ -489,6 +690,7 @@ impl Journal {
             retained.removed += 1;
             retained.bytes += gone.bytes;
             self.segments_removed += 1;
+            self.firsts = self.segments.iter().map(|s| s.first_seq).collect();
         }
         Ok(retained)
     }
@@ -529,6 +731,7 @@ impl Journal {
         if durable {
             let path = &self.segments.last().expect("a segment is active").path;
             self.sync_metrics.sync(&self.active, path);
+            self.unsynced = false;
         }
         let path = record::segment_path(&self.dir, seq);
         let file = recover::create_segment(&path, durable)?;
@@ -548,10 +751,19 @@ impl Journal {
             bytes: record::HEADER_LEN,
             closed_at: None,
         });
+        self.firsts = self.segments.iter().map(|s| s.first_seq).collect();
         if let Err(error) = self.enforce_retention(SystemTime::now()) {
             tracing::warn!(%error, "Journal retention failed; will try again at the next segment.");
         }
         Ok(())
+    }
+}
+
+/// Removes a file; one already gone is fine.
+fn remove_file_if_there(path: &Path) -> Result<(), JournalError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(path, "delete")(e)),
+        _ => Ok(()),
     }
 }
 

@@ -9,7 +9,8 @@
 
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::record::{self, Header, Next, HEADER_LEN};
 use super::JournalError;
@@ -17,9 +18,9 @@ use super::JournalError;
 /// Records in sequence order, from a start up to a fixed end.
 #[derive(Debug)]
 pub struct JournalReader {
-    dir: PathBuf,
+    dir: Arc<Path>,
     /// First sequence numbers of the segments, ascending.
-    segments: Vec<u64>,
+    segments: Arc<[u64]>,
     /// The segment to open when the current one is done.
     next_segment: usize,
     file: Option<Open>,
@@ -48,7 +49,7 @@ impl Open {
 }
 
 impl JournalReader {
-    pub(super) fn new(dir: PathBuf, segments: Vec<u64>, from_seq: u64, end: u64) -> Self {
+    pub(super) fn new(dir: Arc<Path>, segments: Arc<[u64]>, from_seq: u64, end: u64) -> Self {
         // The last segment starting at or before `from_seq`.
         let next_segment = segments.partition_point(|&first| first <= from_seq).saturating_sub(1);
         JournalReader {
@@ -130,7 +131,7 @@ impl JournalReader {
     fn open_next_segment(&mut self) -> Result<Open, JournalError> {
         let Some(&first) = self.segments.get(self.next_segment) else {
             return Err(JournalError::Corrupt {
-                path: self.dir.clone(),
+                path: self.dir.to_path_buf(),
                 offset: 0,
                 reason: format!(
                     "no segment holds seq {} (the journal should reach {})",
@@ -140,10 +141,11 @@ impl JournalReader {
         };
         let path = record::segment_path(&self.dir, first);
         if first > self.next {
-            return Err(JournalError::Corrupt {
-                path,
-                offset: 0,
-                reason: format!("the segment starts at seq {first}, after seq {}", self.next),
+            // Segments are listed only once opening or `skip_to` accepted
+            // them: a gap between two is one made on purpose.
+            return Err(JournalError::Gap {
+                from_seq: self.next,
+                resume_seq: first,
             });
         }
         let file = match File::open(&path) {

@@ -62,6 +62,17 @@ pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
 }
 
+/// File name suffix of a gap marker: `{first_seq:020}.gap` says that the
+/// segment starting at `first_seq` follows a gap in the numbering on
+/// purpose (records lost before they were synced, numbered past by a
+/// checkpoint), so opening the journal keeps it.
+pub const GAP_SUFFIX: &str = ".gap";
+
+/// The gap marker of the segment whose first record is `first_seq`.
+pub fn gap_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}{GAP_SUFFIX}"))
+}
+
 pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(segment_name(first_seq))
 }
@@ -78,15 +89,23 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Replaces `out` with the record for `seq` and `payload`.
 pub fn encode(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    encode_after(seq, payload, out);
+}
+
+/// Appends the record for `seq` and `payload` to `out`, after the records
+/// already there.
+pub fn encode_after(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(payload.len() <= MAX_PAYLOAD);
     let len = (8 + payload.len()) as u32;
-    out.clear();
+    let at = out.len();
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(payload);
-    let crc = checksum(&out[0..4], &out[8..16], payload);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    let record = &out[at..];
+    let crc = checksum(&record[0..4], &record[8..16], payload);
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn checksum(len: &[u8], seq: &[u8], payload: &[u8]) -> u32 {

@@ -1,6 +1,7 @@
 //! Opening a journal folder: every segment is verified in order; the first
 //! damage (a torn or corrupt record, a bad header, a segment that does not
-//! continue the numbering) cuts the journal there: that file is truncated
+//! continue the numbering without a gap marker saying it skips on purpose)
+//! cuts the journal there: that file is truncated
 //! at its last good record and every later segment is deleted, so what
 //! remains is exactly the valid prefix.
 
@@ -25,6 +26,9 @@ pub struct Recovery {
     pub cut: Option<TailCut>,
     /// Segments removed by retention at open.
     pub removed_by_retention: usize,
+    /// Gaps kept on purpose ([`super::Journal::skip_to`]): each the first
+    /// sequence number missing and the first one after the gap.
+    pub gaps: Vec<(u64, u64)>,
 }
 
 /// A torn or corrupt tail cut at open.
@@ -62,11 +66,16 @@ pub(super) fn recover(dir: &Path, durable: bool) -> Result<(Vec<Segment>, Recove
     // After the last good record so far.
     let mut next_seq: Option<u64> = None;
     let mut cut: Option<TailCut> = None;
+    let mut gaps = Vec::new();
     let mut payload = Vec::new();
     for (i, (first_seq, path)) in listed.iter().enumerate() {
         let mut scan = scan_segment(path, *first_seq, &mut payload)?;
         let mut keep_file = true;
-        if let Some(expected) = next_seq.filter(|e| e != first_seq) {
+        let marked_gap = next_seq.is_some_and(|e| e < *first_seq) && record::gap_path(dir, *first_seq).exists();
+        if let (true, Some(expected)) = (marked_gap, next_seq) {
+            // A gap made on purpose (`Journal::skip_to`): kept.
+            gaps.push((expected, *first_seq));
+        } else if let Some(expected) = next_seq.filter(|e| e != first_seq) {
             // The name breaks the numbering: the whole file goes.
             scan.damage = Some(format!(
                 "segment starts at seq {first_seq} but the one before it ends at seq {}",
@@ -82,9 +91,10 @@ pub(super) fn recover(dir: &Path, durable: bool) -> Result<(Vec<Segment>, Recove
         };
         let later = &listed[i + 1..];
         let mut bytes_cut = scan.file_len - scan.good_len;
-        for (_, later_path) in later {
+        for (later_first, later_path) in later {
             bytes_cut += fs::metadata(later_path).map_or(0, |m| m.len());
             remove(later_path)?;
+            remove(&record::gap_path(dir, *later_first))?;
         }
         if keep_file {
             let good_len = repair(path, scan.good_len)?;
@@ -133,6 +143,7 @@ pub(super) fn recover(dir: &Path, durable: bool) -> Result<(Vec<Segment>, Recove
         segments: segments.len(),
         cut,
         removed_by_retention: 0,
+        gaps,
     };
     Ok((segments, recovery))
 }

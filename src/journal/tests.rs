@@ -147,6 +147,102 @@ fn a_failed_append_changes_nothing_and_the_next_one_works() {
 }
 
 #[test]
+fn a_batch_is_one_write_per_segment_and_one_fdatasync_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), config(4096, FsyncPolicy::Always)).unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=100).map(payload).collect();
+    let appended = journal.append_batch(1, payloads.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!((appended, journal.next_seq()), (100, 101));
+    let segments = journal.segments().len();
+    assert!(segments > 1, "the batch crossed segments");
+    // Each closed segment was synced as it closed; the rest waits for the
+    // commit, which syncs once.
+    let closed_syncs = journal.stats().fsync.len();
+    assert_eq!(closed_syncs, (segments - 1) as u64);
+    assert!(journal.commit());
+    assert!(!journal.commit(), "nothing written since");
+    assert_eq!(journal.stats().fsync.len(), closed_syncs + 1);
+    assert_eq!(journal.stats().appends, 100);
+    assert_eq!(read_all(&journal, 1), expected(1..=100));
+    // Segments never exceed their size, as with single appends.
+    for segment in journal.segments() {
+        assert!(segment.bytes <= 4096, "{segment:?}");
+    }
+    // And the journal reopens to the same records.
+    drop(journal);
+    let journal = Journal::open(dir.path(), config(4096, FsyncPolicy::Always)).unwrap();
+    assert_eq!(read_all(&journal, 1), expected(1..=100));
+}
+
+#[test]
+fn a_batch_that_fails_part_way_keeps_the_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), config(4096, FsyncPolicy::Never)).unwrap();
+    let err = journal.append_batch(2, [&b"x"[..]]).unwrap_err();
+    assert!(
+        matches!(err.error, JournalError::OutOfOrder { expected: 1, got: 2 }),
+        "{err}"
+    );
+    // The second segment cannot be created: the batch stops there.
+    let mut fits = 0;
+    let mut bytes = HEADER_LEN;
+    while bytes + (RECORD_HEAD + payload(fits + 1).len()) as u64 <= 4096 {
+        fits += 1;
+        bytes += (RECORD_HEAD + payload(fits).len()) as u64;
+    }
+    let blocker = record::segment_path(dir.path(), fits + 1);
+    fs::create_dir(&blocker).unwrap();
+    let payloads: Vec<Vec<u8>> = (1..=fits + 10).map(payload).collect();
+    let err = journal.append_batch(1, payloads.iter().map(Vec::as_slice)).unwrap_err();
+    assert_eq!(err.appended as u64, fits);
+    assert!(
+        matches!(
+            err.error,
+            JournalError::Io {
+                op: "create segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(journal.next_seq(), fits + 1);
+    fs::remove_dir(&blocker).unwrap();
+    // A payload too large stops a batch after the records before it.
+    let big = vec![0; MAX_PAYLOAD + 1];
+    let next = payload(fits + 1);
+    let err = journal
+        .append_batch(fits + 1, [next.as_slice(), big.as_slice()])
+        .unwrap_err();
+    assert_eq!(err.appended, 1);
+    assert!(matches!(err.error, JournalError::TooLarge { .. }), "{err}");
+    assert_eq!(read_all(&journal, 1), expected(1..=fits + 1));
+}
+
+#[test]
+fn an_extent_reads_what_was_there_when_it_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), config(4096, FsyncPolicy::Never)).unwrap();
+    append_range(&mut journal, 1..=50);
+    let extent = journal.extent();
+    append_range(&mut journal, 51..=300);
+    assert_eq!((extent.first_seq(), extent.next_seq()), (1, 51));
+    let mut reader = extent.reader(10).unwrap();
+    let mut got = Vec::new();
+    while let Some((seq, bytes)) = reader.next_record().unwrap() {
+        got.push((seq, bytes.to_vec()));
+    }
+    assert_eq!(got, expected(10..=50));
+    assert!(matches!(
+        extent.reader(52),
+        Err(JournalError::Ahead {
+            from_seq: 52,
+            next_seq: 51
+        })
+    ));
+    assert_eq!(journal.extent().next_seq(), 301);
+}
+
+#[test]
 fn readers_stop_at_the_end_they_were_made_with_while_appends_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(dir.path(), config(4096, FsyncPolicy::Never)).unwrap();

@@ -8,6 +8,7 @@
 //!   above it and counting them as outliers; exported as summaries.
 //! - [`Exposition`]: writes the text format.
 //! - [`http`]: the `/metrics` endpoint.
+//! - [`refusals`]: requests and connections refused, by reason.
 //!
 //! No metric is labelled by instrument: the number of instruments is
 //! unbounded, and a label per instrument would be a time series per
@@ -15,37 +16,15 @@
 
 pub mod http;
 pub mod latency;
+pub mod refusals;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ingest::TickError;
+use crate::ingest::{RejectCode, RejectCounts};
 
 pub use latency::{Latency, ShardedLatency, QUANTILES};
-
-/// Rejection code of a tick without values (`oneof values` unset); the
-/// other codes are [`TickError::CODES`].
-pub const MISSING_VALUES: &str = "missing_values";
-
-/// Every reason a tick can be rejected for, as counted.
-pub const REJECT_CODES: [&str; 8] = [
-    TickError::CODES[0],
-    TickError::CODES[1],
-    TickError::CODES[2],
-    TickError::CODES[3],
-    TickError::CODES[4],
-    TickError::CODES[5],
-    TickError::CODES[6],
-    MISSING_VALUES,
-];
-
-/// Index of `code` in [`REJECT_CODES`]; unknown codes count as the last.
-pub fn reject_index(code: &str) -> usize {
-    REJECT_CODES
-        .iter()
-        .position(|c| *c == code)
-        .unwrap_or(REJECT_CODES.len() - 1)
-}
+pub use refusals::{Refusal, Refusals};
 
 /// Largest evaluation time recorded exactly: 10 s for a batch.
 pub const EVAL_MAX_NS: u64 = 10_000_000_000;
@@ -58,7 +37,7 @@ pub struct IngestMetrics {
     pub ticks_received: AtomicU64,
     pub ticks_applied: AtomicU64,
     pub batches: AtomicU64,
-    rejected: [AtomicU64; REJECT_CODES.len()],
+    rejected: [AtomicU64; RejectCode::COUNT],
     /// Evaluation time of one batch, ns.
     pub batch_eval: ShardedLatency,
     /// Evaluation time per tick (a batch's time over its tick count), ns.
@@ -87,16 +66,16 @@ impl IngestMetrics {
         }
     }
 
-    /// Adds one batch's counts. `rejected[i]` counts [`REJECT_CODES`]`[i]`.
-    pub fn record_batch(&self, shard: usize, received: u64, applied: u64, rejected: &[u32; 8], eval_ns: u64) {
+    /// Adds one batch's counts.
+    pub fn record_batch(&self, shard: usize, received: u64, applied: u64, rejected: &RejectCounts, eval_ns: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.ticks_received.fetch_add(received, Ordering::Relaxed);
         if applied > 0 {
             self.ticks_applied.fetch_add(applied, Ordering::Relaxed);
         }
-        for (counter, &n) in self.rejected.iter().zip(rejected) {
+        for (counter, &n) in self.rejected.iter().zip(&rejected.0) {
             if n > 0 {
-                counter.fetch_add(u64::from(n), Ordering::Relaxed);
+                counter.fetch_add(n, Ordering::Relaxed);
             }
         }
         if let Some(per_tick) = eval_ns.checked_div(received) {
@@ -105,13 +84,13 @@ impl IngestMetrics {
         }
     }
 
-    /// Rejections so far, by code, in [`REJECT_CODES`] order.
-    pub fn rejected(&self) -> [u64; 8] {
-        std::array::from_fn(|i| self.rejected[i].load(Ordering::Relaxed))
+    /// Rejections so far, by code.
+    pub fn rejected(&self) -> RejectCounts {
+        RejectCounts(std::array::from_fn(|i| self.rejected[i].load(Ordering::Relaxed)))
     }
 
     pub fn rejected_total(&self) -> u64 {
-        self.rejected().iter().sum()
+        self.rejected().total()
     }
 }
 
@@ -220,18 +199,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reject_codes_cover_tick_errors() {
-        for code in TickError::CODES {
-            assert_eq!(REJECT_CODES[reject_index(code)], code);
-        }
-        assert_eq!(REJECT_CODES[reject_index(MISSING_VALUES)], MISSING_VALUES);
-    }
-
-    #[test]
     fn writes_text_format() {
         let m = IngestMetrics::new();
-        let mut rejected = [0; 8];
-        rejected[reject_index("duplicate")] = 2;
+        let mut rejected = RejectCounts::default();
+        rejected.add(RejectCode::Duplicate);
+        rejected.add(RejectCode::Duplicate);
         m.record_batch(0, 10, 8, &rejected, 5_000);
         let mut e = Exposition::new();
         e.counter("airbag_ticks_received_total", "Ticks received.", 10);
@@ -249,6 +221,6 @@ mod tests {
         );
         assert!(text.contains("airbag_eval_seconds_count 1"), "{text}");
         assert!(text.contains("airbag_eval_seconds_outliers_total 0"), "{text}");
-        assert_eq!(m.rejected()[reject_index("duplicate")], 2);
+        assert_eq!(m.rejected().get(RejectCode::Duplicate), 2);
     }
 }

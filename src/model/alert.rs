@@ -88,6 +88,15 @@ impl Mode {
             Mode::Shadow => "shadow",
         }
     }
+
+    /// The mode named by [`Mode::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "active" => Some(Mode::Active),
+            "shadow" => Some(Mode::Shadow),
+            _ => None,
+        }
+    }
 }
 
 /// What happened.
@@ -120,6 +129,20 @@ impl AlertKind {
             AlertKind::Limit => "limit",
             AlertKind::Paused => "paused",
         }
+    }
+
+    /// The kind named by [`AlertKind::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "fired" => AlertKind::Fired,
+            "resolved" => AlertKind::Resolved,
+            "tripped" => AlertKind::Tripped,
+            "resumed" => AlertKind::Resumed,
+            "rearmed" => AlertKind::Rearmed,
+            "limit" => AlertKind::Limit,
+            "paused" => AlertKind::Paused,
+            _ => return None,
+        })
     }
 }
 
@@ -160,6 +183,10 @@ pub struct Alert {
     /// Borrowed when the engine raises the alert, owned when it is read
     /// back from the journal.
     pub reason: Option<Cow<'static, str>>,
+    /// When the alert acts on another instrument than the one whose tick
+    /// (or timer) raised it (a rule with `targets`): that instrument.
+    /// `None` when it is `instrument` itself.
+    pub trigger_instrument: Option<Arc<str>>,
 }
 
 impl Alert {

@@ -193,6 +193,7 @@ mod tests {
                 event_time_ns: t,
                 tick_seq: None,
                 reason: None,
+                trigger_instrument: None,
             },
         }
     }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::merge::Merge;
 use super::runner::Runner;
 use super::ReplayError;
-use crate::cli::tick_file::TickRow;
 use crate::model::Alert;
+use crate::tick_file::TickRow;
 
 /// How often (in ticks) [`Hooks::progress`] is called.
 const PROGRESS_EVERY: u64 = 1 << 16;
@@ -228,8 +228,8 @@ mod tests {
     use std::io::{BufRead, Cursor};
 
     use super::*;
-    use crate::cli::tick_file::TickReader;
     use crate::replay::BadRows;
+    use crate::tick_file::TickReader;
 
     /// Records every progress report.
     struct Reports(Vec<Progress>);

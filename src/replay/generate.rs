@@ -113,7 +113,7 @@ mod tests {
         assert_ne!(a, c);
         let text = String::from_utf8(a).unwrap();
         assert_eq!(text.lines().count(), 1001);
-        let reader = crate::cli::tick_file::TickReader::new(std::io::Cursor::new(text.into_bytes())).unwrap();
+        let reader = crate::tick_file::TickReader::new(std::io::Cursor::new(text.into_bytes())).unwrap();
         let rows: Vec<_> = reader.map(Result::unwrap).collect();
         assert_eq!(rows.len(), 1000);
         assert!(rows.windows(2).all(|w| w[0].event_time_ns <= w[1].event_time_ns));

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::ReplayError;
-use crate::cli::tick_file::{ColumnMapping, TickReader, TickRow};
+use crate::tick_file::{FieldMapping, TickReader, TickRow};
 
 /// How many bad rows are quoted in the summary.
 pub const BAD_ROW_EXAMPLES: usize = 5;
@@ -93,14 +93,14 @@ impl Merge {
     /// # Errors
     /// [`ReplayError::Open`] for the first file that cannot be opened or
     /// whose header does not fit the mapping.
-    pub fn open(files: &[PathBuf], mapping: &ColumnMapping, bad_rows: BadRows) -> Result<Merge, ReplayError> {
+    pub fn open(files: &[PathBuf], mapping: &FieldMapping, bad_rows: BadRows) -> Result<Merge, ReplayError> {
         let bytes_read = Arc::new(AtomicU64::new(0));
         let mut bytes_total = 0;
         let mut sources = Vec::with_capacity(files.len());
         for path in files {
             let name = path.display().to_string();
-            let mut open = |path: &Path| -> Result<_, crate::cli::tick_file::TickFileError> {
-                let file = File::open(path).map_err(|e| crate::cli::tick_file::TickFileError {
+            let mut open = |path: &Path| -> Result<_, crate::tick_file::TickFileError> {
+                let file = File::open(path).map_err(|e| crate::tick_file::TickFileError {
                     line: 0,
                     kind: e.into(),
                 })?;

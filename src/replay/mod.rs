@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! - [`merge`]: tick files (CSV, plain or gzip, read by
-//!   [`crate::cli::tick_file`]) merged into one stream in event-time order
+//!   [`crate::tick_file`]) merged into one stream in event-time order
 //!   with a k-way merge holding one pending row per file: memory is
 //!   constant in the files' length. Bad rows stop the replay or are counted.
 //! - [`runner`]: one engine driven by that stream: symbols interned once
@@ -48,7 +48,7 @@ pub mod stats;
 
 use std::io;
 
-use crate::cli::tick_file::TickFileError;
+use crate::tick_file::TickFileError;
 
 pub use compare::{Diff, DiffSide, Matcher};
 pub use drive::{drive, Hooks, NoHooks, Options, Progress, Totals};

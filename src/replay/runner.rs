@@ -1,20 +1,21 @@
-//! One engine driven by a merged tick stream.
+//! One engine driven by a merged tick stream, through the service's batch
+//! pipeline ([`Pipeline`]) in event time.
 //!
 //! Each file's instruments are resolved to engine ids once, on first
 //! sight, and cached by the file's own instrument index, so the per-tick
-//! cost is an index and [`Engine::apply`]. Ticks are applied one at a time
-//! because each carries its own receive time (its event time), which the
-//! engine keeps per instrument for silent-feed timers;
-//! [`Engine::apply_batch`] takes one receive time for a whole batch.
+//! cost of naming an instrument is an index. Each tick is received at its
+//! event time, which the engine keeps per instrument for silent-feed
+//! timers.
 //!
 //! Ticks the engine refuses (duplicates, late, bad values, bad symbols)
-//! are counted by [`TickError::code`] with the first few quoted: a replay
-//! never drops a tick silently.
+//! are counted by [`RejectCode`] with the first few quoted: a replay never
+//! drops a tick silently.
 
-use crate::cli::tick_file::TickRow;
-use crate::ingest::TickError;
-use crate::model::{Alert, InstrumentId, Tick};
+use crate::ingest::{RejectCounts, TickError};
+use crate::model::{Alert, InstrumentId};
 use crate::rules::RuleSet;
+use crate::service::Pipeline;
+use crate::tick_file::TickRow;
 use crate::{Engine, EngineConfig};
 
 use super::merge::Merge;
@@ -26,31 +27,23 @@ pub const REJECTED_EXAMPLES: usize = 5;
 /// Ticks the engine refused, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rejections {
-    /// Counts in the order of [`TickError::CODES`].
-    pub by_code: [u64; TickError::CODES.len()],
+    pub by_code: RejectCounts,
     /// `file:line: reason` of the first rejected ticks.
     pub examples: Vec<String>,
 }
 
 impl Rejections {
     pub fn total(&self) -> u64 {
-        self.by_code.iter().sum()
+        self.by_code.total()
     }
 
     /// `(code, count)` for every code with a count, in a fixed order.
     pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        TickError::CODES
-            .iter()
-            .zip(self.by_code)
-            .filter(|(_, n)| *n > 0)
-            .map(|(code, n)| (*code, n))
+        self.by_code.nonzero().map(|(code, n)| (code.as_str(), n))
     }
 
     fn count(&mut self, error: &TickError, merge: &Merge, source: u32, line: u64) {
-        let code = error.code();
-        if let Some(i) = TickError::CODES.iter().position(|c| *c == code) {
-            self.by_code[i] += 1;
-        }
+        self.by_code.add(error.code());
         if self.examples.len() < REJECTED_EXAMPLES {
             self.examples.push(format!("{}:{line}: {error}", merge.name(source)));
         }
@@ -83,6 +76,7 @@ fn flush<E>(
 /// An engine fed by replay, and what it did.
 pub struct Runner {
     engine: Engine,
+    pipeline: Pipeline,
     /// Engine ids by file, then by the file's instrument index.
     ids: Vec<Vec<Option<InstrumentId>>>,
     /// Whether each file numbers its own ticks.
@@ -90,11 +84,10 @@ pub struct Runner {
     /// For files without sequence numbers: the last number given, by
     /// engine id, in merged order (so one instrument may span files).
     next_seq: Vec<u64>,
+    /// The instruments of the ticks pushed into the pipeline, in order.
+    pushed: Vec<InstrumentId>,
     /// Alerts of the tick or timer being run.
     alerts: Vec<Alert>,
-    /// The ticks of [`Runner::ticks`] and their receive times.
-    batch: Vec<Tick>,
-    received: Vec<i64>,
     pub rejections: Rejections,
     pub stats: RuleStats,
     /// Alerts emitted so far; the last one's sequence number.
@@ -106,12 +99,12 @@ impl Runner {
     pub fn new(ruleset: RuleSet, merge: &Merge) -> Self {
         Runner {
             engine: Engine::new(EngineConfig::default(), ruleset),
+            pipeline: Pipeline::new(),
             ids: vec![Vec::new(); merge.len()],
             has_seq: (0..merge.len() as u32).map(|i| merge.has_seq(i)).collect(),
             next_seq: Vec::new(),
+            pushed: Vec::new(),
             alerts: Vec::new(),
-            batch: Vec::new(),
-            received: Vec::new(),
             rejections: Rejections::default(),
             stats: RuleStats::default(),
             emitted: 0,
@@ -135,41 +128,12 @@ impl Runner {
         row: &TickRow,
         deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
     ) -> Result<(), E> {
-        let t = row.event_time_ns;
-        let instrument = match self.id(merge, source, row.instrument, t) {
-            Ok(id) => id,
-            Err(e) => {
-                self.rejections.count(&e, merge, source, row.line);
-                return Ok(());
-            }
-        };
-        let has_seq = self.has_seq[source as usize];
-        let seq = if has_seq {
-            row.seq
-        } else {
-            let next = &mut self.next_seq[instrument.0 as usize];
-            *next += 1;
-            *next
-        };
-        let tick = Tick {
-            instrument,
-            event_time_ns: t,
-            seq,
-            values: row.values,
-        };
-        if let Err(e) = self.engine.apply(&tick, t, &mut self.alerts) {
-            if !has_seq {
-                // The number was not used.
-                self.next_seq[instrument.0 as usize] -= 1;
-            }
-            self.rejections.count(&e, merge, source, row.line);
-        }
-        self.flush(t, deliver)
+        self.ticks(merge, source, std::slice::from_ref(row), deliver)
     }
 
-    /// Applies rows of file `source` in order, exactly as [`Runner::tick`]
-    /// one by one would, prefetching the engine's state for the ticks
-    /// ahead ([`Engine::apply_batch_at`]).
+    /// Applies rows of file `source` in order, as a batch through the
+    /// pipeline (which prefetches the engine's state for the ticks ahead),
+    /// exactly as [`Runner::tick`] one by one would.
     ///
     /// # Errors
     /// Whatever `deliver` returns; the rows after the one whose alert it
@@ -185,8 +149,8 @@ impl Runner {
         let mut rest = rows;
         while !rest.is_empty() {
             // Number the rows up to the first whose instrument is refused.
-            self.batch.clear();
-            self.received.clear();
+            self.pipeline.clear();
+            self.pushed.clear();
             let mut unresolved = None;
             for row in rest {
                 let t = row.event_time_ns;
@@ -204,18 +168,13 @@ impl Runner {
                     *next += 1;
                     *next
                 };
-                self.batch.push(Tick {
-                    instrument,
-                    event_time_ns: t,
-                    seq,
-                    values: row.values,
-                });
-                self.received.push(t);
+                self.pipeline.push_resolved(instrument, t, seq, Ok(row.values));
+                self.pushed.push(instrument);
             }
             let Runner {
                 engine,
-                batch,
-                received,
+                pipeline,
+                pushed,
                 next_seq,
                 alerts,
                 rejections,
@@ -226,24 +185,24 @@ impl Runner {
             let mut result = Ok(());
             // A refused tick stops the batch: the numbers given to the
             // ticks after it are given again.
-            let done = engine.apply_batch_at(batch, received, alerts, |i, applied, alerts| {
+            let done = pipeline.apply_in_event_time(engine, alerts, |i, applied, alerts| {
                 let refused = applied.is_err();
                 if let Err(e) = applied {
                     if !has_seq {
-                        next_seq[batch[i].instrument.0 as usize] -= 1;
+                        next_seq[pushed[i].0 as usize] -= 1;
                     }
-                    rejections.count(&e, merge, source, rest[i].line);
+                    rejections.count(e, merge, source, rest[i].line);
                 }
-                result = flush(alerts, emitted, stats, received[i], deliver);
+                result = flush(alerts, emitted, stats, rest[i].event_time_ns, deliver);
                 !refused && result.is_ok()
             });
             if !has_seq {
-                for tick in batch[done..].iter().rev() {
-                    next_seq[tick.instrument.0 as usize] -= 1;
+                for id in pushed[done..].iter().rev() {
+                    next_seq[id.0 as usize] -= 1;
                 }
             }
             result?;
-            if done < batch.len() {
+            if done < pushed.len() {
                 rest = &rest[done..];
                 continue;
             }
@@ -292,7 +251,9 @@ impl Runner {
         if let Some(Some(id)) = ids.get(index as usize) {
             return Ok(*id);
         }
-        let id = self.engine.resolve(merge.symbol(source, index), now_ns)?;
+        let id = self
+            .pipeline
+            .resolve(&self.engine, merge.symbol(source, index), now_ns)?;
         if ids.len() <= index as usize {
             ids.resize(index as usize + 1, None);
         }
@@ -309,9 +270,9 @@ mod tests {
     use std::io::{BufRead, Cursor};
 
     use super::*;
-    use crate::cli::tick_file::TickReader;
     use crate::replay::merge::BadRows;
-    use crate::rules::compile_texts;
+    use crate::rules::compile_for_test as compile_texts;
+    use crate::tick_file::TickReader;
 
     fn setup(text: &str) -> (Merge, Runner) {
         let boxed: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::cli::tick_file::time::format_iso;
 use crate::model::{Alert, AlertKind, Mode};
+use crate::tick_file::time::format_iso;
 
 /// Every alert kind, in the order of the counts in [`RuleEntry`].
 pub const KINDS: [AlertKind; 7] = [

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::model::{Action, Alert, AlertKind, AlertValue, Severity, Tick};
-use crate::state::{LastValues, Window, WindowKey, WindowNeeds, WindowSet, WindowSlot};
+use crate::model::{Action, Alert, AlertKind, AlertValue, Fixed, Fraction, Severity, Tick};
+use crate::refdata::{InstrumentRef, Product};
+use crate::state::{Field, LastValues, Window, WindowKey, WindowNeeds, WindowSet, WindowSlot};
 
 use super::CompiledRule;
 
@@ -20,8 +21,138 @@ pub struct EvalCtx<'a> {
     pub windows: &'a WindowSet,
     pub symbol: &'a Arc<str>,
     pub ruleset_version: u64,
-    /// When the instrument's newest tick was received.
-    pub last_received_ns: i64,
+    /// Event time of the instrument's newest tick (when it has had none,
+    /// when it was first seen): silence is measured from here.
+    pub last_tick_ns: i64,
+    /// The instrument's reference data, if it has any (`prior_close`,
+    /// `settlement`, `tick_size` in expressions).
+    pub reference: Option<&'a InstrumentRef>,
+    /// When a group rule is evaluated: the group's members.
+    pub group: Option<&'a GroupView<'a>>,
+}
+
+/// A value an expression reads from a group member: a market-data field
+/// (its newest value) or a reference price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Market(Field),
+    Reference(RefField),
+}
+
+/// A value from an instrument's reference data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefField {
+    PriorClose,
+    Settlement,
+    TickSize,
+}
+
+impl RefField {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "prior_close" => Some(RefField::PriorClose),
+            "settlement" => Some(RefField::Settlement),
+            "tick_size" => Some(RefField::TickSize),
+            _ => None,
+        }
+    }
+
+    pub fn of(self, instrument: &InstrumentRef) -> Option<Fixed> {
+        match self {
+            RefField::PriorClose => instrument.prior_close,
+            RefField::Settlement => instrument.settlement,
+            RefField::TickSize => instrument.tick_size,
+        }
+    }
+}
+
+/// One member of a group, as a group rule sees it.
+#[derive(Clone, Debug)]
+pub struct MemberValues {
+    pub symbol: Arc<str>,
+    /// Its reference data (product, expiry, weight, reference prices).
+    pub reference: Option<Arc<InstrumentRef>>,
+    pub last: LastValues,
+    /// Event time of its newest tick; `None` before its first.
+    pub last_event_ns: Option<i64>,
+}
+
+impl MemberValues {
+    pub fn product(&self) -> Option<Product> {
+        self.reference.as_ref()?.product
+    }
+
+    pub fn expiry_ns(&self) -> Option<i64> {
+        self.reference.as_ref()?.expiry_ns
+    }
+
+    /// Its weight in `group_wmean`.
+    pub fn weight(&self) -> Option<Fixed> {
+        self.reference.as_ref()?.weight
+    }
+
+    /// The member's value of `source`.
+    #[inline]
+    pub fn value(&self, source: Source) -> Option<Fixed> {
+        match source {
+            Source::Market(field) => self.last.field(field),
+            Source::Reference(field) => field.of(self.reference.as_deref()?),
+        }
+    }
+}
+
+/// Aggregates already computed in one evaluation, by a key the
+/// expression evaluator gives each (an expression that reads
+/// `group_median(price, spot)` twice computes it once).
+pub type AggregateMemo = std::cell::RefCell<smallvec::SmallVec<[(u32, Option<(i128, i128)>); 4]>>;
+
+/// The members of a group at one evaluation, and how the rule being
+/// evaluated filters them for aggregates.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupView<'a> {
+    /// Aggregates computed so far in this evaluation.
+    pub memo: &'a AggregateMemo,
+    /// Sorted by symbol.
+    pub members: &'a [MemberValues],
+    /// A member whose newest tick is older than this (event time, before
+    /// the tick being evaluated) is left out of aggregates.
+    pub max_age_ns: Option<i64>,
+    /// A member further than this from the median of the fresh members
+    /// is left out of aggregates (an outlier, given weight 0).
+    pub outlier: Option<Fraction>,
+}
+
+impl GroupView<'_> {
+    /// The member with `product`: the one expiring soonest (not yet
+    /// expired at `now_ns`) among those with an expiry, else the first by
+    /// symbol.
+    pub fn member(&self, product: Product, now_ns: i64) -> Option<&MemberValues> {
+        let mut first = None;
+        let mut soonest: Option<(&MemberValues, i64)> = None;
+        for m in self.members {
+            let Some(reference) = &m.reference else { continue };
+            if reference.product != Some(product) {
+                continue;
+            }
+            first = first.or(Some(m));
+            if let Some(expiry) = reference.expiry_ns.filter(|&e| e >= now_ns) {
+                if soonest.is_none_or(|(_, best)| expiry < best) {
+                    soonest = Some((m, expiry));
+                }
+            }
+        }
+        soonest.map(|(m, _)| m).or(first)
+    }
+
+    /// Whether `member` counts in an aggregate at `now_ns` (not stale).
+    #[inline]
+    pub fn fresh(&self, member: &MemberValues, now_ns: i64) -> bool {
+        match (self.max_age_ns, member.last_event_ns) {
+            (None, _) => true,
+            (Some(age), Some(t)) => now_ns.saturating_sub(t) <= age,
+            (Some(_), None) => false,
+        }
+    }
 }
 
 impl EvalCtx<'_> {
@@ -61,6 +192,7 @@ impl EvalCtx<'_> {
             event_time_ns: at_ns,
             tick_seq: self.tick.map(|t| t.seq),
             reason: None,
+            trigger_instrument: None,
         }
     }
 }

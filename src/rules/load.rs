@@ -1,7 +1,11 @@
-//! Loading rules: a folder of TOML files (or named texts) into one
+//! Compiling rules: a folder of TOML files (or named texts) into one
 //! [`RuleSet`], or every error found, each with file, line and column.
 //!
-//! All or nothing: a single error anywhere means no ruleset.
+//! All or nothing: a single error anywhere means no ruleset. The
+//! `[[rule.test]]` tables are collected with the ruleset ([`Compiled`]) but
+//! not run here: running a test takes an engine, which sits above rules.
+//! [`crate::service::rulebook`] compiles and runs them; use it to load rules
+//! for use.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,9 +17,10 @@ use sha2::{Digest, Sha256};
 use super::compile::compile_rule;
 use super::context::WindowRegistry;
 use super::ruleset::{RuleSet, SourceFile};
-use super::selftest::run_test;
-use super::spec::RuleFileSpec;
-use super::{CompiledRule, RuleSource};
+use super::spec::{RuleFileSpec, RuleTestSpec};
+use super::{CompiledRule, GroupRule, GroupScope, RuleSource};
+use crate::refdata::{GroupRef, InstrumentRef, RefData, Targets};
+use crate::state::{WindowKey, WindowNeeds};
 
 /// Largest rule file accepted by default, in bytes.
 pub const MAX_RULE_FILE_BYTES: usize = 1 << 20;
@@ -78,6 +83,35 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// A compiled ruleset and the rule tests its files hold, not yet run.
+#[derive(Debug)]
+pub struct Compiled {
+    pub ruleset: RuleSet,
+    pub tests: Vec<RuleTestCase>,
+}
+
+impl Compiled {
+    /// The ruleset alone, its rule tests dropped unrun: for code that
+    /// builds a ruleset to drive an engine, not to accept rule files.
+    pub fn without_tests(self) -> RuleSet {
+        self.ruleset
+    }
+}
+
+/// One `[[rule.test]]` table, ready to run: its rule compiled alone, with
+/// its own window table, and where the test sits for errors.
+#[derive(Debug)]
+pub struct RuleTestCase {
+    pub rule: CompiledRule,
+    pub windows: Vec<(WindowKey, WindowNeeds)>,
+    pub test: RuleTestSpec,
+    /// Byte offset of the test's table in its file.
+    pub offset: usize,
+    pub file: String,
+    /// The file's text, to turn an offset into a line and column.
+    pub text: Arc<str>,
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -87,22 +121,22 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// Loads every `*.toml` file directly in `dir` (hidden files are skipped,
-/// so a Kubernetes ConfigMap's `..data` folder is not read twice), in file
-/// name order, within the default [`RuleLimits`].
-///
-/// # Errors
-/// Every problem found, in file order; an unreadable folder is one error.
-pub fn load_dir(dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
-    load_dir_with(dir, &RuleLimits::default())
+/// The rule files of a folder as read.
+#[derive(Debug, Default)]
+pub struct FolderFiles {
+    /// (name, text), in file name order.
+    pub files: Vec<(String, String)>,
+    /// A file that could not be read (too large, not UTF-8, unreadable).
+    pub errors: Vec<RuleError>,
 }
 
-/// As [`load_dir`], within `limits`: a file over the size limit is not
-/// read.
+/// The `*.toml` files directly in `dir` (hidden files skipped), in file
+/// name order, within `limits`, with an error for each file that could not
+/// be read.
 ///
 /// # Errors
-/// Every problem found, in file order; an unreadable folder is one error.
-pub fn load_dir_with(dir: &Path, limits: &RuleLimits) -> Result<RuleSet, Vec<RuleError>> {
+/// The folder cannot be listed.
+pub fn read_dir(dir: &Path, limits: &RuleLimits) -> Result<FolderFiles, Vec<RuleError>> {
     let shown = dir.display().to_string();
     let whole = |message: String| {
         vec![RuleError {
@@ -157,7 +191,19 @@ pub fn load_dir_with(dir: &Path, limits: &RuleLimits) -> Result<RuleSet, Vec<Rul
             }),
         }
     }
-    match compile_texts_with(&files, limits) {
+    Ok(FolderFiles { files, errors })
+}
+
+/// Compiles every `*.toml` file directly in `dir` (hidden files are
+/// skipped, so a Kubernetes ConfigMap's `..data` folder is not read twice),
+/// in file name order, within `limits`: a file over the size limit is not
+/// read.
+///
+/// # Errors
+/// Every problem found, in file order; an unreadable folder is one error.
+pub fn compile_dir(dir: &Path, limits: &RuleLimits) -> Result<Compiled, Vec<RuleError>> {
+    let FolderFiles { files, mut errors } = read_dir(dir, limits)?;
+    match compile(&files, limits) {
         Ok(set) if errors.is_empty() => Ok(set),
         Ok(_) => Err(errors),
         Err(more) => {
@@ -195,19 +241,13 @@ pub fn source_files(dir: &Path) -> Vec<SourceFile> {
 }
 
 /// Compiles named rule texts (file name, contents) into one ruleset,
-/// within the default [`RuleLimits`].
+/// within `limits`.
 ///
 /// # Errors
 /// Every problem found, in the order of the texts.
-pub fn compile_texts(files: &[(String, String)]) -> Result<RuleSet, Vec<RuleError>> {
-    compile_texts_with(files, &RuleLimits::default())
-}
-
-/// As [`compile_texts`], within `limits`.
-///
-/// # Errors
-/// Every problem found, in the order of the texts.
-pub fn compile_texts_with(files: &[(String, String)], limits: &RuleLimits) -> Result<RuleSet, Vec<RuleError>> {
+pub fn compile(files: &[(String, String)], limits: &RuleLimits) -> Result<Compiled, Vec<RuleError>> {
+    let mut tests = Vec::new();
+    let mut refs = Refs::default();
     let mut errors = Vec::new();
     let mut registry = WindowRegistry::default();
     let mut rules = Vec::new();
@@ -218,7 +258,15 @@ pub fn compile_texts_with(files: &[(String, String)], limits: &RuleLimits) -> Re
         if text.len() > limits.max_file_bytes {
             errors.push(limits.file_too_large(name, text.len() as u64));
         } else {
-            compile_file(name, text, &mut registry, &mut rules, &mut seen, &mut errors);
+            let mut out = FileOut {
+                refs: &mut refs,
+                registry: &mut registry,
+                rules: &mut rules,
+                tests: &mut tests,
+                seen: &mut seen,
+                errors: &mut errors,
+            };
+            compile_file(name, text, &mut out);
         }
         // Within a file, errors in reading order.
         errors[first_error..].sort_by_key(|e| (e.line, e.column));
@@ -227,17 +275,40 @@ pub fn compile_texts_with(files: &[(String, String)], limits: &RuleLimits) -> Re
             sha256: hex(&Sha256::digest(text.as_bytes())),
         });
     }
-    finish(registry, rules, sources, errors, limits)
+    let ruleset = finish(registry, rules, sources, refs, errors, limits)?;
+    Ok(Compiled { ruleset, tests })
 }
 
-fn compile_file(
-    name: &str,
-    text: &str,
-    registry: &mut WindowRegistry,
-    rules: &mut Vec<Arc<CompiledRule>>,
-    seen: &mut HashMap<String, (String, usize)>,
-    errors: &mut Vec<RuleError>,
-) {
+/// The reference data the files so far hold, and where each entry was
+/// defined.
+#[derive(Default)]
+struct Refs {
+    instruments: Vec<InstrumentRef>,
+    groups: Vec<GroupRef>,
+    instrument_at: HashMap<String, String>,
+    group_at: HashMap<String, String>,
+}
+
+/// What compiling the files so far has collected.
+struct FileOut<'a> {
+    refs: &'a mut Refs,
+    registry: &'a mut WindowRegistry,
+    rules: &'a mut Vec<Arc<CompiledRule>>,
+    tests: &'a mut Vec<RuleTestCase>,
+    /// Rule id -> (file, line) where it was first defined.
+    seen: &'a mut HashMap<String, (String, usize)>,
+    errors: &'a mut Vec<RuleError>,
+}
+
+fn compile_file(name: &str, text: &str, out: &mut FileOut<'_>) {
+    let FileOut {
+        refs,
+        registry,
+        rules,
+        tests,
+        seen,
+        errors,
+    } = out;
     let at = |offset: usize, message: String| {
         let (line, column) = line_col(text, offset);
         RuleError {
@@ -247,7 +318,7 @@ fn compile_file(
             message,
         }
     };
-    let spec: RuleFileSpec = match toml::from_str(text) {
+    let mut spec: RuleFileSpec = match toml::from_str(text) {
         Ok(spec) => spec,
         Err(e) => {
             let offset = e.span().map_or(0, |s| s.start);
@@ -261,10 +332,48 @@ fn compile_file(
         .and_then(|mut t| t.remove("rule"))
         .and_then(|v| v.as_array().cloned())
         .unwrap_or_default();
-    if spec.rule.is_empty() {
-        errors.push(at(0, "no `[[rule]]` tables in this file".to_string()));
+    if spec.rule.is_empty() && spec.instrument.is_empty() && spec.group.is_empty() {
+        errors.push(at(
+            0,
+            "no `[[rule]]`, `[[instrument]]` or `[[group]]` tables in this file".to_string(),
+        ));
     }
-    for (i, rule) in spec.rule.iter().enumerate() {
+    for table in &spec.instrument {
+        let (line, _) = line_col(text, table.span().start);
+        let symbol = table.get_ref().symbol.get_ref().clone();
+        if let Some(first) = refs.instrument_at.get(&symbol) {
+            errors.push(at(
+                table.get_ref().symbol.span().start,
+                format!("instrument `{symbol}` is described twice: first at {first}"),
+            ));
+            continue;
+        }
+        let source = format!("{name}:{line}");
+        refs.instrument_at.insert(symbol, source.clone());
+        match table.get_ref().compile(source) {
+            Ok(instrument) => refs.instruments.push(instrument),
+            Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
+        }
+    }
+    for table in &spec.group {
+        let (line, _) = line_col(text, table.span().start);
+        let group = table.get_ref().name.get_ref().clone();
+        if let Some(first) = refs.group_at.get(&group) {
+            errors.push(at(
+                table.get_ref().name.span().start,
+                format!("group `{group}` is defined twice: first at {first}"),
+            ));
+            continue;
+        }
+        let source = format!("{name}:{line}");
+        refs.group_at.insert(group, source.clone());
+        match table.get_ref().compile(source) {
+            Ok(g) => refs.groups.push(g),
+            Err(errs) => errors.extend(errs.into_iter().map(|e| at(e.offset, e.message))),
+        }
+    }
+    let shared_text: Arc<str> = Arc::from(text);
+    for (i, rule) in spec.rule.iter_mut().enumerate() {
         let start = rule.span().start;
         let (line, _) = line_col(text, start);
         let id = rule.get_ref().id.get_ref().clone();
@@ -296,15 +405,21 @@ fn compile_file(
                 continue;
             }
         }
-        for test in &rule.get_ref().tests {
-            // The rule alone, with its own window table, in a fresh engine.
+        for test in std::mem::take(&mut rule.get_mut().tests) {
+            // The rule alone, with its own window table, for a fresh engine.
             let mut own = WindowRegistry::default();
             let Ok(alone) = compile_rule(rule.get_ref(), start, &mut own, source.clone(), hash) else {
                 continue;
             };
-            if let Err(failure) = run_test(alone, own.into_table(), test.get_ref(), test.span().start) {
-                errors.push(at(failure.offset, failure.message));
-            }
+            let offset = test.span().start;
+            tests.push(RuleTestCase {
+                rule: alone,
+                windows: own.into_table(),
+                test: test.into_inner(),
+                offset,
+                file: name.to_string(),
+                text: shared_text.clone(),
+            });
         }
     }
 }
@@ -313,9 +428,43 @@ fn finish(
     registry: WindowRegistry,
     rules: Vec<Arc<CompiledRule>>,
     sources: Vec<SourceFile>,
+    refs: Refs,
     mut errors: Vec<RuleError>,
     limits: &RuleLimits,
 ) -> Result<RuleSet, Vec<RuleError>> {
+    let refdata = RefData::new(refs.instruments, refs.groups);
+    for rule in &rules {
+        if let Some(GroupRule {
+            scope: GroupScope::Named(name),
+            ..
+        }) = &rule.group
+        {
+            if refdata.group(name).is_none() {
+                errors.push(RuleError {
+                    file: rule.source.file.clone(),
+                    line: rule.source.line,
+                    column: 1,
+                    message: format!(
+                        "rule `{}` is evaluated over group `{name}`, which no `[[group]]` table defines",
+                        rule.id
+                    ),
+                });
+            }
+        }
+        if let Some(Targets::Group(name)) = &rule.targets {
+            if refdata.group(name).is_none() {
+                errors.push(RuleError {
+                    file: rule.source.file.clone(),
+                    line: rule.source.line,
+                    column: 1,
+                    message: format!(
+                        "rule `{}` targets group `{name}`, which no `[[group]]` table defines",
+                        rule.id
+                    ),
+                });
+            }
+        }
+    }
     if let Some(first_over) = rules.get(limits.max_rules) {
         // Named at the first rule past the limit, so the author sees
         // where the folder overflowed.
@@ -351,6 +500,7 @@ fn finish(
         rules,
         windows: registry.into_table(),
         sources,
+        refdata: Arc::new(refdata),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::refdata::RefData;
 use crate::state::{WindowKey, WindowNeeds};
 
 use super::CompiledRule;
@@ -26,6 +27,9 @@ pub struct RuleSet {
     /// The shared window table, indexed by `WindowSlot`.
     pub windows: Vec<(WindowKey, WindowNeeds)>,
     pub sources: Vec<SourceFile>,
+    /// The reference data of the same files: scopes that select by it and
+    /// targets are resolved against it.
+    pub refdata: Arc<RefData>,
 }
 
 impl RuleSet {

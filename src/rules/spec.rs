@@ -10,12 +10,46 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// One rule file.
+/// One rule file: rules, and reference data (instruments and groups).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFileSpec {
     #[serde(default)]
     pub rule: Vec<Spanned<RuleSpec>>,
+    #[serde(default)]
+    pub instrument: Vec<Spanned<crate::refdata::spec::InstrumentSpec>>,
+    #[serde(default)]
+    pub group: Vec<Spanned<crate::refdata::spec::GroupSpec>>,
+}
+
+/// One value or a list of them.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A rule's `select` table: instruments chosen by their reference data.
+/// Every key given must match; within a key, any value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectSpec {
+    pub underlying: Option<OneOrMany>,
+    pub product: Option<OneOrMany>,
+    pub quote: Option<OneOrMany>,
+    /// Label name -> accepted values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, OneOrMany>,
 }
 
 /// A number written as a TOML integer, float or string. Floats are taken by
@@ -52,6 +86,21 @@ pub struct RuleSpec {
     pub instruments: Option<Vec<Spanned<String>>>,
     /// Symbols or globs to leave out.
     pub exclude: Option<Vec<Spanned<String>>>,
+    /// Instruments chosen by reference data (with `instruments`, both must
+    /// match).
+    pub select: Option<Spanned<SelectSpec>>,
+    /// Which instruments the rule's alerts act on: `underlying`,
+    /// `group:NAME` or `market`; absent, its own instrument.
+    pub targets: Option<Spanned<String>>,
+    /// Evaluate over a group of instruments (`underlying` or
+    /// `group:NAME`) instead of each instrument alone.
+    pub group: Option<Spanned<String>>,
+    /// In a group rule: members whose newest tick is older than this are
+    /// left out of aggregates.
+    pub max_age: Option<Spanned<String>>,
+    /// In a group rule: members further than this from the median are
+    /// left out of aggregates.
+    pub outlier: Option<Spanned<String>>,
     pub severity: Option<Spanned<String>>,
     pub actions: Option<Vec<Spanned<String>>>,
     pub cooldown: Option<Spanned<String>>,
@@ -121,6 +170,9 @@ pub struct ExpectSpec {
     pub kind: String,
     /// Offset of the alert's event time from the test's start.
     pub at: Option<String>,
+    /// The instrument the alert names (a rule with `targets` raises one
+    /// per target).
+    pub instrument: Option<String>,
     /// Values the alert must carry, exactly.
     #[serde(default)]
     pub values: std::collections::BTreeMap<String, NumberSpec>,

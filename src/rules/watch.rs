@@ -17,10 +17,16 @@
 //! watcher and a reload do) raises access events, and the parent folder
 //! sees everything written next to the rules folder; neither starts a read,
 //! so a quiet folder is read once per poll.
+//!
+//! What the watcher did can be followed ([`RulesWatcher::start_reporting`]:
+//! one [`FolderRead`] per read of the folder, saying why and whether it
+//! found a change), and a change made in several steps can be kept from
+//! being read half done ([`RulesWatcher::hold`]); the tests wait on both
+//! rather than on time.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,10 +80,36 @@ pub fn fingerprint(dir: &Path) -> Option<[u8; 32]> {
     Some(hasher.finalize().into())
 }
 
+/// One read of the folder for its fingerprint, as reported to the channel
+/// given to [`RulesWatcher::start_reporting`]: sent once the read, and the
+/// `on_change` it led to if any, are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderRead {
+    pub cause: ReadCause,
+    /// The rule files differed from the last seen, so `on_change` was
+    /// called.
+    pub changed: bool,
+}
+
+/// What led to a [`FolderRead`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadCause {
+    /// The check right after the watches were armed.
+    Start,
+    /// The slow poll: no event came for [`WatchTiming::poll`].
+    Poll,
+    /// Events that may change the rules, debounced into one read: the
+    /// paths they named, in the order they came (an event that said
+    /// events were lost, or a watch error, may name none).
+    Events(Vec<PathBuf>),
+}
+
 /// A running watcher; stops when dropped.
 pub struct RulesWatcher {
     stop: Arc<AtomicBool>,
     reads: Arc<AtomicU64>,
+    /// Held around each read of the folder; [`RulesWatcher::hold`] takes it.
+    gate: Arc<Mutex<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -95,19 +127,51 @@ impl RulesWatcher {
         baseline: Option<[u8; 32]>,
         on_change: impl FnMut() + Send + 'static,
     ) -> std::io::Result<RulesWatcher> {
+        Self::spawn(dir, timing, baseline, on_change, None)
+    }
+
+    /// As [`RulesWatcher::start`], and sends a [`FolderRead`] to `reports`
+    /// after every read of the folder (while the receiver lives).
+    ///
+    /// # Errors
+    /// The watcher thread could not be started.
+    pub fn start_reporting(
+        dir: PathBuf,
+        timing: WatchTiming,
+        baseline: Option<[u8; 32]>,
+        on_change: impl FnMut() + Send + 'static,
+        reports: mpsc::Sender<FolderRead>,
+    ) -> std::io::Result<RulesWatcher> {
+        Self::spawn(dir, timing, baseline, on_change, Some(reports))
+    }
+
+    fn spawn(
+        dir: PathBuf,
+        timing: WatchTiming,
+        baseline: Option<[u8; 32]>,
+        on_change: impl FnMut() + Send + 'static,
+        reports: Option<mpsc::Sender<FolderRead>>,
+    ) -> std::io::Result<RulesWatcher> {
         // Absolute, so that its parent is watched and event paths (which
         // start with the watched path) compare with it however it was
         // spelled; not canonical, so a symlinked folder stays the link.
         let dir = std::path::absolute(&dir)?;
         let stop = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(AtomicU64::new(0));
-        let (thread_stop, thread_reads) = (stop.clone(), reads.clone());
+        let gate = Arc::new(Mutex::new(()));
+        let shared = Shared {
+            stop: stop.clone(),
+            reads: reads.clone(),
+            gate: gate.clone(),
+            reports,
+        };
         let thread = std::thread::Builder::new()
             .name("rules-watch".into())
-            .spawn(move || run(&dir, timing, baseline, &thread_stop, &thread_reads, on_change))?;
+            .spawn(move || run(&dir, timing, baseline, &shared, on_change))?;
         Ok(RulesWatcher {
             stop,
             reads,
+            gate,
             thread: Some(thread),
         })
     }
@@ -117,6 +181,24 @@ impl RulesWatcher {
     pub fn folder_reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
+
+    /// Runs `f` with the folder's reads held off: a change `f` makes in
+    /// several steps (even one `write`, which truncates first) is read
+    /// only once it is whole. Events keep coming meanwhile; the read they
+    /// lead to waits for `f` to return (and `f` waits for a read, and its
+    /// `on_change`, in progress).
+    pub fn hold<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        f()
+    }
+}
+
+/// What the watcher thread shares with its [`RulesWatcher`].
+struct Shared {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicU64>,
+    gate: Arc<Mutex<()>>,
+    reports: Option<mpsc::Sender<FolderRead>>,
 }
 
 /// Whether `event` can change the rule files of `dir`: not a mere read,
@@ -141,14 +223,21 @@ impl Drop for RulesWatcher {
 }
 
 /// Watches `dir` and its parent (which sees the folder itself being
-/// replaced or re-pointed).
-fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
+/// replaced or re-pointed); sends the paths of each event that may change
+/// the rules.
+fn arm(tx: &mpsc::Sender<Vec<PathBuf>>, dir: &Path) -> Option<RecommendedWatcher> {
     let tx = tx.clone();
     let watched = dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        // An error may hide a change.
-        if event.map_or(true, |e| may_change_rules(&e, &watched)) {
-            let _ = tx.send(());
+        match event {
+            Ok(event) if may_change_rules(&event, &watched) => {
+                let _ = tx.send(event.paths);
+            }
+            Ok(_) => {}
+            // An error may hide a change.
+            Err(error) => {
+                let _ = tx.send(error.paths);
+            }
         }
     })
     .map_err(|e| warn!(error = %e, "Cannot watch the rules folder; polling it instead."))
@@ -162,53 +251,71 @@ fn arm(tx: &mpsc::Sender<()>, dir: &Path) -> Option<RecommendedWatcher> {
     Some(watcher)
 }
 
-fn run(
-    dir: &Path,
-    timing: WatchTiming,
-    baseline: Option<[u8; 32]>,
-    stop: &AtomicBool,
-    reads: &AtomicU64,
-    mut on_change: impl FnMut(),
-) {
-    let (tx, rx) = mpsc::channel::<()>();
+fn run(dir: &Path, timing: WatchTiming, baseline: Option<[u8; 32]>, shared: &Shared, mut on_change: impl FnMut()) {
+    let (tx, rx) = mpsc::channel::<Vec<PathBuf>>();
     let mut watcher = arm(&tx, dir);
     let mut last = baseline;
     // A change between the baseline and the watch being armed is caught
     // by checking once right away.
     let mut next_poll = Instant::now();
+    let mut started = false;
     let tick = Duration::from_millis(100).min(timing.poll);
-    while !stop.load(Ordering::Relaxed) {
+    // Event paths are kept only for reports.
+    let reporting = shared.reports.is_some();
+    while !shared.stop.load(Ordering::Relaxed) {
         let event = match rx.recv_timeout(tick) {
-            Ok(()) => true,
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Ok(paths) => Some(paths),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 watcher = arm(&tx, dir);
-                false
+                None
             }
         };
-        if !event && Instant::now() < next_poll {
+        if event.is_none() && Instant::now() < next_poll {
             continue;
         }
-        if event {
-            // Debounce: wait for quiet, but not longer than `max_delay`.
-            let deadline = Instant::now() + timing.max_delay;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || rx.recv_timeout(timing.debounce.min(left)).is_err() {
-                    break;
+        let cause = match event {
+            Some(mut paths) => {
+                // Debounce: wait for quiet, but not longer than `max_delay`.
+                let deadline = Instant::now() + timing.max_delay;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(timing.debounce.min(left)) {
+                        Ok(more) if reporting => paths.extend(more),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
                 }
+                ReadCause::Events(paths)
             }
-        }
+            None if !started => ReadCause::Start,
+            None => ReadCause::Poll,
+        };
+        started = true;
         next_poll = Instant::now() + timing.poll;
-        reads.fetch_add(1, Ordering::Relaxed);
-        let now = fingerprint(dir);
-        if now.is_some() && now != last {
-            last = now;
-            on_change();
-            // Files or the folder may be new inodes: watch them afresh.
-            drop(watcher.take());
-            watcher = arm(&tx, dir);
-            while rx.try_recv().is_ok() {}
+        let changed = {
+            let _held = shared.gate.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.reads.fetch_add(1, Ordering::Relaxed);
+            let now = fingerprint(dir);
+            let changed = now.is_some() && now != last;
+            if changed {
+                last = now;
+                // Files or the folder may be new inodes: watch them afresh,
+                // the new watches armed before the old are dropped so that
+                // no event falls between them, and before `on_change` so
+                // that whatever is written after it is seen. Events already
+                // queued stay: one more read, rather than a change missed.
+                let fresh = arm(&tx, dir);
+                drop(std::mem::replace(&mut watcher, fresh));
+                on_change();
+            }
+            changed
+        };
+        if let Some(reports) = &shared.reports {
+            let _ = reports.send(FolderRead { cause, changed });
         }
     }
 }

@@ -11,14 +11,18 @@
 //! configured name or certificate subject.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::codegen::http::HeaderMap;
 use tonic::Status;
 
-use super::proto;
-use crate::config::auth::{CredentialList, Role, Roles, TokenCredential};
+use crate::config::auth::{AuthConfig, CredentialList, Role, Roles, TokenCredential};
+use crate::config::ConfigProblem;
+use crate::wire::proto;
 
 /// What a gRPC method needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +164,69 @@ impl Authenticator {
             }
         }
         found
+    }
+}
+
+/// The credentials in force, shared by the gate and whoever reloads them:
+/// the configured tokens and certificate subjects, and the token file
+/// read again on every reload (SIGHUP, a rules reload, `RuleAdmin.Reload`),
+/// so a token is added or revoked without a restart. A token file that
+/// cannot be read or has errors keeps the credentials in force.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    current: Arc<ArcSwap<Authenticator>>,
+    config: Arc<AuthConfig>,
+    mutual_tls: bool,
+}
+
+impl Credentials {
+    pub fn new(authenticator: Authenticator, config: AuthConfig, mutual_tls: bool) -> Self {
+        Credentials {
+            current: Arc::new(ArcSwap::from_pointee(authenticator)),
+            config: Arc::new(config),
+            mutual_tls,
+        }
+    }
+
+    /// The authenticator in force.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Authenticator>> {
+        self.current.load()
+    }
+
+    /// Reads the credentials again (the token file, if one is set) and
+    /// puts them in force; returns how many tokens there are now. With
+    /// auth off (no credential configured at start), nothing changes.
+    ///
+    /// # Errors
+    /// The token file cannot be read or has errors: the credentials in
+    /// force are kept.
+    pub fn reload(&self) -> Result<usize, Vec<ConfigProblem>> {
+        if !self.current.load().enabled() {
+            return Ok(0);
+        }
+        let credentials = self.config.credentials()?;
+        let tokens = credentials.tokens.len();
+        self.current
+            .store(Arc::new(Authenticator::new(credentials, self.mutual_tls)));
+        Ok(tokens)
+    }
+
+    /// [`Credentials::reload`], with the outcome logged (never a token).
+    pub fn reload_logged(&self) {
+        match self.reload() {
+            Ok(tokens) if self.current.load().enabled() => {
+                tracing::info!(audit = "credentials", tokens, "Credentials reloaded.");
+            }
+            Ok(_) => {}
+            Err(problems) => {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    audit = "credentials",
+                    problems = %problems.join("; "),
+                    "Credentials could not be reloaded; those in force are kept."
+                );
+            }
+        }
     }
 }
 

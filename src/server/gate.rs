@@ -4,7 +4,10 @@
 //! ingest streams and subscriptions ([`super::limits`]), and hands an
 //! ingest stream its connection's rate budget. The services themselves
 //! know nothing of credentials. A refused request is answered here, with
-//! its status, and never reaches a service.
+//! its status, and never reaches a service; it is counted in
+//! `airbag_requests_refused_total` by reason. Every call, open ones too,
+//! is counted on its connection while it lasts, for the idle timeout
+//! ([`connection`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,10 +21,11 @@ use tonic::Status;
 use tower_layer::Layer;
 use tracing::debug;
 
-use super::auth::{access_of, Access, Authenticator};
-use super::connection;
+use super::auth::{access_of, Access, Credentials};
+use super::connection::{self, CallGuard};
 use super::limits::{IngestRate, StreamGuard, StreamKind, StreamLimits};
 use crate::config::auth::Role;
+use crate::metrics::{Refusal, Refusals};
 
 /// The rate budget of an ingest stream's connection, as a request
 /// extension for the `Ingest` service.
@@ -31,8 +35,10 @@ pub struct IngestBudget(pub Arc<IngestRate>);
 /// What the gate checks against.
 #[derive(Debug)]
 pub struct Gate {
-    pub auth: Authenticator,
+    /// The credentials in force (reloaded with the rules).
+    pub auth: Credentials,
     pub limits: Arc<StreamLimits>,
+    pub refusals: Arc<Refusals>,
 }
 
 /// The tower layer of the [`Gate`].
@@ -82,19 +88,27 @@ where
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Access::Needs(role) = access_of(request.uri().path()) else {
-            return Box::pin(inner.call(request));
-        };
-        let guard = match self.gate.admit(role, &mut request) {
-            Ok(guard) => guard,
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+        let call = connection::of_request(request.extensions()).map(|(c, _)| c.start_call());
+        let guard = match access_of(request.uri().path()) {
+            Access::Open => None,
+            Access::Needs(role) => match self.gate.admit(role, &mut request) {
+                Ok(guard) => guard,
+                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            },
         };
         let response = inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(match guard {
-                Some(guard) => response.map(|body| Body::new(GuardedBody { body, _guard: guard })),
-                None => response,
+            Ok(if guard.is_none() && call.is_none() {
+                response
+            } else {
+                response.map(|body| {
+                    Body::new(GuardedBody {
+                        body,
+                        _guard: guard,
+                        _call: call,
+                    })
+                })
             })
         })
     }
@@ -110,8 +124,13 @@ impl Gate {
         let subject = connection.and_then(|(c, tls)| c.subject(tls));
         let principal = self
             .auth
+            .current()
             .authorize(request.headers(), subject.as_deref(), role, path)
             .inspect_err(|status| {
+                self.refusals.count(match status.code() {
+                    tonic::Code::PermissionDenied => Refusal::PermissionDenied,
+                    _ => Refusal::Unauthenticated,
+                });
                 debug!(?remote, %path, code = ?status.code(), reason = status.message(), "Request refused.");
             })?;
         let kind = match role {
@@ -125,6 +144,7 @@ impl Gate {
                     .limits
                     .acquire(kind, connection.map(|(c, _)| c))
                     .inspect_err(|status| {
+                        self.refusals.count(Refusal::TooManyStreams);
                         debug!(?remote, %path, %principal, reason = status.message(), "Stream refused.");
                     })?;
                 Some(guard)
@@ -143,10 +163,12 @@ impl Gate {
     }
 }
 
-/// A response body that holds its stream's place until the stream ends.
+/// A response body that holds its stream's place, and its call's count on
+/// the connection, until the stream ends.
 struct GuardedBody {
     body: Body,
-    _guard: StreamGuard,
+    _guard: Option<StreamGuard>,
+    _call: Option<CallGuard>,
 }
 
 impl http_body::Body for GuardedBody {

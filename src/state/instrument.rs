@@ -1,12 +1,13 @@
-//! One instrument's state: last values, sequence and time marks, its
-//! rolling windows and the state of every rule that applies to it.
+//! One instrument's state: last values, sequence and time marks, and its
+//! rolling windows. Which rules apply to it, and their state, the engine
+//! keeps beside it (a partition, in `crate::engine`): state knows nothing
+//! of rules.
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::model::{Fixed, InstrumentId, TickValues};
-use crate::rules::{CompiledRule, RuleState};
 
 use super::reorder::ReorderBuffer;
 use super::window::{Field, Window, WindowKey, WindowNeeds};
@@ -159,22 +160,12 @@ impl WindowSet {
     }
 }
 
-/// The rules bound to one instrument, the first four inline.
-pub type BoundRules = SmallVec<[BoundRule; 4]>;
-
-/// A rule that applies to this instrument, with its state.
-#[derive(Clone, Debug)]
-pub struct BoundRule {
-    pub rule: Arc<CompiledRule>,
-    pub state: RuleState,
-}
-
-/// Everything the engine keeps for one instrument.
+/// Everything the engine keeps for one instrument besides its rules.
 ///
 /// Laid out in the order a tick reads it (`repr(C)`): marks and last
-/// values, then rule states, then windows, with what only reloads,
-/// snapshots and alerts read at the end. The engine prefetches the front
-/// of this struct a few ticks ahead ([`HOT_BYTES`]).
+/// values, then windows, with what only reloads, snapshots and alerts read
+/// at the end. The engine prefetches the front of this struct a few ticks
+/// ahead, up to [`InstrumentState::HOT_BYTES`].
 #[derive(Clone, Debug)]
 #[repr(C)]
 pub struct InstrumentState {
@@ -182,17 +173,11 @@ pub struct InstrumentState {
     pub last_seq: Option<u64>,
     /// Event time of the newest applied tick.
     pub last_event_ns: Option<i64>,
-    /// When the newest tick was received (server clock): stale-feed rules
-    /// measure silence from here.
+    /// When the newest tick was received (server clock; before any tick,
+    /// when the instrument was first seen): with `last_event_ns`, it maps
+    /// the instrument's event time to the server's clock for timers.
     pub last_received_ns: i64,
-    /// The ruleset version `windows` and `rules` were bound for; 0 before
-    /// the first binding.
-    pub ruleset_version: u64,
-    /// Earliest time a timer-driven transition is due (a halt ending, a
-    /// hold period, a silent feed, a held tick); `i64::MAX` when none is.
-    pub next_deadline_ns: i64,
     pub last: LastValues,
-    pub rules: BoundRules,
     pub windows: WindowSet,
     /// Ticks waiting to be applied in event-time order; only with an
     /// allowed lateness (see [`ReorderBuffer`]).
@@ -204,29 +189,48 @@ pub struct InstrumentState {
     pub sequence: SequenceStats,
 }
 
-/// How much of the front of an [`InstrumentState`] the engine prefetches
-/// for a tick: marks, last values, the inline rule states and the first
-/// 256 bytes of the windows (the set's index and the front of the first
-/// window: its span, needs and max deque).
-pub const HOT_BYTES: usize = {
-    let end = std::mem::offset_of!(InstrumentState, windows) + 256;
-    let size = std::mem::size_of::<InstrumentState>();
-    if end < size {
-        end
-    } else {
-        size
-    }
-};
-
 impl InstrumentState {
-    /// When the first timer of this instrument's rules is due
-    /// (`i64::MAX`: none is).
-    pub fn earliest_rule_deadline(&self) -> i64 {
-        self.rules
-            .iter()
-            .filter_map(|b| b.rule.deadline(self.last_received_ns, &b.state))
-            .min()
-            .unwrap_or(i64::MAX)
+    /// How much of the front of an instrument's state a tick reads: marks,
+    /// last values and the first 256 bytes of the windows (the set's index
+    /// and the front of the first window: its span, needs and max deque).
+    pub const HOT_BYTES: usize = {
+        let end = std::mem::offset_of!(InstrumentState, windows) + 256;
+        let size = std::mem::size_of::<InstrumentState>();
+        if end < size {
+            end
+        } else {
+            size
+        }
+    };
+
+    /// Event time of the newest applied tick; before any, the server time
+    /// the instrument was first seen.
+    #[inline]
+    pub fn last_tick_ns(&self) -> i64 {
+        self.last_event_ns.unwrap_or(self.last_received_ns)
+    }
+
+    /// How far the server's clock was ahead of the instrument's event time
+    /// when its newest tick was received (0 before any tick): the
+    /// instrument's event time at server time `t` is taken as
+    /// `t - offset` between ticks, and an event-time deadline `d` falls
+    /// due at server time `d + offset`.
+    #[inline]
+    pub fn clock_offset_ns(&self) -> i64 {
+        self.last_received_ns.saturating_sub(self.last_tick_ns())
+    }
+
+    /// The instrument's event time at server time `server_ns`.
+    #[inline]
+    pub fn event_time_at(&self, server_ns: i64) -> i64 {
+        server_ns.saturating_sub(self.clock_offset_ns())
+    }
+
+    /// The server time at which the instrument's event time reaches
+    /// `event_ns`.
+    #[inline]
+    pub fn server_time_of(&self, event_ns: i64) -> i64 {
+        event_ns.saturating_add(self.clock_offset_ns())
     }
 
     pub fn new(id: InstrumentId, symbol: Arc<str>, received_ns: i64) -> Self {
@@ -238,10 +242,7 @@ impl InstrumentState {
             last_received_ns: received_ns,
             last: LastValues::default(),
             sequence: SequenceStats::default(),
-            ruleset_version: 0,
             windows: WindowSet::default(),
-            rules: SmallVec::new(),
-            next_deadline_ns: i64::MAX,
             held: None,
         }
     }

@@ -115,6 +115,12 @@ impl Instruments {
         }
     }
 
+    /// Every symbol interned so far, in id order.
+    pub fn symbols(&self) -> Vec<Arc<str>> {
+        let symbols = self.symbols.read().unwrap_or_else(|p| p.into_inner());
+        symbols.iter().filter(|s| !s.is_empty()).cloned().collect()
+    }
+
     /// The symbol of an id.
     pub fn symbol(&self, id: InstrumentId) -> Option<Arc<str>> {
         let symbols = self.symbols.read().unwrap_or_else(|p| p.into_inner());

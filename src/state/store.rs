@@ -1,4 +1,6 @@
-//! Where instrument states live: a slab indexed by [`InstrumentId`].
+//! Where instrument states live: a slab indexed by [`InstrumentId`],
+//! generic over what each slot holds (the engine keeps a partition per
+//! instrument: the instrument's state and the rules bound to it).
 //!
 //! Interned ids are dense (0, 1, 2, ...), so a state is found by index,
 //! not by hashing: one array read, then the instrument's own lock. Each
@@ -9,34 +11,51 @@
 //! them: an engine capped at millions of instruments costs nothing until
 //! they appear. States are boxed and never move: a batch can prefetch the
 //! states of the ticks it is about to apply.
+//!
+//! Unsafe code is allowed here: the slab owns its states through raw
+//! pointers (`AtomicPtr`, leaked boxes), is allocated zeroed, and prefetches.
+#![allow(unsafe_code)]
 
 use std::alloc::{alloc_zeroed, handle_alloc_error, Layout};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::model::InstrumentId;
 
-use super::instrument::HOT_BYTES;
 use super::lock::{StateGuard, StateMutex};
-use super::InstrumentState;
 
-/// One instrument's state, on its own cache lines: its hot part spans a
+/// What a slot of the store holds: the length of its front that a tick
+/// reads, which a batch prefetches ahead.
+pub trait HotPrefix {
+    /// Bytes from the start of the value that a tick reads.
+    const HOT_BYTES: usize;
+}
+
+/// One instrument's slot, on its own cache lines: its hot part spans a
 /// known number of lines, and no two instruments share one.
 #[repr(C, align(64))]
-pub struct StateCell(StateMutex<InstrumentState>);
+pub struct StateCell<T>(StateMutex<T>);
 
-impl StateCell {
-    /// Locks the state (see [`lock`]).
+impl<T: HotPrefix> StateCell<T> {
+    /// Cache lines from the start of a cell to the end of its value's hot
+    /// part: the lock, then [`HotPrefix::HOT_BYTES`].
+    const HOT_LINES: usize = (Self::VALUE_OFFSET + T::HOT_BYTES).div_ceil(LINE);
+
+    /// Upper bound on how far a cell's value lies from its start: the lock.
+    const VALUE_OFFSET: usize = std::mem::size_of::<StateMutex<T>>() - std::mem::size_of::<T>();
+
+    /// Locks the value (see [`lock`]).
     #[inline]
-    pub fn lock(&self) -> StateGuard<'_, InstrumentState> {
+    pub fn lock(&self) -> StateGuard<'_, T> {
         lock(&self.0)
     }
 
-    /// Hints the CPU to fetch the part of this state a tick reads (the
-    /// lock and [`HOT_BYTES`]: [`HOT_LINES`] whole lines).
+    /// Hints the CPU to fetch the part of this value a tick reads (the
+    /// lock and [`HotPrefix::HOT_BYTES`], in whole lines).
     #[inline]
     pub fn prefetch(&self) {
-        let start = (self as *const StateCell).cast::<u8>();
-        for line in 0..HOT_LINES {
+        let start = (self as *const Self).cast::<u8>();
+        for line in 0..Self::HOT_LINES {
             prefetch_line(start.wrapping_add(line * LINE));
         }
     }
@@ -58,35 +77,33 @@ fn prefetch_line(address: *const u8) {
 
 const LINE: usize = 64;
 
-/// Cache lines from the start of a cell to the end of its state's hot part.
-const HOT_LINES: usize = (STATE_OFFSET + HOT_BYTES).div_ceil(LINE);
-
-/// Upper bound on how far a cell's state lies from its start: the lock.
-const STATE_OFFSET: usize = std::mem::size_of::<StateMutex<InstrumentState>>() - std::mem::size_of::<InstrumentState>();
-
-/// Per-instrument states, by id.
-pub struct StateStore {
+/// Per-instrument values, by id.
+pub struct StateStore<T> {
     /// One pointer per id below the capacity; null until the id's state
     /// is created. Each non-null pointer owns its cell (a leaked `Box`).
-    cells: Box<[AtomicPtr<StateCell>]>,
+    cells: Box<[AtomicPtr<StateCell<T>>]>,
+    /// The store owns its cells as boxes: it is `Send` and `Sync` exactly
+    /// when a `Box<StateCell<T>>` is (when `T` is `Send`), which the raw
+    /// pointers alone would not check.
+    owns: PhantomData<Box<StateCell<T>>>,
     /// One past the highest id with a state.
     end: AtomicUsize,
 }
 
-impl StateStore {
+impl<T: HotPrefix> StateStore<T> {
     /// A store for ids below `capacity`.
     pub fn new(capacity: u32) -> Self {
         let capacity = capacity as usize;
         let cells = if capacity == 0 {
             Box::default()
         } else {
-            let layout = Layout::array::<AtomicPtr<StateCell>>(capacity).expect("a u32 count of pointers fits");
+            let layout = Layout::array::<AtomicPtr<StateCell<T>>>(capacity).expect("a u32 count of pointers fits");
             // SAFETY: `layout` has a non-zero size. An all-zero
             // `AtomicPtr` is a null pointer, so the zeroed memory holds
             // `capacity` valid values, and the box frees it with the same
             // layout it was allocated with.
             unsafe {
-                let first = alloc_zeroed(layout).cast::<AtomicPtr<StateCell>>();
+                let first = alloc_zeroed(layout).cast::<AtomicPtr<StateCell<T>>>();
                 if first.is_null() {
                     handle_alloc_error(layout);
                 }
@@ -95,13 +112,14 @@ impl StateStore {
         };
         StateStore {
             cells,
+            owns: PhantomData,
             end: AtomicUsize::new(0),
         }
     }
 
     /// The state of `id`, if it has one.
     #[inline]
-    pub fn get(&self, id: InstrumentId) -> Option<&StateCell> {
+    pub fn get(&self, id: InstrumentId) -> Option<&StateCell<T>> {
         let cell = self.cells.get(id.0 as usize)?.load(Ordering::Acquire);
         // SAFETY: a non-null pointer came from `Box::into_raw` in
         // `get_or_insert` and is freed only when the store drops.
@@ -110,7 +128,7 @@ impl StateStore {
 
     /// The state of `id`, created by `init` if it has none. `None` when
     /// `id` is beyond the capacity.
-    pub fn get_or_insert(&self, id: InstrumentId, init: impl FnOnce() -> InstrumentState) -> Option<&StateCell> {
+    pub fn get_or_insert(&self, id: InstrumentId, init: impl FnOnce() -> T) -> Option<&StateCell<T>> {
         let slot = self.cells.get(id.0 as usize)?;
         // SAFETY: as in `get`.
         if let Some(cell) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
@@ -131,7 +149,7 @@ impl StateStore {
     }
 
     /// Locks every state in id order, one at a time, and calls `f`.
-    pub fn for_each(&self, mut f: impl FnMut(&mut InstrumentState)) {
+    pub fn for_each(&self, mut f: impl FnMut(&mut T)) {
         let end = self.end.load(Ordering::Acquire).min(self.cells.len());
         for slot in &self.cells[..end] {
             // SAFETY: as in `get`.
@@ -142,14 +160,7 @@ impl StateStore {
     }
 }
 
-// The store hands out `&StateCell` across threads and drops cells on the
-// thread that drops it; `AtomicPtr` would not check this by itself.
-const _: () = {
-    const fn send_and_sync<T: Send + Sync>() {}
-    send_and_sync::<StateCell>();
-};
-
-impl Drop for StateStore {
+impl<T> Drop for StateStore<T> {
     fn drop(&mut self) {
         let end = (*self.end.get_mut()).min(self.cells.len());
         for slot in self.cells[..end].iter_mut() {
@@ -168,7 +179,7 @@ impl Drop for StateStore {
 /// first update), and should a bug make it panic anyway, the instrument
 /// stays usable rather than failing every later tick.
 #[inline]
-pub fn lock(state: &StateMutex<InstrumentState>) -> StateGuard<'_, InstrumentState> {
+pub fn lock<T>(state: &StateMutex<T>) -> StateGuard<'_, T> {
     state.lock()
 }
 #[cfg(test)]
@@ -176,6 +187,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::state::InstrumentState;
+
+    impl HotPrefix for InstrumentState {
+        const HOT_BYTES: usize = 64;
+    }
 
     fn state(id: u32, symbol: &str) -> InstrumentState {
         InstrumentState::new(InstrumentId(id), Arc::from(symbol), 0)
@@ -183,10 +199,12 @@ mod tests {
 
     #[test]
     fn a_state_is_created_once_and_found_by_id() {
-        let store = StateStore::new(10);
+        let store = StateStore::<InstrumentState>::new(10);
         assert!(store.get(InstrumentId(3)).is_none());
-        let first = store.get_or_insert(InstrumentId(3), || state(3, "A")).unwrap() as *const StateCell;
-        let again = store.get_or_insert(InstrumentId(3), || state(3, "B")).unwrap() as *const StateCell;
+        let first =
+            store.get_or_insert(InstrumentId(3), || state(3, "A")).unwrap() as *const StateCell<InstrumentState>;
+        let again =
+            store.get_or_insert(InstrumentId(3), || state(3, "B")).unwrap() as *const StateCell<InstrumentState>;
         assert_eq!(first, again, "the second init is not used");
         assert_eq!(&*store.get(InstrumentId(3)).unwrap().lock().symbol, "A");
         assert!(store.get(InstrumentId(2)).is_none());
@@ -194,17 +212,17 @@ mod tests {
 
     #[test]
     fn ids_beyond_the_capacity_have_no_state() {
-        let store = StateStore::new(4);
+        let store = StateStore::<InstrumentState>::new(4);
         assert!(store.get_or_insert(InstrumentId(4), || state(4, "X")).is_none());
         assert!(store.get(InstrumentId(4)).is_none());
-        let empty = StateStore::new(0);
+        let empty = StateStore::<InstrumentState>::new(0);
         assert!(empty.get_or_insert(InstrumentId(0), || state(0, "X")).is_none());
         empty.for_each(|_| panic!("an empty store has no state"));
     }
 
     #[test]
     fn for_each_visits_the_states_in_id_order() {
-        let store = StateStore::new(100);
+        let store = StateStore::<InstrumentState>::new(100);
         for id in [40, 7, 99, 8] {
             store.get_or_insert(InstrumentId(id), || state(id, &id.to_string()));
         }
@@ -216,7 +234,7 @@ mod tests {
     #[test]
     fn racing_creators_end_with_one_state_per_id() {
         const IDS: u32 = 2_000;
-        let store = StateStore::new(IDS);
+        let store = StateStore::<InstrumentState>::new(IDS);
         let cells: Vec<Vec<usize>> = std::thread::scope(|scope| {
             let racers: Vec<_> = (0..2)
                 .map(|racer| {
@@ -225,7 +243,7 @@ mod tests {
                         (0..IDS)
                             .map(|id| {
                                 let cell = store.get_or_insert(InstrumentId(id), || state(id, &format!("{racer}")));
-                                cell.unwrap() as *const StateCell as usize
+                                cell.unwrap() as *const StateCell<InstrumentState> as usize
                             })
                             .collect()
                     })

@@ -19,7 +19,7 @@ use std::time::Duration;
 use airbag::app::{self, Running};
 use airbag::config::ServiceConfig;
 use airbag::model::Fixed;
-use airbag::server::proto;
+use airbag::wire::proto;
 use proto::alerts_client::AlertsClient;
 use proto::ingest_client::IngestClient;
 use proto::rule_admin_client::RuleAdminClient;

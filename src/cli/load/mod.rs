@@ -105,8 +105,8 @@ use crate::cli::pace::Pacer;
 use crate::cli::wire::{self, thousands, ConnectError, Connection};
 use crate::cli::{cpu, subscribe, DEFAULT_ADDR};
 use crate::model::Fixed;
-use crate::server::proto;
-use crate::server::proto::rule_admin_client::RuleAdminClient;
+use crate::wire::proto;
+use crate::wire::proto::rule_admin_client::RuleAdminClient;
 
 mod connection;
 mod crashes;

@@ -215,7 +215,7 @@ fn storm_rules_compile_and_differ() {
     let texts: Vec<(String, String)> = (1..=2).map(|n| (STORM_FILE.to_owned(), storm_rule(n))).collect();
     assert_ne!(texts[0].1, texts[1].1);
     for t in &texts {
-        let set = crate::rules::compile_texts(std::slice::from_ref(t)).unwrap();
+        let set = crate::service::rulebook::compile_texts(std::slice::from_ref(t)).unwrap();
         assert_eq!(set.len(), 1);
     }
     let args = LoadArgs {

@@ -4,18 +4,48 @@
 use crate::model::KindMask;
 use crate::state::{Field, WindowKey, WindowNeeds, WindowSlot};
 
-use super::eval::{CmpOp, Cond, Num, Rel, REL_LIT_LIMIT};
+use crate::refdata::Product;
+use crate::rules::context::{RefField, Source};
+
+use super::eval::{AggOp, CmpOp, Cond, Num, Rel, REL_LIT_LIMIT};
 use super::parser::{BinOp, Node, NodeKind};
 use super::ratio::Ratio;
 use super::ExprError;
 
 /// Every function, for error messages.
-pub(super) const FUNCTIONS: [&str; 13] = [
-    "max", "min", "sum", "count", "mean", "first", "vwap", "volume", "drawdown", "rally", "change", "range", "abs",
+pub(super) const FUNCTIONS: [&str; 18] = [
+    "max",
+    "min",
+    "sum",
+    "count",
+    "mean",
+    "first",
+    "vwap",
+    "volume",
+    "drawdown",
+    "rally",
+    "change",
+    "range",
+    "abs",
+    "group_median",
+    "group_mean",
+    "group_min",
+    "group_max",
+    "group_wmean",
 ];
 
+/// Where an expression is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExprScope {
+    /// On one instrument's ticks: fields, windows, its reference prices.
+    Instrument,
+    /// On a group's members' ticks (a rule with `group`): members by
+    /// product (`price(spot)`) and aggregates (`group_median(price)`).
+    Group,
+}
+
 const FIELD_LIST: &str = "price, size, notional, bid, ask, mid, spread, mark, index";
-const FUNCTION_LIST: &str = "max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs";
+const FUNCTION_LIST: &str = "max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean";
 
 /// What compiling an expression produced, before its windows are given
 /// registry slots (the slots in `root` and `explain` are local indices
@@ -27,9 +57,10 @@ pub(super) struct Compiled {
     pub explain: Vec<(String, Num)>,
 }
 
-pub(super) fn compile(src: &str, root: &Node<'_>) -> Result<Compiled, ExprError> {
+pub(super) fn compile(src: &str, root: &Node<'_>, scope: ExprScope) -> Result<Compiled, ExprError> {
     let mut c = Compiler {
         src,
+        scope,
         windows: Vec::new(),
         triggers: KindMask::NONE,
         explain: Vec::new(),
@@ -61,6 +92,7 @@ pub(super) fn compile(src: &str, root: &Node<'_>) -> Result<Compiled, ExprError>
 
 struct Compiler<'s> {
     src: &'s str,
+    scope: ExprScope,
     windows: Vec<(WindowKey, WindowNeeds)>,
     triggers: KindMask,
     explain: Vec<(String, Num)>,
@@ -214,6 +246,15 @@ impl Compiler<'_> {
                     self.quoted(node)
                 ),
             )),
+            NodeKind::Ident(name) if self.scope == ExprScope::Group && (Field::from_name(name).is_some() || RefField::from_name(name).is_some()) => Err(err(
+                node.col,
+                format!(
+                    "a group rule reads its members: name the member whose `{name}` is meant, as in `{name}(spot)`, or aggregate them, as in `group_median({name})`"
+                ),
+            )),
+            NodeKind::Ident(name) if RefField::from_name(name).is_some() => {
+                Ok(Num::Reference(RefField::from_name(name).unwrap_or(RefField::PriorClose)))
+            }
             NodeKind::Ident(name) => match Field::from_name(name) {
                 Some(field) => {
                     self.read_field(field);
@@ -348,7 +389,106 @@ impl Compiler<'_> {
         }
     }
 
+    /// A value of a member or for an aggregate: a field or a reference
+    /// price name.
+    fn source_arg(&mut self, node: &Node<'_>, function: &str) -> Result<Source, ExprError> {
+        if let NodeKind::Ident(name) = node.kind {
+            if let Some(field) = Field::from_name(name) {
+                self.read_field(field);
+                return Ok(Source::Market(field));
+            }
+            if let Some(field) = RefField::from_name(name) {
+                return Ok(Source::Reference(field));
+            }
+            return Err(unknown_field(node.col, name));
+        }
+        Err(err(
+            node.col,
+            format!(
+                "the first argument of `{function}` must be a field name ({FIELD_LIST}) or a reference price (prior_close, settlement, tick_size), found {}",
+                self.describe(node)
+            ),
+        ))
+    }
+
+    /// A product name: the member of a group, or a filter of an aggregate.
+    fn product_arg(&self, node: &Node<'_>, function: &str) -> Result<Product, ExprError> {
+        if let NodeKind::Ident(name) = node.kind {
+            if let Some(product) = Product::from_name(name) {
+                return Ok(product);
+            }
+        }
+        Err(err(
+            node.col,
+            format!(
+                "expected a product ({}) in `{function}`, found {}",
+                Product::NAMES,
+                self.describe(node)
+            ),
+        ))
+    }
+
+    /// The error for something only a group rule can read.
+    fn group_only(&self, node: &Node<'_>) -> ExprError {
+        err(
+            node.col,
+            format!(
+                "{} reads the members of a group: give the rule `group = \"underlying\"` (or `\"group:NAME\"`)",
+                self.quoted(node)
+            ),
+        )
+    }
+
+    /// `price(spot)` and aggregates such as `group_median(price, spot)`.
+    fn group_call(&mut self, node: &Node<'_>, name: &str, args: &[Node<'_>]) -> Result<Option<Num>, ExprError> {
+        if let Some(op) = AggOp::from_name(name) {
+            if self.scope != ExprScope::Group {
+                return Err(self.group_only(node));
+            }
+            if args.is_empty() || args.len() > 2 {
+                return Err(err(
+                    node.col,
+                    format!(
+                        "`{name}` takes a field and, optionally, a product, as in `{name}(price)` or `{name}(price, spot)`, but was given {}",
+                        args.len()
+                    ),
+                ));
+            }
+            let source = self.source_arg(&args[0], name)?;
+            let product = args.get(1).map(|p| self.product_arg(p, name)).transpose()?;
+            return Ok(Some(Num::Aggregate { op, source, product }));
+        }
+        let is_value = Field::from_name(name).is_some() || RefField::from_name(name).is_some();
+        if is_value && args.len() == 1 && matches!(args[0].kind, NodeKind::Ident(a) if Product::from_name(a).is_some())
+        {
+            if self.scope != ExprScope::Group {
+                return Err(self.group_only(node));
+            }
+            let product = self.product_arg(&args[0], name)?;
+            let source = match Field::from_name(name) {
+                Some(field) => {
+                    self.read_field(field);
+                    Source::Market(field)
+                }
+                None => Source::Reference(RefField::from_name(name).unwrap_or(RefField::PriorClose)),
+            };
+            return Ok(Some(Num::Member(source, product)));
+        }
+        Ok(None)
+    }
+
     fn call(&mut self, node: &Node<'_>, name: &str, args: &[Node<'_>]) -> Result<Num, ExprError> {
+        if let Some(num) = self.group_call(node, name, args)? {
+            return Ok(num);
+        }
+        if self.scope == ExprScope::Group && name != "abs" {
+            return Err(err(
+                node.col,
+                format!(
+                    "`{name}(...)` reads one instrument's windows, which a group rule does not keep: use members' newest values, as in `price(spot)`, and aggregates, as in `group_median(price)`"
+                ),
+            ));
+        }
         let plain = |c: &mut Self, needs: WindowNeeds| -> Result<(Field, WindowSlot), ExprError> {
             c.arity(node, name, args, 2)?;
             let field = c.field_arg(&args[0], name)?;

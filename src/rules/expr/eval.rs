@@ -7,7 +7,10 @@
 
 use std::cmp::Ordering;
 
-use crate::rules::context::EvalCtx;
+use smallvec::SmallVec;
+
+use crate::refdata::Product;
+use crate::rules::context::{EvalCtx, GroupView, RefField, Source};
 use crate::state::{Field, Window, WindowSlot};
 
 use super::ratio::{Ratio, SCALE};
@@ -99,6 +102,105 @@ impl Rel {
 /// below 2^126.
 pub(super) const REL_LIT_LIMIT: i128 = 1 << 62;
 
+/// An aggregate over a group's members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AggOp {
+    Median,
+    Mean,
+    Min,
+    Max,
+    /// Weighted by the members' reference-data `weight`.
+    WMean,
+}
+
+impl AggOp {
+    pub(super) fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "group_median" => AggOp::Median,
+            "group_mean" => AggOp::Mean,
+            "group_min" => AggOp::Min,
+            "group_max" => AggOp::Max,
+            "group_wmean" => AggOp::WMean,
+            _ => return None,
+        })
+    }
+}
+
+/// The members an aggregate reads, without allocating up to 16: (value,
+/// weight, fresh), raw.
+type Values = SmallVec<[(i64, i64, bool); 16]>;
+
+/// A key for an aggregate in one evaluation's memo.
+fn memo_key(op: AggOp, source: Source, product: Option<Product>) -> u32 {
+    let source = match source {
+        Source::Market(field) => field as u32,
+        Source::Reference(field) => 64 + field as u32,
+    };
+    let product = product.map_or(0, |p| p as u32 + 1);
+    (op as u32) << 16 | source << 8 | product
+}
+
+/// The median of values already in order; `None` for none.
+fn median_of_sorted(values: &[(i64, i64, bool)]) -> Option<Ratio> {
+    if values.is_empty() {
+        return None;
+    }
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        Some(Ratio::raw_fixed(i128::from(values[mid].0)))
+    } else {
+        Ratio::new(i128::from(values[mid - 1].0) + i128::from(values[mid].0), 2 * SCALE)
+    }
+}
+
+/// `op` over the members of `group` with `product` (all members when
+/// `None`): exact, allocating nothing up to 16 members. With an outlier
+/// band, members further than the band from the median of every member's
+/// value (stale ones included, as an index provider judges its sources)
+/// are left out; with a maximum age, stale members are left out.
+fn aggregate(group: &GroupView<'_>, op: AggOp, source: Source, product: Option<Product>, now_ns: i64) -> Option<Ratio> {
+    let mut values: Values = group
+        .members
+        .iter()
+        .filter(|m| product.is_none_or(|p| m.product() == Some(p)))
+        .filter_map(|m| {
+            let v = m.value(source)?.raw();
+            let w = if op == AggOp::WMean { m.weight()?.raw() } else { 1 };
+            Some((v, w, group.fresh(m, now_ns)))
+        })
+        .collect();
+    // In value order: the medians below need no further sort.
+    values.sort_unstable_by_key(|v| v.0);
+    if let Some(band) = group.outlier {
+        let (num, den) = median_of_sorted(&values)?.parts();
+        // The median as a raw value, to compare each member against.
+        let center = i64::try_from(num.checked_mul(SCALE)? / den).ok()?;
+        if center <= 0 {
+            return None;
+        }
+        values.retain(|v| !band.lt_ratio((v.0 - center).abs(), center));
+    }
+    values.retain(|v| v.2);
+    match op {
+        AggOp::Median => median_of_sorted(&values),
+        AggOp::Min => values.first().map(|v| Ratio::raw_fixed(i128::from(v.0))),
+        AggOp::Max => values.last().map(|v| Ratio::raw_fixed(i128::from(v.0))),
+        AggOp::Mean => {
+            let sum: i128 = values.iter().map(|v| i128::from(v.0)).sum();
+            Ratio::new(sum, i128::try_from(values.len()).ok()?.checked_mul(SCALE)?)
+        }
+        AggOp::WMean => {
+            let mut weighted: i128 = 0;
+            let mut weights: i128 = 0;
+            for &(v, w, _) in &values {
+                weighted = weighted.checked_add(i128::from(v).checked_mul(i128::from(w))?)?;
+                weights = weights.checked_add(i128::from(w))?;
+            }
+            Ratio::new(weighted, weights.checked_mul(SCALE)?)
+        }
+    }
+}
+
 /// A numeric expression. Its value is `None` when unknown.
 #[derive(Clone, Debug)]
 pub(super) enum Num {
@@ -119,6 +221,17 @@ pub(super) enum Num {
         per: Ratio,
     },
     Rel(Rel, Field, WindowSlot),
+    /// A reference price of the instrument itself.
+    Reference(RefField),
+    /// A group member's value: `price(spot)`.
+    Member(Source, Product),
+    /// An aggregate over a group's fresh members (of one product, if
+    /// given): `group_median(price)`.
+    Aggregate {
+        op: AggOp,
+        source: Source,
+        product: Option<Product>,
+    },
     Abs(Box<Num>),
     Neg(Box<Num>),
     Add(Box<(Num, Num)>),
@@ -172,6 +285,26 @@ impl Num {
             Num::Vwap(s) => ctx.window(*s)?.vwap().map(Ratio::fixed),
             Num::PeriodMean { slot, per } => Ratio::raw_fixed(filled(ctx, *slot)?.sum_raw()).mul(*per),
             Num::Rel(rel, f, s) => rel.value(*f, *s, ctx),
+            Num::Reference(f) => f.of(ctx.reference?).map(Ratio::fixed),
+            Num::Member(source, product) => ctx
+                .group?
+                .member(*product, ctx.now_ns)?
+                .value(*source)
+                .map(Ratio::fixed),
+            Num::Aggregate { op, source, product } => {
+                let group = ctx.group?;
+                let key = memo_key(*op, *source, *product);
+                let known = group.memo.borrow().iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+                let value = match known {
+                    Some(value) => value.and_then(|(num, den)| Ratio::new(num, den)),
+                    None => {
+                        let value = aggregate(group, *op, *source, *product, ctx.now_ns);
+                        group.memo.borrow_mut().push((key, value.map(Ratio::parts)));
+                        value
+                    }
+                };
+                value
+            }
             Num::Abs(x) => x.eval(ctx)?.abs(),
             Num::Neg(x) => x.eval(ctx)?.neg(),
             Num::Add(b) => b.0.eval(ctx)?.add(b.1.eval(ctx)?),
@@ -184,7 +317,7 @@ impl Num {
     /// Replaces every window slot by `map(slot)`.
     pub(super) fn map_slots(&mut self, map: &impl Fn(WindowSlot) -> WindowSlot) {
         match self {
-            Num::Lit(_) | Num::Last(_) => {}
+            Num::Lit(_) | Num::Last(_) | Num::Reference(_) | Num::Member(..) | Num::Aggregate { .. } => {}
             Num::Max(s)
             | Num::Min(s)
             | Num::Sum(s)

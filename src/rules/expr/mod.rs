@@ -67,6 +67,8 @@ use crate::state::WindowSlot;
 
 use self::eval::{Cond, Num};
 
+pub use self::compile::ExprScope;
+
 /// Most syntax-tree nodes (values, operators, calls) one expression may
 /// have.
 pub const MAX_NODES: usize = 256;
@@ -99,9 +101,18 @@ pub struct CompiledExpr {
 /// # Errors
 /// The first error found, with its column.
 pub fn compile(text: &str, registry: &mut WindowRegistry) -> Result<CompiledExpr, ExprError> {
+    compile_in(text, registry, ExprScope::Instrument)
+}
+
+/// As [`compile()`], for evaluation in `scope`: a group rule's expression
+/// reads its members, not one instrument's fields and windows.
+///
+/// # Errors
+/// The first error found, with its column.
+pub fn compile_in(text: &str, registry: &mut WindowRegistry, scope: ExprScope) -> Result<CompiledExpr, ExprError> {
     let tokens = lexer::lex(text)?;
     let tree = parser::parse(text, &tokens)?;
-    let compiled = compile::compile(text, &tree)?;
+    let compiled = compile::compile(text, &tree, scope)?;
     let slots: Vec<WindowSlot> = compiled
         .windows
         .iter()

@@ -74,7 +74,9 @@ impl Market {
             windows: &self.windows,
             symbol: &self.symbol,
             ruleset_version: 1,
-            last_received_ns: self.now_ns,
+            last_tick_ns: self.now_ns,
+            reference: None,
+            group: None,
         }
     }
 }
@@ -282,7 +284,7 @@ fn type_errors_say_what_was_expected() {
     fails(
         "maxx(price, 3s) > 1",
         1,
-        "unknown function `maxx` (known: max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs)",
+        "unknown function `maxx` (known: max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean)",
     );
     fails(
         "prise > 1",

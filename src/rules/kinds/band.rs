@@ -10,10 +10,21 @@
 
 use std::sync::Arc;
 
-use crate::model::{percent_of, Action, AlertKind, AlertSink, AlertValue, Fixed, Fraction, FIXED_SCALE};
+use crate::model::{percent_of, Action, AlertKind, AlertSink, AlertValue, Fixed, Fraction, KindMask, FIXED_SCALE};
+use crate::rules::compile::{duration, KindCompiler};
 use crate::rules::context::EvalCtx;
 use crate::rules::CompiledRule;
-use crate::state::{Field, WindowSlot};
+use crate::state::{Field, WindowNeeds, WindowSlot};
+
+use super::{KindEntry, RuleKind, RuleLogic, RuleStatus};
+
+/// `price_band`: limit state at the band's edge, then a pause.
+pub const KIND: KindEntry = KindEntry {
+    name: "price_band",
+    params: &["field", "reference_window", "band", "limit_for", "pause"],
+    own_durations: true,
+    compile: price_band,
+};
 
 #[derive(Debug)]
 pub struct PriceBand {
@@ -79,8 +90,47 @@ impl PriceBand {
         values.push(AlertValue::new("band_pct", self.band.percent()));
         values
     }
+}
 
-    pub fn on_tick(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BandState, out: &mut impl AlertSink) {
+impl RuleKind for PriceBand {
+    type State = BandState;
+
+    fn triggers(&self) -> KindMask {
+        KindMask::of(self.field.tick_kind())
+    }
+
+    fn timed(&self, _rule: &CompiledRule) -> bool {
+        true
+    }
+
+    fn deadline(&self, _rule: &CompiledRule, _last_tick_ns: i64, state: &BandState) -> Option<i64> {
+        state.deadline(self)
+    }
+
+    fn is_open(&self, state: &BandState) -> bool {
+        !state.is_normal()
+    }
+
+    fn status(&self, rule: &CompiledRule, state: &BandState, _last_tick_ns: i64) -> Option<RuleStatus> {
+        let (kind, since_ns, until_ns, actions) = match *state {
+            BandState::Normal => return None,
+            // A limit state does not end by itself: it resolves, or
+            // becomes a pause.
+            BandState::Limit { since_ns } => (AlertKind::Limit, since_ns, None, rule.actions.clone()),
+            BandState::Paused { since_ns, until_ns } => {
+                (AlertKind::Paused, since_ns, Some(until_ns), Arc::from([Action::Halt]))
+            }
+        };
+        Some(RuleStatus {
+            kind,
+            since_ns,
+            until_ns,
+            severity: rule.severity,
+            actions,
+        })
+    }
+
+    fn on_tick(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BandState, out: &mut impl AlertSink) {
         if !state.is_normal() {
             self.on_timer(rule, &EvalCtx { tick: None, ..*ctx }, state, out);
         }
@@ -104,7 +154,7 @@ impl PriceBand {
         }
     }
 
-    pub fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BandState, out: &mut impl AlertSink) {
+    fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BandState, out: &mut impl AlertSink) {
         if let BandState::Limit { since_ns } = *state {
             let due = since_ns.saturating_add(self.limit_ns);
             if ctx.now_ns < due {
@@ -151,4 +201,33 @@ impl PriceBand {
             ));
         }
     }
+}
+
+fn price_band(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let field = c.price_field();
+    let reference = c.window("reference_window");
+    let band = c.fraction(&c.spec.band, "band", c.kind);
+    if let Some(b) = band {
+        if b >= Fraction::from_raw(100_000_000) {
+            c.errors.at(
+                c.spec.band.as_ref().map_or(c.start, |s| s.span().start),
+                "`band` must be below 100%",
+            );
+        }
+    }
+    let limit_ns = c
+        .required(&c.spec.limit_for, "limit_for", c.kind)
+        .and_then(|s| duration(s, "limit_for", true, c.errors));
+    let pause_ns = c
+        .required(&c.spec.pause, "pause", c.kind)
+        .and_then(|s| duration(s, "pause", false, c.errors));
+    let (field, reference, band, limit_ns, pause_ns) = (field?, reference?, band?, limit_ns?, pause_ns?);
+    let reference = c.slot(field, reference, WindowNeeds::SLOTS);
+    Some(RuleLogic::Band(PriceBand {
+        field,
+        reference,
+        band,
+        limit_ns,
+        pause_ns,
+    }))
 }

@@ -18,10 +18,29 @@
 
 use std::sync::Arc;
 
-use crate::model::{percent_of, Action, AlertKind, AlertSink, AlertValue, Fixed, Fraction, Severity};
+use crate::model::{percent_of, Action, AlertKind, AlertSink, AlertValue, Fixed, Fraction, KindMask, Severity};
+use crate::rules::compile::{actions, duration, severity, KindCompiler};
 use crate::rules::context::EvalCtx;
+use crate::rules::units::parse_fraction;
 use crate::rules::CompiledRule;
-use crate::state::{Field, WindowSlot};
+use crate::state::{Field, WindowNeeds, WindowSlot};
+
+use super::{KindEntry, RuleKind, RuleLogic, RuleStatus};
+
+/// `circuit_breaker`: tiers of move from a reference, each with a halt.
+pub const KIND: KindEntry = KindEntry {
+    name: "circuit_breaker",
+    params: &[
+        "field",
+        "reference_window",
+        "reference_price",
+        "tiers",
+        "direction",
+        "latch",
+    ],
+    own_durations: true,
+    compile: circuit_breaker,
+};
 
 const DAY_NS: i64 = 86_400_000_000_000;
 
@@ -125,8 +144,59 @@ impl Breaker {
             .map(|i| i as u8);
         Some((price, reference, tier))
     }
+}
 
-    pub fn on_tick(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BreakerState, out: &mut impl AlertSink) {
+impl RuleKind for Breaker {
+    type State = BreakerState;
+
+    fn triggers(&self) -> KindMask {
+        KindMask::of(self.field.tick_kind())
+    }
+
+    fn timed(&self, _rule: &CompiledRule) -> bool {
+        true
+    }
+
+    fn deadline(&self, _rule: &CompiledRule, _last_tick_ns: i64, state: &BreakerState) -> Option<i64> {
+        state.deadline()
+    }
+
+    fn is_open(&self, state: &BreakerState) -> bool {
+        !state.is_armed()
+    }
+
+    /// A halt in force; a breaker that resumed and is not re-armed yet
+    /// has nothing in force.
+    fn status(&self, _rule: &CompiledRule, state: &BreakerState, _last_tick_ns: i64) -> Option<RuleStatus> {
+        let Phase::Halted {
+            tier,
+            since_ns,
+            until_ns,
+        } = state.phase
+        else {
+            return None;
+        };
+        let spec = self.tiers.get(usize::from(tier))?;
+        Some(RuleStatus {
+            kind: AlertKind::Tripped,
+            since_ns,
+            until_ns: Some(until_ns),
+            severity: spec.severity,
+            actions: spec.actions.clone(),
+        })
+    }
+
+    /// A saved state names only tiers this breaker has.
+    fn fits(&self, state: &BreakerState) -> bool {
+        let tiers = self.tiers.len();
+        let phase = match state.phase {
+            Phase::Armed => true,
+            Phase::Halted { tier, .. } | Phase::Resumed { tier } => usize::from(tier) < tiers,
+        };
+        phase && state.latched.is_none_or(|(_, tier)| usize::from(tier) < tiers)
+    }
+
+    fn on_tick(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BreakerState, out: &mut impl AlertSink) {
         if matches!(state.phase, Phase::Halted { .. }) {
             self.on_timer(rule, &EvalCtx { tick: None, ..*ctx }, state, out);
         }
@@ -170,6 +240,12 @@ impl Breaker {
         }
     }
 
+    fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BreakerState, out: &mut impl AlertSink) {
+        self.end_halt(rule, ctx, state, out);
+    }
+}
+
+impl Breaker {
     #[allow(clippy::too_many_arguments)]
     fn trip(
         &self,
@@ -225,7 +301,8 @@ impl Breaker {
         ));
     }
 
-    pub fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BreakerState, out: &mut impl AlertSink) {
+    /// Resumes a halt whose time is over.
+    fn end_halt(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BreakerState, out: &mut impl AlertSink) {
         let Phase::Halted {
             tier,
             since_ns,
@@ -252,4 +329,119 @@ impl Breaker {
             values,
         ));
     }
+}
+
+fn circuit_breaker(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let spec = c.spec;
+    let field = c.price_field();
+    let reference = match (&spec.reference_window, &spec.reference_price) {
+        (Some(_), Some(p)) => {
+            c.errors
+                .at(p.span().start, "give `reference_window` or `reference_price`, not both");
+            None
+        }
+        (None, None) => {
+            c.errors.at(
+                c.start,
+                "c.kind `circuit_breaker` needs `reference_window` (a trailing mean) or `reference_price`",
+            );
+            None
+        }
+        (Some(_), None) => c.window("reference_window").map(|w| (Some(w), None)),
+        (None, Some(p)) => c.positive_number(p, "reference_price").map(|p| (None, Some(p))),
+    };
+    let direction = match spec.direction.as_ref() {
+        None => Some(Direction::Both),
+        Some(d) => match d.get_ref().as_str() {
+            "down" => Some(Direction::Down),
+            "up" => Some(Direction::Up),
+            "both" => Some(Direction::Both),
+            other => {
+                c.errors.at(
+                    d.span().start,
+                    format!("unknown direction `{other}`: use `down`, `up` or `both`"),
+                );
+                None
+            }
+        },
+    };
+    let latch_daily = match spec.latch.as_ref() {
+        None => false,
+        Some(l) => match l.get_ref().as_str() {
+            "day" => true,
+            "none" => false,
+            other => {
+                c.errors
+                    .at(l.span().start, format!("unknown latch `{other}`: use `day` or `none`"));
+                false
+            }
+        },
+    };
+    let default_severity = spec
+        .severity
+        .as_ref()
+        .and_then(|s| Severity::from_name(s.get_ref()))
+        .unwrap_or(Severity::Warning);
+    let tiers_spec = c.required(&spec.tiers, "tiers", "circuit_breaker")?;
+    if tiers_spec.get_ref().is_empty() || tiers_spec.get_ref().len() > 255 {
+        c.errors.at(tiers_spec.span().start, "`tiers` needs 1 to 255 tiers");
+    }
+    let mut tiers = Vec::new();
+    let mut previous: Option<Fraction> = None;
+    for t in tiers_spec.get_ref() {
+        let t = t.get_ref();
+        let min_move = match parse_fraction(t.min_move.get_ref()) {
+            Ok(f) if f.raw() > 0 => Some(f),
+            Ok(_) => {
+                c.errors.at(t.min_move.span().start, "a tier's `move` must be above 0%");
+                None
+            }
+            Err(e) => {
+                c.errors.at(t.min_move.span().start, format!("tier `move`: {e}"));
+                None
+            }
+        };
+        if let (Some(m), Some(p)) = (min_move, previous) {
+            if m <= p {
+                c.errors.at(
+                    t.min_move.span().start,
+                    format!("tiers must be in increasing order of `move`: {m} follows {p}"),
+                );
+            }
+        }
+        previous = min_move.or(previous);
+        let halt_ns = duration(&t.halt, "halt", false, c.errors);
+        let severity = t
+            .severity
+            .as_ref()
+            .map_or(Some(default_severity), |s| severity(s, c.errors));
+        let actions = t
+            .actions
+            .as_ref()
+            .map_or_else(|| Some(Arc::from([Action::Halt])), |a| actions(a, c.errors));
+        if let (Some(min_move), Some(halt_ns), Some(severity), Some(actions)) = (min_move, halt_ns, severity, actions) {
+            tiers.push(Tier {
+                min_move,
+                halt_ns,
+                severity,
+                actions,
+            });
+        }
+    }
+    let (field, (window, price), direction) = (field?, reference?, direction?);
+    if tiers.len() != tiers_spec.get_ref().len() {
+        return None;
+    }
+    let reference = match (window, price) {
+        (Some(w), _) => Reference::Mean(c.slot(field, w, WindowNeeds::SLOTS)),
+        (None, Some(p)) => Reference::Fixed(p),
+        (None, None) => return None,
+    };
+    Some(RuleLogic::Breaker(Breaker {
+        field,
+        reference,
+        tiers,
+        direction,
+        latch_daily,
+    }))
 }

@@ -17,6 +17,7 @@ use crate::rules::context::EvalCtx;
 use crate::rules::CompiledRule;
 
 use super::measures::Measure;
+use super::{RuleKind, RuleStatus};
 
 /// An edge-triggered condition rule.
 #[derive(Debug)]
@@ -48,19 +49,38 @@ impl ConditionState {
     }
 }
 
-impl Condition {
-    pub fn triggers(&self) -> KindMask {
+impl RuleKind for Condition {
+    type State = ConditionState;
+
+    fn triggers(&self) -> KindMask {
         self.measure.triggers()
     }
 
+    fn timed(&self, rule: &CompiledRule) -> bool {
+        rule.hold_ns > 0
+    }
+
+    fn deadline(&self, rule: &CompiledRule, _last_tick_ns: i64, state: &ConditionState) -> Option<i64> {
+        state.deadline(rule)
+    }
+
+    fn is_open(&self, state: &ConditionState) -> bool {
+        state.active
+    }
+
+    fn status(&self, rule: &CompiledRule, state: &ConditionState, _last_tick_ns: i64) -> Option<RuleStatus> {
+        let since_ns = state.last_fired_ns.filter(|_| state.active)?;
+        Some(RuleStatus {
+            kind: AlertKind::Fired,
+            since_ns,
+            until_ns: None,
+            severity: rule.severity,
+            actions: rule.actions.clone(),
+        })
+    }
+
     #[inline]
-    pub fn on_tick(
-        &self,
-        rule: &CompiledRule,
-        ctx: &EvalCtx<'_>,
-        state: &mut ConditionState,
-        out: &mut impl AlertSink,
-    ) {
+    fn on_tick(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut ConditionState, out: &mut impl AlertSink) {
         if state.pending_since_ns.is_some() {
             self.on_timer(rule, &EvalCtx { tick: None, ..*ctx }, state, out);
         }
@@ -91,19 +111,15 @@ impl Condition {
         }
     }
 
-    pub fn on_timer(
-        &self,
-        rule: &CompiledRule,
-        ctx: &EvalCtx<'_>,
-        state: &mut ConditionState,
-        out: &mut impl AlertSink,
-    ) {
+    fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut ConditionState, out: &mut impl AlertSink) {
         let Some(due) = state.deadline(rule) else { return };
         if ctx.now_ns >= due && !state.cooling_down(rule, due) {
             self.fire(rule, ctx, state, due, out);
         }
     }
+}
 
+impl Condition {
     fn fire(
         &self,
         rule: &CompiledRule,

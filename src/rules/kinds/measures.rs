@@ -8,9 +8,61 @@
 //! comparisons (spread, deviation, volume spike) exclude it.
 
 use crate::model::{percent_of, AlertValue, Fixed, Fraction, KindMask, FIXED_SCALE};
+use crate::rules::compile::KindCompiler;
 use crate::rules::context::EvalCtx;
 use crate::rules::expr::CompiledExpr;
-use crate::state::{Field, WindowSlot};
+use crate::state::{Field, WindowNeeds, WindowSlot};
+
+use super::{Condition, KindEntry, RuleLogic};
+
+/// `drawdown`: fall of at least `threshold` from the trailing peak.
+pub const DRAWDOWN: KindEntry = KindEntry {
+    name: "drawdown",
+    params: &["field", "window", "threshold", "for"],
+    own_durations: false,
+    compile: drawdown_or_rally,
+};
+
+/// `rally`: rise of at least `threshold` from the trailing trough.
+pub const RALLY: KindEntry = KindEntry {
+    name: "rally",
+    params: &["field", "window", "threshold", "for"],
+    own_durations: false,
+    compile: drawdown_or_rally,
+};
+
+/// `velocity`: a move of a percentage or a number of ticks within a
+/// short window.
+pub const VELOCITY: KindEntry = KindEntry {
+    name: "velocity",
+    params: &["field", "window", "threshold", "ticks", "tick_size", "for"],
+    own_durations: false,
+    compile: velocity,
+};
+
+/// `spread`: ask - bid too wide a fraction of mid.
+pub const SPREAD: KindEntry = KindEntry {
+    name: "spread",
+    params: &["max_spread", "for"],
+    own_durations: false,
+    compile: spread,
+};
+
+/// `mark_index_deviation`: mark too far from index.
+pub const MARK_INDEX_DEVIATION: KindEntry = KindEntry {
+    name: "mark_index_deviation",
+    params: &["threshold", "for"],
+    own_durations: false,
+    compile: mark_index_deviation,
+};
+
+/// `volume_spike`: volume in a short window far above its baseline.
+pub const VOLUME_SPIKE: KindEntry = KindEntry {
+    name: "volume_spike",
+    params: &["window", "baseline", "factor", "for"],
+    own_durations: false,
+    compile: volume_spike,
+};
 
 /// A condition one edge-triggered rule watches.
 #[derive(Debug)]
@@ -239,4 +291,117 @@ impl Measure {
         }
         values
     }
+}
+
+// === compiling the condition kinds ===
+
+fn drawdown_or_rally(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let field = c.price_field();
+    let window = c.window("window");
+    let threshold = c.fraction(&c.spec.threshold, "threshold", c.kind);
+    let drawdown = c.kind == "drawdown";
+    if let (Some(t), true) = (threshold, drawdown) {
+        if t > Fraction::from_raw(100_000_000) {
+            c.errors.at(
+                c.spec.threshold.as_ref().map_or(c.start, |s| s.span().start),
+                "a drawdown `threshold` cannot exceed 100%",
+            );
+        }
+    }
+    let (field, window, threshold) = (field?, window?, threshold?);
+    let slot = c.slot(
+        field,
+        window,
+        if drawdown { WindowNeeds::MAX } else { WindowNeeds::MIN },
+    );
+    let measure = if drawdown {
+        Measure::Drawdown { field, slot, threshold }
+    } else {
+        Measure::Rally { field, slot, threshold }
+    };
+    Some(RuleLogic::Condition(Condition { measure }))
+}
+
+fn velocity(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let field = c.price_field();
+    let window = c.window("window");
+    let threshold = c
+        .spec
+        .threshold
+        .as_ref()
+        .and_then(|_| c.fraction(&c.spec.threshold, "threshold", c.kind));
+    let ticks = match (&c.spec.ticks, &c.spec.tick_size) {
+        (None, None) => None,
+        (Some(n), Some(size)) => {
+            let size = c.positive_number(size, "tick_size");
+            if *n.get_ref() <= 0 {
+                c.errors.at(n.span().start, "`ticks` must be a positive whole number");
+            }
+            size.map(|s| (*n.get_ref(), s))
+        }
+        (Some(n), None) => {
+            c.errors
+                .at(n.span().start, "`ticks` needs `tick_size`, the price increment");
+            None
+        }
+        (None, Some(s)) => {
+            c.errors.at(s.span().start, "`tick_size` needs `ticks`");
+            None
+        }
+    };
+    if c.spec.threshold.is_none() && c.spec.ticks.is_none() {
+        c.errors.at(
+            c.start,
+            "c.kind `velocity` needs `threshold` (a percentage) or `ticks` with `tick_size`",
+        );
+    }
+    let (field, window) = (field?, window?);
+    let slot = c.slot(field, window, WindowNeeds::MAX.union(WindowNeeds::MIN));
+    Some(RuleLogic::Condition(Condition {
+        measure: Measure::Velocity {
+            field,
+            slot,
+            threshold,
+            ticks,
+        },
+    }))
+}
+
+fn spread(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let max = c.fraction(&c.spec.max_spread, "max_spread", c.kind)?;
+    Some(RuleLogic::Condition(Condition {
+        measure: Measure::Spread { max },
+    }))
+}
+
+fn mark_index_deviation(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let threshold = c.fraction(&c.spec.threshold, "threshold", c.kind)?;
+    Some(RuleLogic::Condition(Condition {
+        measure: Measure::MarkIndex { threshold },
+    }))
+}
+
+fn volume_spike(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
+    let short_ns = c.window("window");
+    let long_ns = c.window("baseline");
+    let factor = c
+        .required(&c.spec.factor, "factor", c.kind)
+        .and_then(|f| c.positive_number(f, "factor"));
+    let (short_ns, long_ns, factor) = (short_ns?, long_ns?, factor?);
+    if long_ns <= short_ns {
+        let at = c.spec.baseline.as_ref().map_or(c.start, |s| s.span().start);
+        c.errors.at(at, "`baseline` must be longer than `window`");
+        return None;
+    }
+    let short = c.slot(Field::Size, short_ns, WindowNeeds::SLOTS);
+    let long = c.slot(Field::Size, long_ns, WindowNeeds::SLOTS);
+    Some(RuleLogic::Condition(Condition {
+        measure: Measure::VolumeSpike {
+            short,
+            short_ns,
+            long,
+            long_ns,
+            factor,
+        },
+    }))
 }

@@ -3,13 +3,22 @@
 //! Each stream's response is an [`IngestStream`] that reads the next batch
 //! and evaluates it inside its own `poll_next`, on the task that received
 //! it: no queue hop, no task per batch, no lock held across an await. The
-//! engine publishes alerts to the bus as it raises them.
+//! engine publishes alerts to the bus as it raises them. A batch's
+//! acknowledgement is held back until the last alert it published is
+//! durable ([`crate::alerts::AlertBus::durable_seq`]: journaled by the
+//! policy, with `fsync = "always"` synced), so an ack still means its
+//! alerts are journaled; the stream waits in its own poll, holding no
+//! lock, and reads no further batch meanwhile.
 //!
 //! A batch is evaluated only while its connection is open: once the
 //! transport has closed ([`Connection::is_closed`]), batches still buffered
 //! from it are dropped unevaluated and the stream ends. Their client can
 //! no longer get their acks; it reconnects, asks `LastApplied` and resends
 //! from there, and must not find those positions moved after it asked.
+//!
+//! A writer that names itself and an epoch in the call's metadata is
+//! fenced ([`fence`]): once a newer epoch of it took over, its older
+//! streams apply nothing more, even while their connections look alive.
 //!
 //! Wired by hand (instead of the generated `IngestServer`) so that
 //! `Ingest.Ingest` has its own codec ([`IngestCodec`]): a batch arrives as
@@ -19,8 +28,8 @@
 //! generated clients and reflection see no difference. `LastApplied` is
 //! served with prost.
 
+pub mod fence;
 mod session;
-mod symbols;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +40,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
-use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -40,12 +48,14 @@ use tonic::server::{NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use self::fence::{StreamFence, WriterFences};
 use self::session::Session;
 use super::connection::{self, Connection};
 use super::gate::IngestBudget;
 use super::limits::IngestRate;
-use super::proto;
-use crate::app::Core;
+use crate::alerts::DurableWait;
+use crate::service::Core;
+use crate::wire::proto;
 
 const INGEST_PATH: &str = "/airbag.v1.Ingest/Ingest";
 const LAST_APPLIED_PATH: &str = "/airbag.v1.Ingest/LastApplied";
@@ -58,6 +68,8 @@ const DRAIN_BATCH_LIMIT: usize = 64;
 pub struct IngestService {
     core: Arc<Core>,
     max_decoding_message_size: usize,
+    /// Every named writer's newest epoch.
+    fences: Arc<WriterFences>,
 }
 
 impl IngestService {
@@ -66,30 +78,38 @@ impl IngestService {
         IngestService {
             core,
             max_decoding_message_size,
+            fences: Arc::new(WriterFences::default()),
         }
     }
 
     /// Opens an ingest stream.
     ///
     /// # Errors
-    /// `UNAVAILABLE` during shutdown.
+    /// `UNAVAILABLE` during shutdown; for a writer's stream (see [`fence`]),
+    /// `FAILED_PRECONDITION` when a newer epoch of the writer took over and
+    /// `INVALID_ARGUMENT` for a writer without a valid epoch.
     pub fn open(&self, request: Request<Streaming<Bytes>>) -> Result<IngestStream, Status> {
         if self.core.is_shutting_down() {
             return Err(Status::unavailable("server shutting down"));
         }
+        let fence = self.fences.for_call(request.metadata())?;
         // The connection's rate budget, when `[limits]` sets one (see `gate`).
         let budget = request.extensions().get::<IngestBudget>().map(|b| b.0.clone());
         let connection = connection::of_request(request.extensions()).map(|(c, _)| c.clone());
-        Ok(IngestStream::new(
-            self.core.clone(),
-            request.into_inner(),
-            budget,
-            connection,
-        ))
+        let mut stream = IngestStream::new(self.core.clone(), request.into_inner(), budget, connection);
+        stream.fence = fence;
+        Ok(stream)
     }
 
-    /// Where each instrument asked for (or every instrument) stands.
-    pub fn last_applied(&self, request: proto::LastAppliedRequest) -> proto::LastAppliedResponse {
+    /// Where each instrument asked for (or every instrument) stands; with
+    /// a writer and epoch, after that epoch took over (see [`fence`]).
+    ///
+    /// # Errors
+    /// As [`WriterFences::take_over`].
+    pub fn last_applied(&self, request: proto::LastAppliedRequest) -> Result<proto::LastAppliedResponse, Status> {
+        if !request.writer.is_empty() {
+            self.fences.take_over(&request.writer, request.writer_epoch)?;
+        }
         let engine = self.core.engine();
         let wanted = request.instruments;
         let last_applied = if wanted.is_empty() {
@@ -114,7 +134,7 @@ impl IngestService {
                 })
                 .collect()
         };
-        proto::LastAppliedResponse { last_applied }
+        Ok(proto::LastAppliedResponse { last_applied })
     }
 }
 
@@ -178,8 +198,8 @@ impl UnaryService<proto::LastAppliedRequest> for LastAppliedMethod {
     type Future = BoxFuture<Response<proto::LastAppliedResponse>, Status>;
 
     fn call(&mut self, request: Request<proto::LastAppliedRequest>) -> Self::Future {
-        let response = self.0.last_applied(request.into_inner());
-        Box::pin(async move { Ok(Response::new(response)) })
+        let response = self.0.last_applied(request.into_inner()).map(Response::new);
+        Box::pin(async move { response })
     }
 }
 
@@ -248,11 +268,10 @@ pub struct IngestStream {
     session: Session,
     /// The connection the stream came on, when served over one of ours.
     connection: Option<Arc<Connection>>,
+    /// The writer's fence, for a stream that named its writer.
+    fence: Option<StreamFence>,
     /// Completes when shutdown begins.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// Held while the stream may still evaluate ticks: shutdown waits for
-    /// every one to be dropped before it closes subscriber streams.
-    in_flight: Option<watch::Receiver<()>>,
     /// A batch received while the task was still in the poll that
     /// evaluated the one before: it is evaluated on the task's next poll.
     /// So a stream evaluates at most one batch per poll of its task, and
@@ -260,6 +279,11 @@ pub struct IngestStream {
     /// it reads stops the stream before the next batch, even when batches
     /// have queued up and the runtime is busy.
     waiting: Option<Bytes>,
+    /// An acknowledgement held back until the alert with this sequence
+    /// number, the last its batch published, is durable.
+    held: Option<(Bytes, u64)>,
+    /// Waits for that alert (made once, reused).
+    durable: DurableWait,
     /// The last poll returned an acknowledgement.
     acked: bool,
     draining: bool,
@@ -275,15 +299,17 @@ impl IngestStream {
         connection: Option<Arc<Connection>>,
     ) -> Self {
         let shutdown = Box::pin(core.shutdown_token().clone().cancelled_owned());
-        let in_flight = Some(core.in_flight_guard());
+        let durable = core.bus().durable_wait();
         IngestStream {
             inbound,
             session: Session::new(core, budget),
             connection,
+            fence: None,
             waiting: None,
+            held: None,
+            durable,
             acked: false,
             shutdown,
-            in_flight,
             draining: false,
             drained: 0,
             done: false,
@@ -291,9 +317,7 @@ impl IngestStream {
     }
 
     fn finish(&mut self, status: Option<Status>) -> Poll<Option<Result<Bytes, Status>>> {
-        self.done = true;
-        self.in_flight = None;
-        Poll::Ready(status.map(Err))
+        finish(&mut self.done, &mut self.session, status)
     }
 }
 
@@ -304,6 +328,15 @@ impl Stream for IngestStream {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
+        }
+        if let Some((_, seq)) = &this.held {
+            if this.durable.poll_durable(*seq, cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some((ack, _)) = this.held.take() {
+                this.acked = true;
+                return Poll::Ready(Some(Ok(ack)));
+            }
         }
         if !this.draining && this.shutdown.as_mut().poll(cx).is_ready() {
             this.draining = true;
@@ -324,7 +357,7 @@ impl Stream for IngestStream {
                 }
                 Poll::Ready(Some(Ok(batch))) => batch,
                 Poll::Ready(Some(Err(status))) => {
-                    let status = inbound_error(status, this.session.core.config().max_message_bytes);
+                    let status = inbound_error(status, this.session.core().config().max_message_bytes);
                     return this.finish(Some(status));
                 }
                 // The client finished sending: the stream ends with OK.
@@ -350,14 +383,46 @@ impl Stream for IngestStream {
         if this.draining {
             this.drained += 1;
         }
-        match this.session.process(&batch) {
+        // A stream whose writer moved on applies nothing more; the check and
+        // the apply are one step under the writer's lock.
+        let admitted = match &this.fence {
+            Some(fence) => match fence.admit() {
+                Ok(guard) => Some(guard),
+                Err(status) => {
+                    debug!(
+                        reason = status.message(),
+                        "Ingest stream of a superseded writer epoch ended."
+                    );
+                    return finish(&mut this.done, &mut this.session, Some(status));
+                }
+            },
+            None => None,
+        };
+        let processed = this.session.process(&batch);
+        drop(admitted);
+        match processed {
             Ok(ack) => {
+                let last = this.session.last_alert_seq;
+                if last > 0 && this.durable.poll_durable(last, cx).is_pending() {
+                    this.held = Some((ack, last));
+                    return Poll::Pending;
+                }
                 this.acked = true;
                 Poll::Ready(Some(Ok(ack)))
             }
             Err(status) => this.finish(Some(status)),
         }
     }
+}
+
+/// Ends a stream (see [`IngestStream::finish`]); by fields, for callers
+/// that hold a borrow of another.
+fn finish(done: &mut bool, session: &mut Session, status: Option<Status>) -> Poll<Option<Result<Bytes, Status>>> {
+    *done = true;
+    // Shutdown waits for every stream to let go before it closes the
+    // subscriber streams.
+    session.release();
+    Poll::Ready(status.map(Err))
 }
 
 /// What to answer when reading the request stream failed: a message that

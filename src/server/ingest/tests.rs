@@ -12,11 +12,14 @@ use tokio_stream::Stream;
 use tonic::{Code, Streaming};
 
 use super::{BatchDecoder, IngestService, IngestStream};
-use crate::app::Core;
+use crate::alerts::AlertBus;
+use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
+use crate::journal::{FsyncPolicy, Journal, JournalConfig};
 use crate::rules::RuleSet;
 use crate::server::connection::Connection;
-use crate::server::proto;
+use crate::service::Core;
+use crate::wire::proto;
 
 /// A waker that counts its wakes.
 #[derive(Default)]
@@ -64,6 +67,7 @@ fn stream_of(core: &Arc<Core>, batches: &[Bytes], connection: &Arc<Connection>) 
 fn positions(core: &Arc<Core>) -> Vec<(String, u64)> {
     IngestService::new(core.clone())
         .last_applied(proto::LastAppliedRequest::default())
+        .expect("no writer to fence")
         .last_applied
         .into_iter()
         .map(|p| (p.instrument, p.seq))
@@ -79,7 +83,11 @@ fn applied_of(polled: Poll<Option<Result<Bytes, tonic::Status>>>) -> u32 {
 
 #[tokio::test]
 async fn a_batch_queued_behind_an_ack_waits_for_the_next_poll_of_the_task() {
-    let core = Arc::new(Core::new(ServiceConfig::default(), RuleSet::default()));
+    let core = Arc::new(Core::new(
+        ServiceConfig::default(),
+        RuleSet::default(),
+        Arc::new(crate::clock::SystemClock),
+    ));
     let connection = Arc::new(Connection::new(None, None));
     let batches = [framed_batch(1, "A", 1), framed_batch(2, "B", 1)];
     let mut stream = stream_of(&core, &batches, &connection);
@@ -99,7 +107,11 @@ async fn a_batch_queued_behind_an_ack_waits_for_the_next_poll_of_the_task() {
 
 #[tokio::test]
 async fn batches_received_before_the_connection_closed_are_not_evaluated_after_it() {
-    let core = Arc::new(Core::new(ServiceConfig::default(), RuleSet::default()));
+    let core = Arc::new(Core::new(
+        ServiceConfig::default(),
+        RuleSet::default(),
+        Arc::new(crate::clock::SystemClock),
+    ));
     let connection = Arc::new(Connection::new(None, None));
     let batches = [
         framed_batch(1, "A", 1),
@@ -134,7 +146,11 @@ async fn batches_received_before_the_connection_closed_are_not_evaluated_after_i
 
 #[tokio::test]
 async fn a_stream_opened_on_a_closed_connection_evaluates_nothing() {
-    let core = Arc::new(Core::new(ServiceConfig::default(), RuleSet::default()));
+    let core = Arc::new(Core::new(
+        ServiceConfig::default(),
+        RuleSet::default(),
+        Arc::new(crate::clock::SystemClock),
+    ));
     let connection = Arc::new(Connection::new(None, None));
     connection.mark_closed();
     let mut stream = stream_of(&core, &[framed_batch(1, "A", 1)], &connection);
@@ -146,4 +162,87 @@ async fn a_stream_opened_on_a_closed_connection_evaluates_nothing() {
     }
     assert!(positions(&core).is_empty());
     assert_eq!(core.engine().instrument_count(), 0, "no instrument was added");
+}
+
+/// Trades of `symbol` at `(seq, price)`, in one batch framed as gRPC sends
+/// it.
+fn framed_trades(batch_id: u64, symbol: &str, trades: &[(u64, i64)]) -> Bytes {
+    let decimal = |mantissa| proto::Decimal { mantissa, scale: 0 };
+    let message = proto::TickBatch {
+        batch_id,
+        ticks: trades
+            .iter()
+            .map(|&(seq, price)| proto::Tick {
+                instrument: symbol.into(),
+                event_time_ns: 1_700_000_000_000_000_000 + seq as i64,
+                seq,
+                values: Some(proto::tick::Values::Trade(proto::Trade {
+                    price: Some(decimal(price)),
+                    size: Some(decimal(1)),
+                    side: 0,
+                })),
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    let mut frame = BytesMut::new();
+    frame.put_u8(0);
+    frame.put_u32(message.len() as u32);
+    frame.put_slice(&message);
+    frame.freeze()
+}
+
+#[tokio::test]
+async fn an_ack_waits_until_the_alerts_of_its_batch_are_synced() {
+    const FLIP: &str = "[[rule]]\nid = \"flip\"\nkind = \"drawdown\"\nwindow = \"3s\"\nthreshold = \"1%\"\n";
+    let ruleset = crate::service::rulebook::compile_texts(&[("flip.toml".into(), FLIP.into())]).expect("rules");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Journal::open(
+        dir.path(),
+        JournalConfig {
+            fsync: FsyncPolicy::Always,
+            ..JournalConfig::default()
+        },
+    )
+    .expect("journal");
+    let config = ServiceConfig::default();
+    let bus = Arc::new(AlertBus::with_journal(
+        Core::bus_config(&config),
+        Arc::new(SystemClock),
+        journal,
+    ));
+    let core = Arc::new(Core::with_bus(config, ruleset, bus.clone(), Arc::new(SystemClock)));
+    let connection = Arc::new(Connection::new(None, None));
+    let batches = [framed_trades(1, "A", &[(1, 100), (2, 98)]), framed_batch(2, "B", 1)];
+    let mut stream = stream_of(&core, &batches, &connection);
+    let wakes = Arc::new(Wakes::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+
+    let writing = bus.hold_journal();
+    // The batch is evaluated and its alert published, but not synced: no ack.
+    assert!(Pin::new(&mut stream).poll_next(&mut cx).is_pending());
+    assert_eq!((bus.last_seq(), bus.durable_seq()), (1, 0));
+    assert_eq!(positions(&core), [("A".to_string(), 2)]);
+    assert!(
+        Pin::new(&mut stream).poll_next(&mut cx).is_pending(),
+        "still held, batch 2 unread"
+    );
+    assert_eq!(positions(&core), [("A".to_string(), 2)]);
+    drop(writing);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let applied = loop {
+        if let Poll::Ready(polled) = Pin::new(&mut stream).poll_next(&mut cx) {
+            break applied_of(Poll::Ready(polled));
+        }
+        assert!(std::time::Instant::now() < deadline, "no ack once the writer went on");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert_eq!(applied, 2);
+    assert!(bus.durable_seq() >= 1);
+    assert!(wakes.0.load(Ordering::Relaxed) >= 1, "the release woke the stream");
+    let stats = bus.journal_stats().expect("journaled");
+    assert_eq!(stats.journal.next_seq, 2);
+    assert!(!stats.journal.fsync.is_empty());
 }

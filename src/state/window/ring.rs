@@ -7,6 +7,10 @@
 //! prefetches. Longer queues spill to a heap ring that doubles as needed
 //! and is kept once grown, so a busy instrument stops allocating after its
 //! busiest span. Capacities are powers of two: an index is a mask.
+//!
+//! Unsafe code is allowed here: unchecked indexing, where the mask keeps
+//! every index in bounds and the bounds check would cost on every tick.
+#![allow(unsafe_code)]
 
 use std::fmt;
 

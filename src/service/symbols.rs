@@ -5,6 +5,9 @@
 //! pointer, and the line can be prefetched ([`SymbolCache::prefetch`])
 //! while the rest of the batch is read. Longer symbols go to a plain map.
 //! Lookups by `&str` allocate nothing.
+//!
+//! Unsafe code is allowed here: the prefetch intrinsic.
+#![allow(unsafe_code)]
 
 use std::hash::Hasher;
 
@@ -96,7 +99,7 @@ impl SymbolCache {
         #[cfg(target_arch = "x86_64")]
         if let Some(slot) = self.slots.get(hash.home(self.slots.len().wrapping_sub(1))) {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // Prefetching never faults, whatever the address.
+            // SAFETY: prefetching never faults, whatever the address.
             #[allow(unused_unsafe)]
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>((slot as *const Slot).cast::<i8>());

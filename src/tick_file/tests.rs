@@ -321,6 +321,50 @@ fn iso_times_and_book_tickers() {
 }
 
 #[test]
+fn iso_times_read_offsets_and_fractions_and_name_bad_dates() {
+    let mapping = ColumnMapping {
+        time: Some("at".into()),
+        time_unit: Some(TimeUnit::Iso),
+        ..Default::default()
+    };
+    let rows = read_mapped(
+        "instrument,at,price\n\
+         X,2024-02-29T05:30:00+05:30,1\n\
+         X,2024-02-29T05:30:00.123456789+05:30,1\n\
+         X,2024-02-29T00:00:00.25Z,1\n\
+         X,2024-02-30T00:00:00Z,1\n\
+         X,2023-02-29T00:00:00.5Z,1\n\
+         X,2024-02-29T00:00:00.0000000001Z,1\n\
+         X,2024-02-29,1\n",
+        &mapping,
+    );
+    let leap_day = 1_709_164_800_000_000_000;
+    let times: Vec<i64> = rows[..3].iter().map(|r| r.as_ref().unwrap().event_time_ns).collect();
+    assert_eq!(times, [leap_day, leap_day + 123_456_789, leap_day + 250_000_000]);
+    let errors: Vec<&str> = rows[3..].iter().map(|r| r.as_ref().unwrap_err().as_str()).collect();
+    for (error, line) in errors.iter().zip(5..) {
+        assert!(error.starts_with(&format!("line {line}: at: `")), "{error}");
+    }
+    assert!(
+        errors[0].contains("`2024-02-30T00:00:00Z` is not a time (not ISO-8601: "),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("day"), "{}", errors[0]);
+    assert!(errors[1].contains("day"), "{}", errors[1]);
+    assert!(
+        errors[2].ends_with("is not a time (finer than a nanosecond)"),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        errors[3].ends_with("is not a time (not ISO-8601: a date without a time of day)"),
+        "{}",
+        errors[3]
+    );
+}
+
+#[test]
 fn rows_give_instrument_indexes_in_order_of_first_sight() {
     let mut reader = TickReader::new(Cursor::new(b"instrument,ts_ms,price\nB,1,1\nA,2,1\nB,3,1\n".to_vec())).unwrap();
     let rows: Vec<TickRow> = std::iter::from_fn(|| reader.next_row()).map(Result::unwrap).collect();

@@ -5,13 +5,14 @@
 //! exactly what [`Fixed::parse`] accepts (anything else is handed to
 //! `Fixed::parse` for its verdict).
 
-use super::columns::{Layout, Role, ROLE_COUNT};
+use super::columns::Layout;
+use super::mapping::Role;
 use super::symbols::Symbols;
 use super::{TickFileErrorKind, TickRow};
 use crate::model::{Fixed, Side, TickKind, TickValues, FIXED_DECIMALS, FIXED_SCALE};
 
 /// The fields of one row by role; `None` when the header lacks the column.
-struct Fields<'a>([Option<&'a [u8]>; ROLE_COUNT]);
+struct Fields<'a>([Option<&'a [u8]>; Role::COUNT]);
 
 impl<'a> Fields<'a> {
     #[inline]
@@ -150,14 +151,12 @@ pub(super) fn parse_row(
     line: u64,
     text: &[u8],
 ) -> Result<TickRow, TickFileErrorKind> {
-    let mut fields = Fields([None; ROLE_COUNT]);
+    let mut fields = Fields([None; Role::COUNT]);
     let mut found = 0;
     let mut start = 0;
     for end in memchr::memchr_iter(b',', text).chain(std::iter::once(text.len())) {
-        if let Some(&role) = layout.roles.get(found) {
-            if role != Role::Ignored {
-                fields.0[role as usize] = Some(text[start..end].trim_ascii());
-            }
+        if let Some(&Some(role)) = layout.roles.get(found) {
+            fields.0[role as usize] = Some(text[start..end].trim_ascii());
         }
         found += 1;
         start = end + 1;
@@ -169,7 +168,7 @@ pub(super) fn parse_row(
         });
     }
 
-    let name: &[u8] = match layout.symbol {
+    let name: &[u8] = match layout.symbol() {
         Some(_) => b"",
         None => match fields.get(Role::Instrument) {
             Some(name) if !name.is_empty() => name,
@@ -178,7 +177,7 @@ pub(super) fn parse_row(
     };
     let time = fields.get(Role::Time).unwrap_or_default();
     let event_time_ns = layout
-        .time_unit
+        .time_unit()
         .parse_bytes(time)
         .map_err(|reason| TickFileErrorKind::BadTime {
             column: layout.name(Role::Time).to_owned(),
@@ -193,7 +192,7 @@ pub(super) fn parse_row(
         None => None,
     };
     let kind = match fields.get(Role::Kind) {
-        None | Some(b"") => layout.default_kind,
+        None | Some(b"") => layout.default_kind(),
         Some(text) => std::str::from_utf8(text)
             .ok()
             .and_then(TickKind::from_name)
@@ -218,7 +217,7 @@ pub(super) fn parse_row(
             price: fields.decimal(layout, Role::Price, kind)?,
         },
     };
-    let instrument = match layout.symbol {
+    let instrument = match layout.symbol() {
         Some(_) => 0,
         None => symbols.intern(name)?,
     };

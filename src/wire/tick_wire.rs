@@ -15,7 +15,6 @@ use std::fmt;
 
 use prost::encoding::{decode_varint, WireType};
 
-use super::convert::Rejected;
 use super::proto;
 use crate::ingest::{required_scaled_field, TickError};
 use crate::model::{Fixed, Side, TickValues};
@@ -34,7 +33,7 @@ pub struct WireTick<'a> {
     pub seq: u64,
     /// Every decimal converted exactly, as [`super::convert::tick_values`]
     /// does; whether the values make sense together is not checked here.
-    pub values: Result<TickValues, Rejected>,
+    pub values: Result<TickValues, TickError>,
 }
 
 /// Reads a `TickBatch` message: calls `tick` for each tick in order and
@@ -456,7 +455,7 @@ fn decimal(field: &'static str, value: Option<RawDecimal>) -> Result<Fixed, Tick
 /// A tick's values, every decimal converted exactly, field by field in
 /// the order [`super::convert::tick_values`] converts them.
 #[inline]
-fn values(raw: &RawValues) -> Result<TickValues, Rejected> {
+fn values(raw: &RawValues) -> Result<TickValues, TickError> {
     let [first, second, third, fourth] = raw.decimals;
     Ok(match raw.member {
         TRADE => TickValues::Trade {
@@ -481,6 +480,6 @@ fn values(raw: &RawValues) -> Result<TickValues, Rejected> {
         INDEX => TickValues::Index {
             price: decimal("index", first)?,
         },
-        _ => return Err(Rejected::MissingValues),
+        _ => return Err(TickError::MissingValues),
     })
 }

@@ -1,45 +1,51 @@
 //! Rule tests: `[[rule.test]]` tables in a rule file, run every time the
-//! rule is loaded (by `airbag check` and by every reload). A rule whose own
-//! test fails is rejected like a syntax error.
+//! rule is loaded ([`super::rulebook`]: by `airbag check` and by every
+//! reload). A rule whose own test fails is rejected like a syntax error.
 //!
-//! Each test runs the rule alone in a fresh engine, from a fixed start time:
-//! before each step the timers due by its time run, then its tick (if it
-//! has values) is applied. The alerts raised must match `expect` in order:
-//! same kind, same time when `at` is given, and the listed values exactly.
+//! Each test runs the rule alone in a fresh engine, from a fixed start time,
+//! in event time: before each step the timers due by its time run, then its
+//! tick (if it has values) goes through the service's batch [`Pipeline`],
+//! as a tick from any source does. The alerts raised must match `expect` in
+//! order: same kind, same time when `at` is given, and the listed values
+//! exactly.
 
 use std::sync::Arc;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Alert, Fixed, TickValues};
-use crate::rules::spec::{NumberSpec, RuleTestSpec, TestTickSpec};
+use crate::refdata::RefData;
+use crate::rules::spec::{NumberSpec, TestTickSpec};
 use crate::rules::units::{format_duration, parse_duration};
-use crate::rules::{CompiledRule, RuleSet};
-use crate::state::{WindowKey, WindowNeeds};
+use crate::rules::{RuleError, RuleSet, RuleTestCase};
+
+use super::Pipeline;
 
 /// Event time tests start at: 2023-11-14T22:13:20Z.
 const START_NS: i64 = 1_700_000_000_000_000_000;
 
-/// A failed or malformed test: where, and why.
-#[derive(Debug)]
-pub struct TestFailure {
-    pub offset: usize,
-    pub message: String,
-}
-
-/// Runs one test of `rule` (compiled alone, with its own window table).
+/// Runs one rule test.
 ///
 /// # Errors
-/// The first mismatch or malformed step.
-pub fn run_test(
-    rule: CompiledRule,
-    windows: Vec<(WindowKey, WindowNeeds)>,
-    test: &RuleTestSpec,
-    at: usize,
-) -> Result<(), TestFailure> {
+/// The first mismatch or malformed step, located in the test's file.
+pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleError> {
+    let RuleTestCase {
+        rule,
+        windows,
+        test,
+        offset: at,
+        file,
+        text,
+    } = case;
+    let test = &test;
     let name = test.name.clone().unwrap_or_else(|| "unnamed".into());
-    let fail = |offset: usize, message: String| TestFailure {
-        offset,
-        message: format!("test `{name}`: {message}"),
+    let fail = |offset: usize, message: String| {
+        let (line, column) = crate::rules::load::line_col(&text, offset);
+        RuleError {
+            file: file.clone(),
+            line,
+            column,
+            message: format!("test `{name}`: {message}"),
+        }
     };
     let instrument = match &test.instrument {
         Some(s) => s.get_ref().clone(),
@@ -51,7 +57,7 @@ pub fn run_test(
             .cloned()
             .unwrap_or_else(|| "TEST".into()),
     };
-    if !rule.scope.matches(&instrument) {
+    if !rule.scope.matches(&instrument, refdata) {
         let offset = test.instrument.as_ref().map_or(at, |s| s.span().start);
         return Err(fail(
             offset,
@@ -68,9 +74,11 @@ pub fn run_test(
             rules: vec![Arc::new(rule)],
             windows,
             sources: Vec::new(),
+            refdata: refdata.clone(),
         },
     );
     let mut alerts: Vec<Alert> = Vec::new();
+    let mut pipeline = Pipeline::new();
     for (seq, step) in test.ticks.iter().enumerate() {
         let at = &step.get_ref().at;
         let now = parse_duration(at.get_ref())
@@ -78,9 +86,16 @@ pub fn run_test(
             .map_err(|e| fail(at.span().start, format!("`at`: {e}")))?;
         engine.check_timers(now, &mut alerts);
         if let Some(values) = tick_values(step.get_ref()).map_err(|m| fail(step.span().start, m))? {
-            engine
-                .ingest(&instrument, now, seq as u64 + 1, values, now, &mut alerts)
-                .map_err(|e| fail(step.span().start, format!("tick rejected: {e}")))?;
+            pipeline.clear();
+            pipeline.push(&instrument, now, seq as u64 + 1, Ok(values));
+            let mut refused = None;
+            pipeline.apply_in_event_time(&engine, &mut alerts, |_, result, _| {
+                refused = result.err().map(ToString::to_string);
+                true
+            });
+            if let Some(why) = refused {
+                return Err(fail(step.span().start, format!("tick rejected: {why}")));
+            }
         }
     }
     for (i, expected) in test.expect.iter().enumerate() {
@@ -101,6 +116,19 @@ pub fn run_test(
                 expected.span().start,
                 format!("alert {} is `{}`, expected `{}`", i + 1, describe(got), e.kind),
             ));
+        }
+        if let Some(instrument) = &e.instrument {
+            if *got.instrument != **instrument {
+                return Err(fail(
+                    expected.span().start,
+                    format!(
+                        "alert {} is `{}` on {}, expected on {instrument}",
+                        i + 1,
+                        describe(got),
+                        got.instrument
+                    ),
+                ));
+            }
         }
         if let Some(at) = &e.at {
             let at_ns = parse_duration(at)

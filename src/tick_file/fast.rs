@@ -12,7 +12,8 @@
 //! What it accepts it reads exactly as the general path would; the tests
 //! hold it to that.
 
-use super::columns::{Layout, Role};
+use super::columns::Layout;
+use super::mapping::Role;
 use super::swar::{
     before_first, below, digit_run, digit_run_with, digits_value, equal, first, load, low_bytes, non_digits, Leading,
     POW10,
@@ -53,15 +54,15 @@ pub(super) struct FastLayout {
 impl FastLayout {
     /// The plan for `layout`, if it has the shape [`parse_fast`] reads.
     pub(super) fn new(layout: &Layout) -> Option<FastLayout> {
-        let time_exp = match layout.time_unit {
+        let time_exp = match layout.time_unit() {
             TimeUnit::S => 9,
             TimeUnit::Ms => 6,
             TimeUnit::Us => 3,
             TimeUnit::Ns => 0,
             TimeUnit::Iso | TimeUnit::Auto => return None,
         };
-        if layout.symbol.is_some()
-            || layout.default_kind != TickKind::Trade
+        if layout.symbol().is_some()
+            || layout.default_kind() != TickKind::Trade
             || !layout.has(Role::Instrument)
             || !layout.has(Role::Time)
             || !layout.has(Role::Price)
@@ -72,12 +73,12 @@ impl FastLayout {
             .roles
             .iter()
             .map(|role| match role {
-                Role::Instrument => Some(FastColumn::Instrument),
-                Role::Time => Some(FastColumn::Time),
-                Role::Price => Some(FastColumn::Price),
-                Role::Size => Some(FastColumn::Size),
-                Role::Ignored => Some(FastColumn::Ignored),
-                _ => None,
+                Some(Role::Instrument) => Some(FastColumn::Instrument),
+                Some(Role::Time) => Some(FastColumn::Time),
+                Some(Role::Price) => Some(FastColumn::Price),
+                Some(Role::Size) => Some(FastColumn::Size),
+                None => Some(FastColumn::Ignored),
+                Some(_) => None,
             })
             .collect::<Option<Box<[_]>>>()?;
         Some(FastLayout {

@@ -29,13 +29,16 @@
 //! BTC-USDT,1700000000000,65000.5,0.25
 //! ```
 //!
-//! Other layouts are read through a [`ColumnMapping`]: each role can be
+//! Other layouts are read through a [`FieldMapping`]: each [`Role`] can be
 //! given another column name, the time its unit ([`TimeUnit`]: epoch s,
 //! ms, µs, ns, ISO-8601, or auto), and files without an instrument column a
 //! fixed symbol. A Binance trades file
 //! (`local_ts_ns,event_time_ms,trade_time_ms,trade_id,price,qty,is_buyer_maker`)
 //! reads with `symbol = "BTC-USDT"`, `time = "trade_time_ms"`,
 //! `seq = "trade_id"`, `size = "qty"`, `buyer_maker = "is_buyer_maker"`.
+//! The mapping knows nothing of CSV ([`mapping`]): it resolves against any
+//! list of field names ([`FieldMapping::resolve`]), so a source of JSON
+//! messages maps a venue's keys to roles with the same mapping file.
 //!
 //! Prices and sizes are exact decimals, read as [`crate::model::Fixed::parse`] reads them: `NaN`,
 //! infinities, exponents and digits past the 8th decimal place are refused,
@@ -61,6 +64,7 @@
 
 mod columns;
 mod fast;
+pub mod mapping;
 mod row;
 mod swar;
 mod symbols;
@@ -73,13 +77,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::model::{FixedError, TickKind, TickValues};
-use columns::{Layout, Role};
+use columns::Layout;
 use fast::{parse_fast, FastLayout, WINDOW};
 use row::parse_row;
 use symbols::Symbols;
 
-pub use columns::{ColumnMapping, MappingError};
-pub use time::TimeUnit;
+pub use mapping::{ColumnMapping, FieldMapping, FieldRoles, MappingError, ResolveError, Role};
+pub use time::{TimeError, TimeUnit};
 
 /// Longest line accepted, in bytes; a longer one is an error (and skipped),
 /// so a file without line ends cannot make the reader buffer it whole.
@@ -205,7 +209,7 @@ pub enum TickFileErrorKind {
     BadTime {
         column: String,
         text: String,
-        reason: &'static str,
+        reason: TimeError,
     },
     #[error("{column}: `{text}` is not a whole number from 0 to 18446744073709551615")]
     BadSeq { column: String, text: String },
@@ -250,14 +254,14 @@ impl TickReader<Box<dyn BufRead + Send>> {
     /// The file cannot be opened or read (line 0 for an open failure), or
     /// its header is missing or malformed.
     pub fn open(path: &Path) -> Result<Self, TickFileError> {
-        Self::open_with(path, &ColumnMapping::default())
+        Self::open_with(path, &FieldMapping::default())
     }
 
     /// As [`TickReader::open`], with the columns named by `mapping`.
     ///
     /// # Errors
     /// As [`TickReader::open`], or the mapping does not fit the header.
-    pub fn open_with(path: &Path, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+    pub fn open_with(path: &Path, mapping: &FieldMapping) -> Result<Self, TickFileError> {
         let file = File::open(path).map_err(|e| TickFileError::at(0, e.into()))?;
         Self::from_read(file, mapping)
     }
@@ -266,7 +270,7 @@ impl TickReader<Box<dyn BufRead + Send>> {
     ///
     /// # Errors
     /// As [`TickReader::open_with`].
-    pub fn from_read(read: impl Read + Send + 'static, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+    pub fn from_read(read: impl Read + Send + 'static, mapping: &FieldMapping) -> Result<Self, TickFileError> {
         let mut buffered = BufReader::with_capacity(READ_BUFFER_BYTES, read);
         let is_gzip = buffered
             .fill_buf()
@@ -292,14 +296,14 @@ impl<R: BufRead> TickReader<R> {
     /// The header is missing, names a column twice, lacks `instrument` or
     /// a time column, or cannot be read.
     pub fn new(reader: R) -> Result<Self, TickFileError> {
-        Self::with_mapping(reader, &ColumnMapping::default())
+        Self::with_mapping(reader, &FieldMapping::default())
     }
 
     /// Reads the header from `reader`, naming columns by `mapping`.
     ///
     /// # Errors
     /// As [`TickReader::new`], or a column the mapping names is missing.
-    pub fn with_mapping(reader: R, mapping: &ColumnMapping) -> Result<Self, TickFileError> {
+    pub fn with_mapping(reader: R, mapping: &FieldMapping) -> Result<Self, TickFileError> {
         let mut lines = Lines::new(reader);
         let (line, header) = match lines.next_line() {
             None => return Err(TickFileError::at(lines.line.max(1), TickFileErrorKind::NoHeader)),
@@ -313,7 +317,7 @@ impl<R: BufRead> TickReader<R> {
         let header = header.strip_prefix('\u{feff}').unwrap_or(header);
         let layout = Layout::resolve(header, mapping).map_err(|kind| TickFileError::at(line, kind))?;
         let mut symbols = Symbols::default();
-        if let Some(symbol) = &layout.symbol {
+        if let Some(symbol) = layout.symbol() {
             symbols
                 .intern(symbol.as_bytes())
                 .map_err(|kind| TickFileError::at(line, kind))?;
@@ -332,10 +336,7 @@ impl<R: BufRead> TickReader<R> {
     /// The column names this reader understood, in header order (`None`
     /// for ignored columns).
     pub fn columns(&self) -> impl Iterator<Item = Option<&str>> + '_ {
-        self.layout.roles.iter().map(|r| match r {
-            Role::Ignored => None,
-            role => Some(self.layout.name(*role)),
-        })
+        self.layout.roles.iter().map(|r| r.map(|role| self.layout.name(role)))
     }
 
     /// Whether rows carry their own sequence numbers (otherwise the reader

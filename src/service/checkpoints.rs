@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::checkpoint::{CheckpointStore, Checkpointer, StoreError, Written};
-use crate::clock::{Clock, SystemClock};
 
-use super::{AppError, Core};
+use super::{Core, ServiceError};
 
 impl Core {
     /// The alert sequence number of the checkpoint restored at start, if
@@ -23,12 +22,16 @@ impl Core {
 
     /// Writes a checkpoint now, if checkpoints are on (`data_dir` set).
     /// The alert sequence number is read before the snapshot begins
-    /// ([`AlertBus::checkpoint_seq`](crate::alerts::AlertBus::checkpoint_seq)).
+    /// ([`AlertBus::checkpoint_seq`](crate::alerts::AlertBus::checkpoint_seq));
+    /// the file is written once every alert published by then is journaled.
     /// Blocking: call from the blocking pool.
     pub fn write_checkpoint(&self) -> Option<Result<Written, StoreError>> {
         let checkpointer = self.checkpointer.as_ref()?;
         let alert_seq = self.bus.checkpoint_seq();
-        let result = checkpointer.write(&self.engine, alert_seq, SystemClock.now_ns());
+        let bus = &self.bus;
+        let result = checkpointer.write_settled(&self.engine, alert_seq, self.clock.now_ns(), || {
+            bus.wait_durable_blocking(bus.last_seq());
+        });
         match &result {
             Ok(written) => tracing::debug!(
                 path = %written.path.display(),
@@ -48,7 +51,7 @@ impl Core {
 ///
 /// # Errors
 /// The checkpoint folder cannot be created or listed.
-pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
+pub async fn open_and_restore(mut core: Core) -> Result<Core, ServiceError> {
     let Some(data_dir) = core.config.data_dir.clone() else {
         return Ok(core);
     };
@@ -60,8 +63,9 @@ pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
             Some(loaded) => {
                 let checkpoint = loaded.checkpoint;
                 let alert_seq = checkpoint.alert_seq;
-                let age_s = (SystemClock.now_ns() - checkpoint.written_at_ns) as f64 / 1e9;
-                let report = core.engine.restore(checkpoint.engine, SystemClock.now_ns())?;
+                let now_ns = core.clock.now_ns();
+                let age_s = (now_ns - checkpoint.written_at_ns) as f64 / 1e9;
+                let report = core.engine.restore(checkpoint.engine, now_ns)?;
                 for skipped in &report.instruments_skipped {
                     warn!(symbol = %skipped.symbol, reason = %skipped.reason, "Instrument not restored.");
                 }
@@ -84,6 +88,20 @@ pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
                     "Checkpoint restored."
                 );
                 core.restored_alert_seq = Some(alert_seq);
+                // A power loss may have taken journal records the
+                // checkpoint counted: number on after both.
+                match core.bus.continue_after(alert_seq) {
+                    Ok(Some((lost_from, next))) => warn!(
+                        lost_from,
+                        lost_to = next - 1,
+                        next_seq = next,
+                        "The journal ends before the checkpoint's last alert (a tail lost before it was synced): \
+                         numbering goes on after the checkpoint's, the lost alerts are reported to subscribers \
+                         that replay across them."
+                    ),
+                    Ok(None) => {}
+                    Err(error) => return Err(ServiceError::Journal(error)),
+                }
             }
             None if outcome.rejected.is_empty() => {
                 info!(dir = %store.dir().display(), "No checkpoint to restore: starting empty.");
@@ -98,7 +116,7 @@ pub(super) async fn open_and_restore(mut core: Core) -> Result<Core, AppError> {
         Ok(core)
     })
     .await
-    .map_err(AppError::Task)?
+    .map_err(ServiceError::Task)?
 }
 
 /// Most journaled alerts recognised after a restart: beyond this many
@@ -109,7 +127,7 @@ pub const MAX_RECOGNISED_ALERTS: u64 = 1_000_000;
 /// After a restart: the alerts journaled after the restored checkpoint
 /// (or, with no checkpoint, every journaled alert) are recognised when the
 /// ticks resent since raise them again, and not published twice.
-pub(super) async fn recognise_replayed(core: &Arc<Core>) {
+pub async fn recognise_replayed(core: &Arc<Core>) {
     let bus = core.bus().clone();
     let Some((first, next)) = bus.journal_range() else {
         return;
@@ -152,7 +170,7 @@ pub(super) async fn recognise_replayed(core: &Arc<Core>) {
 /// checkpoint that takes long spaces the next one out: the pause after one
 /// is at least four times as long as it took, so checkpoints never take
 /// more than a fifth of a core from ingest, whatever the interval.
-pub(super) async fn run_periodic(core: Arc<Core>) {
+pub async fn run_periodic(core: Arc<Core>) {
     if core.checkpointer.is_none() {
         return;
     }
@@ -173,7 +191,7 @@ pub(super) async fn run_periodic(core: Arc<Core>) {
 }
 
 /// The checkpoint written at shutdown, after ingest and timers stopped.
-pub(super) async fn write_final(core: &Arc<Core>) {
+pub async fn write_final(core: &Arc<Core>) {
     let core = core.clone();
     let written = tokio::task::spawn_blocking(move || core.write_checkpoint()).await;
     if let Ok(Some(Ok(written))) = written {

@@ -1,7 +1,7 @@
-//! [`Core`]: the state every request handler shares, and the Prometheus
-//! page that reports it.
+//! [`Core`]: the state every transport and task shares, and the
+//! Prometheus page that reports it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
@@ -9,17 +9,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::{AlertBus, BusConfig, BusJournalStats, JournalHealth, PublishSink};
 use crate::checkpoint::Checkpointer;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::engine::{Engine, EngineConfig};
-use crate::metrics::{Exposition, IngestMetrics, REJECT_CODES};
+use crate::ingest::RejectCode;
+use crate::metrics::{Exposition, IngestMetrics, Refusals};
 use crate::rules::RuleSet;
 
 use super::reload::ReloadStatus;
 
-/// What every handler shares.
+/// What every transport and task shares.
 pub struct Core {
     pub(super) engine: Engine,
+    /// The service's time: receive times, timers, reload and checkpoint
+    /// stamps.
+    pub(super) clock: Arc<dyn Clock>,
     pub(super) bus: Arc<AlertBus>,
     pub(super) metrics: IngestMetrics,
     pub(super) config: ServiceConfig,
@@ -38,6 +42,26 @@ pub struct Core {
     pub(super) checkpointer: Option<Checkpointer>,
     /// The alert sequence number of the checkpoint restored at start.
     pub(super) restored_alert_seq: Option<u64>,
+    /// Instruments reset by an operator ([`Core::reset_instrument`]).
+    pub(super) instrument_resets: AtomicU64,
+    /// Requests and connections the transports refused, by reason.
+    pub(super) refusals: Arc<Refusals>,
+}
+
+/// What resetting an instrument did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentReset {
+    pub report: crate::engine::PartitionReset,
+    /// The last alert the reset published (the `resolved` alerts of what
+    /// the rules had open), 0 for none.
+    pub last_alert_seq: u64,
+}
+
+/// Why an instrument could not be reset.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    #[error("instrument `{0}` has never been seen by this server")]
+    Unknown(String),
 }
 
 impl std::fmt::Debug for Core {
@@ -50,11 +74,11 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// A core running `ruleset` (as version 1) with the limits of `config`
-    /// and an alert bus without a journal.
-    pub fn new(config: ServiceConfig, ruleset: RuleSet) -> Self {
-        let bus = AlertBus::new(Self::bus_config(&config), Arc::new(SystemClock));
-        Self::with_bus(config, ruleset, Arc::new(bus))
+    /// A core running `ruleset` (as version 1) with the limits of `config`,
+    /// on `clock`, and an alert bus without a journal.
+    pub fn new(config: ServiceConfig, ruleset: RuleSet, clock: Arc<dyn Clock>) -> Self {
+        let bus = AlertBus::new(Self::bus_config(&config), clock.clone());
+        Self::with_bus(config, ruleset, Arc::new(bus), clock)
     }
 
     /// The bus sizes `config` asks for.
@@ -65,9 +89,9 @@ impl Core {
         }
     }
 
-    /// A core publishing to `bus` (built with [`Core::bus_config`], and a
-    /// journal when `config.data_dir` is set).
-    pub fn with_bus(config: ServiceConfig, ruleset: RuleSet, bus: Arc<AlertBus>) -> Self {
+    /// A core publishing to `bus` (built with [`Core::bus_config`] on the
+    /// same clock, and a journal when `config.data_dir` is set).
+    pub fn with_bus(config: ServiceConfig, ruleset: RuleSet, bus: Arc<AlertBus>, clock: Arc<dyn Clock>) -> Self {
         let engine = Engine::new(
             EngineConfig {
                 max_instruments: config.max_instruments,
@@ -77,9 +101,10 @@ impl Core {
             },
             ruleset,
         );
-        let now = SystemClock.now_ns();
+        let now = clock.now_ns();
         Core {
             engine,
+            clock,
             bus,
             metrics: IngestMetrics::new(),
             config,
@@ -94,11 +119,54 @@ impl Core {
             streams: AtomicUsize::new(0),
             checkpointer: None,
             restored_alert_seq: None,
+            instrument_resets: AtomicU64::new(0),
+            refusals: Arc::new(Refusals::default()),
         }
+    }
+
+    /// Where the transports count what they refuse.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
+    }
+
+    /// Resets the instrument `symbol` ([`crate::engine::Partition::reset`])
+    /// at the service clock's time: its event time, windows and rule states
+    /// start afresh, its sequence numbers are kept; what its rules had open
+    /// is closed with `resolved` alerts. Logged and counted.
+    ///
+    /// # Errors
+    /// The instrument was never seen.
+    pub fn reset_instrument(&self, symbol: &str) -> Result<InstrumentReset, ResetError> {
+        let now = self.clock.now_ns();
+        let mut sink = PublishSink::new(&self.bus, now);
+        let report = self
+            .engine
+            .reset_instrument(symbol, now, &mut sink)
+            .ok_or_else(|| ResetError::Unknown(symbol.to_string()))?;
+        self.instrument_resets.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            audit = "reset_instrument",
+            instrument = symbol,
+            previous_event_time_ns = report.previous_event_ns,
+            server_time_ns = now,
+            last_seq = report.last_seq,
+            rules_closed = report.rules_closed,
+            held_dropped = report.held_dropped,
+            "Instrument reset: its event time, windows and rule states start afresh."
+        );
+        Ok(InstrumentReset {
+            report,
+            last_alert_seq: sink.last_seq(),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The service's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn bus(&self) -> &Arc<AlertBus> {
@@ -130,6 +198,15 @@ impl Core {
         self.in_flight.subscribe()
     }
 
+    /// Completes once every ingest session has let go of its guard (see
+    /// [`Core::in_flight_guard`]): after shutdown began, no tick is
+    /// evaluated any more.
+    ///
+    /// Cancellation-safe.
+    pub async fn ingest_stopped(&self) {
+        self.in_flight.closed().await;
+    }
+
     /// A new ingest stream's number.
     pub fn next_stream_index(&self) -> usize {
         self.streams.fetch_add(1, Ordering::Relaxed)
@@ -141,13 +218,15 @@ impl Core {
 
     /// Applies the ticks the engine holds for event-time order and
     /// publishes their alerts: when ingest has stopped.
-    pub fn flush_held(&self, now_ns: i64) {
-        let mut sink = PublishSink::new(&self.bus, now_ns);
+    pub fn flush_held(&self) {
+        let mut sink = PublishSink::new(&self.bus, self.clock.now_ns());
         self.engine.flush_held(&mut sink);
     }
 
-    /// Runs the engine's timers due at `now_ns` and publishes their alerts.
-    pub fn run_timers(&self, now_ns: i64) {
+    /// Runs the engine's timers due now by the service clock and publishes
+    /// their alerts.
+    pub fn run_timers(&self) {
+        let now_ns = self.clock.now_ns();
         let mut sink = PublishSink::new(&self.bus, now_ns);
         self.engine.check_timers(now_ns, &mut sink);
     }
@@ -169,11 +248,26 @@ impl Core {
             m.ticks_applied.load(Ordering::Relaxed),
         );
         let rejected = m.rejected();
-        let labels: Vec<[(&str, &str); 1]> = REJECT_CODES.iter().map(|c| [("reason", *c)]).collect();
+        let labels: Vec<[(&str, &str); 1]> = RejectCode::ALL.iter().map(|c| [("reason", c.as_str())]).collect();
         e.counter_family(
             "airbag_ticks_rejected_total",
             "Ticks rejected, by reason.",
-            labels.iter().zip(rejected).map(|(l, n)| (&l[..], n)),
+            labels.iter().zip(rejected.0).map(|(l, n)| (&l[..], n)),
+        );
+        let refused: Vec<([(&str, &str); 1], u64)> = self
+            .refusals
+            .all()
+            .map(|(reason, n)| ([("reason", reason)], n))
+            .collect();
+        e.counter_family(
+            "airbag_requests_refused_total",
+            "Requests and connections refused (or streams ended) before a service took them, by reason.",
+            refused.iter().map(|(l, n)| (&l[..], *n)),
+        );
+        e.counter(
+            "airbag_instrument_resets_total",
+            "Instruments reset by an operator (RuleAdmin.ResetInstrument).",
+            self.instrument_resets.load(Ordering::Relaxed),
         );
         let sequence = self.engine.sequence_stats();
         e.counter(
@@ -335,6 +429,16 @@ fn render_journal(e: &mut Exposition, j: &BusJournalStats) {
         "airbag_journal_unjournaled_alerts",
         "Alerts published but not in the journal.",
         j.unjournaled as f64,
+    );
+    e.gauge(
+        "airbag_journal_pending_alerts",
+        "Alerts published and on their way to the journal: not written (with fsync = always, not synced) yet, so not yet delivered.",
+        j.pending as f64,
+    );
+    e.counter(
+        "airbag_journal_publish_waits_total",
+        "Publishes that waited for the journal writer because the alert ring was full of alerts not yet journaled.",
+        j.publish_waits,
     );
     e.counter(
         "airbag_journal_repairs_total",

@@ -7,31 +7,10 @@ use prost::Message;
 use super::proto;
 use crate::alerts::{FilterSpec, PublishedAlert};
 use crate::ingest::{required_scaled_field, validate_values, TickError};
-use crate::metrics::MISSING_VALUES;
 use crate::model::{Alert, Fixed, Severity, Side, TickValues, FIXED_DECIMALS};
 use crate::rules::ruleset::SourceFile;
 use crate::rules::{CompiledRule, RuleError};
 use crate::state::instruments::check_symbol;
-
-/// Why a tick was rejected: a problem with its encoding, or with its
-/// content.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("tick has no values: set one of trade, quote, mark or index")]
-    MissingValues,
-    #[error(transparent)]
-    Tick(#[from] TickError),
-}
-
-impl Rejected {
-    /// The stable code sent in a `Rejection`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Rejected::MissingValues => MISSING_VALUES,
-            Rejected::Tick(e) => e.code(),
-        }
-    }
-}
 
 fn decimal(field: &'static str, value: Option<&proto::Decimal>) -> Result<Fixed, TickError> {
     required_scaled_field(field, value.map(|d| (d.mantissa, d.scale)))
@@ -44,10 +23,10 @@ fn decimal(field: &'static str, value: Option<&proto::Decimal>) -> Result<Fixed,
 /// # Errors
 /// No values, or a decimal missing or not representable.
 #[inline]
-pub fn tick_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
+pub fn tick_values(tick: &proto::Tick) -> Result<TickValues, TickError> {
     use proto::tick::Values;
     Ok(match tick.values.as_ref() {
-        None => return Err(Rejected::MissingValues),
+        None => return Err(TickError::MissingValues),
         Some(Values::Trade(t)) => TickValues::Trade {
             price: decimal("price", t.price.as_ref())?,
             size: decimal("size", t.size.as_ref())?,
@@ -80,7 +59,7 @@ pub fn tick_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
 /// # Errors
 /// The first problem found, naming the field.
 #[inline]
-pub fn checked_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
+pub fn checked_values(tick: &proto::Tick) -> Result<TickValues, TickError> {
     let values = tick_values(tick)?;
     validate_values(tick.event_time_ns, &values)?;
     Ok(values)
@@ -92,7 +71,7 @@ pub fn checked_values(tick: &proto::Tick) -> Result<TickValues, Rejected> {
 pub struct DecodedBatch {
     pub batch: proto::TickBatch,
     /// One entry per tick of `batch`, in order.
-    pub ticks: Vec<Result<TickValues, Rejected>>,
+    pub ticks: Vec<Result<TickValues, TickError>>,
 }
 
 /// Decodes a `TickBatch` message with prost and checks each tick as
@@ -111,7 +90,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<DecodedBatch, prost::DecodeError> {
         .iter()
         .map(|tick| {
             let values = checked_values(tick)?;
-            check_symbol(&tick.instrument).map_err(|e| Rejected::Tick(TickError::Symbol(e)))?;
+            check_symbol(&tick.instrument).map_err(TickError::Symbol)?;
             Ok(values)
         })
         .collect();
@@ -173,6 +152,7 @@ pub fn alert_to_proto(a: &Alert, seq: u64, received_ns: i64, emitted_ns: i64) ->
         received_time_ns: received_ns,
         emitted_time_ns: emitted_ns,
         reason: a.reason.as_deref().unwrap_or_default().to_string(),
+        trigger_instrument: a.trigger_instrument.as_deref().unwrap_or_default().to_string(),
     }
 }
 
@@ -206,6 +186,21 @@ pub fn subscribe_request(request: proto::SubscribeRequest) -> Result<(FilterSpec
     ))
 }
 
+/// One thing in force on one instrument, as `Alerts.State` reports it.
+pub fn instrument_state(s: &crate::engine::InstrumentStatus) -> proto::InstrumentState {
+    proto::InstrumentState {
+        instrument: s.instrument.to_string(),
+        trigger_instrument: s.trigger_instrument.as_deref().unwrap_or_default().to_string(),
+        rule_id: s.rule_id.to_string(),
+        ruleset_version: s.ruleset_version,
+        kind: s.status.kind.name().to_string(),
+        severity: severity_of(s.status.severity) as i32,
+        actions: s.status.actions.iter().map(|a| a.name().to_string()).collect(),
+        since_time_ns: s.status.since_ns,
+        until_time_ns: s.status.until_ns,
+    }
+}
+
 fn u32_saturating(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
@@ -223,11 +218,14 @@ pub fn rule_errors(errors: &[RuleError]) -> Vec<proto::RuleError> {
     errors.iter().map(rule_error).collect()
 }
 
+// The deprecated `severity` string is still filled, for older clients.
+#[allow(deprecated)]
 pub fn rule_info(rule: &CompiledRule) -> proto::RuleInfo {
     proto::RuleInfo {
         id: rule.id.to_string(),
         kind: rule.kind_name.to_string(),
         severity: rule.severity.name().to_string(),
+        severity_level: severity_of(rule.severity) as i32,
         actions: rule.actions.iter().map(|a| a.name().to_string()).collect(),
         mode: rule.mode.name().to_string(),
         instruments: rule.scope.patterns.clone(),
@@ -288,7 +286,10 @@ mod tests {
         };
         assert_eq!(tick_values(&none).unwrap_err().code(), "missing_values");
         let e = tick_values(&trade(d(1, 0), None)).unwrap_err();
-        assert_eq!((e.code(), e.to_string().as_str()), ("bad_value", "size: is missing"));
+        assert_eq!(
+            (e.code().as_str(), e.to_string().as_str()),
+            ("missing_values", "size: is missing")
+        );
         let e = tick_values(&trade(d(1, 9), d(1, 0))).unwrap_err();
         assert_eq!(e.to_string(), "price: has more than 8 decimal places");
     }
