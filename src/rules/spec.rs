@@ -106,6 +106,9 @@ pub struct RuleSpec {
     pub cooldown: Option<Spanned<String>>,
     #[serde(rename = "for")]
     pub hold: Option<Spanned<String>>,
+    /// A condition that has fired (a band in its limit state) must stay
+    /// clear this long before it resolves.
+    pub clear_for: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub labels: Option<BTreeMap<String, String>>,
 
@@ -216,6 +219,7 @@ impl RuleSpec {
             at("pause", &self.pause),
             at("min_missing", &self.min_missing),
             at("for", &self.hold),
+            at("clear_for", &self.clear_for),
         ]
         .into_iter()
         .flatten()
