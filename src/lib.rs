@@ -33,6 +33,8 @@
 //!   number, pruned by size and age. Knows nothing of alerts.
 //! - [`server`]: the gRPC services; the only module that knows protobuf;
 //!   TLS, auth and stream limits in front of them.
+//! - [`console`]: the web console (HTTP, Server-Sent Events) and its JSON
+//!   API, over the service.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
 //! - [`config`]: the service's TOML configuration, with its `[tls]`,
 //!   `[auth]` and `[limits]` tables.
@@ -54,6 +56,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod ingest;
 pub mod journal;
