@@ -54,11 +54,13 @@ use crate::journal::{FsyncPolicy, JournalConfig};
 
 pub mod auth;
 pub mod checkpoint;
+pub mod console;
 pub mod limits;
 pub mod tls;
 
 use self::auth::AuthConfig;
 pub use self::checkpoint::CheckpointConfig;
+pub use self::console::ConsoleConfig;
 use self::limits::LimitsConfig;
 use self::tls::TlsConfig;
 
@@ -126,6 +128,8 @@ pub struct ServiceConfig {
     /// The `[journal]` table: the alert journal (used when `data_dir` is
     /// set).
     pub journal: JournalSettings,
+    /// `[console]`: the web console's address (off by default).
+    pub console: ConsoleConfig,
 }
 
 /// The `[journal]` table.
@@ -231,6 +235,7 @@ impl Default for ServiceConfig {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             journal: JournalSettings::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -405,6 +410,7 @@ impl ServiceConfig {
             );
         }
         self.checkpoint.check(&mut problems);
+        self.console.check(&mut problems);
         self.security_problems(self.listen, self.metrics_listen, &mut problems);
         for (key, message) in self.journal.journal_config().problems() {
             let key = match key {

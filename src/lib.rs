@@ -44,6 +44,8 @@
 //!   and from the model, the hand-written hot-path readers and writers.
 //! - [`server`]: the gRPC services, a thin layer over [`service`]; TLS,
 //!   auth and stream limits in front of them.
+//! - [`console`]: the web console (HTTP, Server-Sent Events) and its JSON
+//!   API, over the service.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
 //! - [`config`]: the service's TOML configuration, one file per table.
 //! - [`app`]: wiring only: builds the service on the system clock, starts
@@ -66,6 +68,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod ingest;
 pub mod journal;

@@ -96,6 +96,8 @@ pub struct Running {
     metrics_addr: SocketAddr,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: JoinHandle<()>,
+    /// The web console, when `[console] listen` is set.
+    console: Option<crate::console::Serving>,
     timers: JoinHandle<()>,
     checkpoints: JoinHandle<()>,
     /// Cancelled at the end of shutdown: stops the metrics endpoint.
@@ -196,6 +198,13 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     checkpoints::recognise_replayed(&core).await;
 
     let stopped = CancellationToken::new();
+    let console = crate::console::start(&core, &credentials, &stopped)
+        .await
+        .map_err(|(addr, source)| AppError::Bind {
+            what: "console",
+            addr,
+            source,
+        })?;
     let render_core = core.clone();
     let render: metrics::http::Render = Arc::new(move || render_core.render_metrics());
     let metrics = tokio::spawn(metrics::http::serve(metrics, render, stopped.clone()));
@@ -235,6 +244,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         metrics_addr,
         grpc,
         metrics,
+        console,
         timers,
         checkpoints,
         stopped,
@@ -309,6 +319,11 @@ impl Running {
         self.metrics_addr
     }
 
+    /// The web console's address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(crate::console::Serving::addr)
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }
@@ -345,6 +360,7 @@ impl Running {
             core,
             mut grpc,
             metrics,
+            console,
             timers,
             checkpoints,
             stopped,
@@ -393,6 +409,9 @@ impl Running {
         };
         stopped.cancel();
         let _ = metrics.await;
+        if let Some(console) = console {
+            console.stopped(Duration::from_secs(2)).await;
+        }
         match &result {
             Ok(()) => info!("Stopped."),
             Err(e) => error!(error = %e, "Stopped with an error."),

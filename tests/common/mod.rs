@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod flaky_proxy;
+pub mod http;
 pub mod raw_codec;
 
 use std::net::SocketAddr;
