@@ -31,6 +31,8 @@
 //! - [`journal`]: an append-only log on disk of numbered records, in
 //!   checksummed segment files: repaired on open, read from a sequence
 //!   number, pruned by size and age. Knows nothing of alerts.
+//! - [`kafka`]: Kafka sources of ticks (through the same pipeline as
+//!   gRPC) and Kafka sinks of alerts (readers of the alert log).
 //! - [`server`]: the gRPC services; the only module that knows protobuf;
 //!   TLS, auth and stream limits in front of them.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
@@ -57,6 +59,7 @@ pub mod config;
 pub mod engine;
 pub mod ingest;
 pub mod journal;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod refdata;
