@@ -10,6 +10,8 @@
 #![allow(dead_code)]
 
 pub mod flaky_proxy;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod raw_codec;
 
 use std::net::SocketAddr;
