@@ -46,6 +46,8 @@
 //!   auth and stream limits in front of them.
 //! - [`console`]: the web console (HTTP, Server-Sent Events) and its JSON
 //!   API, over the service.
+//! - [`kafka`]: Kafka sources of ticks and sinks of alerts (librdkafka),
+//!   over the service and the alert log.
 //! - [`metrics`]: counters, latency histograms, the `/metrics` endpoint.
 //! - [`config`]: the service's TOML configuration, one file per table.
 //! - [`app`]: wiring only: builds the service on the system clock, starts
@@ -72,6 +74,7 @@ pub mod console;
 pub mod engine;
 pub mod ingest;
 pub mod journal;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod refdata;

@@ -83,6 +83,8 @@ pub enum AppError {
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaError),
 }
 
 fn list_errors(errors: &[RuleError]) -> String {
@@ -106,6 +108,8 @@ pub struct Running {
     watcher: Option<RulesWatcher>,
     /// The data folder, this service's alone while it runs.
     data_dir_lock: Option<DataDirLock>,
+    /// Kafka sources and sinks (`[kafka]`).
+    kafka: crate::kafka::Kafka,
 }
 
 impl std::fmt::Debug for Running {
@@ -205,8 +209,13 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
             addr,
             source,
         })?;
-    let render_core = core.clone();
-    let render: metrics::http::Render = Arc::new(move || render_core.render_metrics());
+    let kafka = crate::kafka::start(&core)?;
+    let (render_core, kafka_metrics) = (core.clone(), kafka.metrics().clone());
+    let render: metrics::http::Render = Arc::new(move || {
+        let mut text = render_core.render_metrics();
+        crate::kafka::Kafka::render(&kafka_metrics, &render_core, &mut text);
+        text
+    });
     let metrics = tokio::spawn(metrics::http::serve(metrics, render, stopped.clone()));
     info!(addr = %metrics_addr, "Metrics listening on /metrics.");
 
@@ -250,6 +259,7 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         stopped,
         watcher,
         data_dir_lock,
+        kafka,
     })
 }
 
@@ -366,6 +376,7 @@ impl Running {
             stopped,
             watcher,
             data_dir_lock,
+            kafka,
             ..
         } = self;
         // Dropping joins the watcher's thread (it checks its stop flag
@@ -394,6 +405,7 @@ impl Running {
         //    meanwhile the state ingest left is checkpointed.
         core.bus().close();
         info!(last_seq = core.bus().last_seq(), "Alert streams closing.");
+        kafka.stopped(deadline).await;
         checkpoints::write_final(&core).await;
 
         // 3. The gRPC server finishes once every stream has ended.

@@ -11,6 +11,8 @@
 
 pub mod flaky_proxy;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod raw_codec;
 
 use std::net::SocketAddr;
