@@ -72,6 +72,15 @@ impl<'a> Feed<'a> {
     fn kinds(&self) -> Vec<(AlertKind, i64)> {
         self.alerts.iter().map(|a| (a.kind, a.event_time_ns)).collect()
     }
+
+    /// The alerts of one rule, as (kind, event time).
+    fn of(&self, rule: &str) -> Vec<(AlertKind, i64)> {
+        self.alerts
+            .iter()
+            .filter(|a| &*a.rule_id == rule)
+            .map(|a| (a.kind, a.event_time_ns))
+            .collect()
+    }
 }
 
 fn band(clear_for: Option<&str>) -> String {
@@ -187,31 +196,17 @@ fn condition_rules_resolve_once_clear_for_has_passed() {
     let mut feed = Feed::new(&e);
     feed.trade(60 * S, "100");
     let last_inside = feed.flap(4);
-    let of = |rule: &str| -> Vec<(AlertKind, i64)> {
-        feed.alerts
-            .iter()
-            .filter(|a| &*a.rule_id == rule)
-            .map(|a| (a.kind, a.event_time_ns))
-            .collect()
-    };
-    assert_eq!(of("below-95"), vec![(AlertKind::Fired, 61 * S)]);
-    assert_eq!(of("dd"), vec![(AlertKind::Fired, 61 * S)]);
+    assert_eq!(feed.of("below-95"), vec![(AlertKind::Fired, 61 * S)]);
+    assert_eq!(feed.of("dd"), vec![(AlertKind::Fired, 61 * S)]);
     feed.timers(last_inside + 3 * S);
-    let of = |rule: &str| -> Vec<(AlertKind, i64)> {
-        feed.alerts
-            .iter()
-            .filter(|a| &*a.rule_id == rule)
-            .map(|a| (a.kind, a.event_time_ns))
-            .collect()
-    };
     assert_eq!(
-        of("below-95"),
+        feed.of("below-95"),
         vec![(AlertKind::Fired, 61 * S), (AlertKind::Resolved, last_inside + 3 * S)]
     );
     // The drawdown from the window's peak is 7% or more at every 90 and
     // none at every 97: the same flapping, the same single episode.
     assert_eq!(
-        of("dd"),
+        feed.of("dd"),
         vec![(AlertKind::Fired, 61 * S), (AlertKind::Resolved, last_inside + 3 * S)]
     );
 }
@@ -227,21 +222,12 @@ fn true_again_while_clearing_keeps_the_episode_open() {
     feed.timers(7 * S);
     feed.trade(8 * S, "99");
     feed.timers(11 * S - 1);
-    let below: Vec<_> = feed
-        .alerts
-        .iter()
-        .filter(|a| &*a.rule_id == "below-95")
-        .map(|a| (a.kind, a.event_time_ns))
-        .collect();
-    assert_eq!(below, vec![(AlertKind::Fired, 2 * S)]);
+    assert_eq!(feed.of("below-95"), vec![(AlertKind::Fired, 2 * S)]);
     feed.timers(11 * S);
-    let below: Vec<_> = feed
-        .alerts
-        .iter()
-        .filter(|a| &*a.rule_id == "below-95")
-        .map(|a| (a.kind, a.event_time_ns))
-        .collect();
-    assert_eq!(below, vec![(AlertKind::Fired, 2 * S), (AlertKind::Resolved, 11 * S)]);
+    assert_eq!(
+        feed.of("below-95"),
+        vec![(AlertKind::Fired, 2 * S), (AlertKind::Resolved, 11 * S)]
+    );
 }
 
 #[test]

@@ -107,9 +107,7 @@ impl PriceBand {
         values.push(AlertValue::new("band_pct", self.band.percent()));
         values
     }
-}
 
-impl PriceBand {
     /// The limit state lasted `limit_for`: trading pauses from `at_ns`.
     fn pause(
         &self,
