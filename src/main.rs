@@ -1,5 +1,6 @@
 //! The `airbag` binary: `serve` runs the service, `check` validates a
-//! rules folder for CI, `token hash` prints the hash a bearer token is
+//! rules folder for CI, `check-config` (or `serve --check`) a
+//! configuration file, `token hash` prints the hash a bearer token is
 //! configured by. Client commands are a variant of [`Command`] with
 //! their `clap::Args` and an arm calling [`block_on`] with their `run`.
 //!
@@ -35,6 +36,9 @@ enum Command {
     Serve(ServeArgs),
     /// Compile a rules folder and report every error as file:line:col.
     Check(CheckArgs),
+    /// Validate a configuration file, Kafka tables included: every problem
+    /// under its key, exit 2 if any.
+    CheckConfig(CheckConfigArgs),
     /// Stream a tick file (CSV, plain or gzip) to a server.
     Send(airbag::cli::send::SendArgs),
     /// Tail alerts as JSON lines.
@@ -48,6 +52,12 @@ enum Command {
     /// Run rules over recorded ticks in event time (backtest), or compare
     /// two rules folders over the same ticks.
     Replay(Box<airbag::cli::replay::ReplayArgs>),
+    /// Kafka client tools: `produce` a tick file to a topic, `tail` the
+    /// alerts on a topic.
+    Kafka {
+        #[command(subcommand)]
+        command: airbag::cli::kafka::KafkaCommand,
+    },
     /// Bearer tokens: `airbag token hash` prints the SHA-256 that
     /// `[[auth.tokens]]` holds for a token read from stdin.
     Token {
@@ -91,6 +101,16 @@ struct ServeArgs {
     /// `tls.allow_plaintext_non_loopback`).
     #[arg(long)]
     allow_plaintext_non_loopback: bool,
+    /// Validate the configuration (file and flags) and exit: 0 when it is
+    /// valid, 2 with every problem otherwise.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The TOML configuration file.
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +124,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check(args) => check(&args.dir),
+        Command::CheckConfig(args) => check_config(service_config_of_file(&args.file)),
+        Command::Kafka { command } => block_on(airbag::cli::kafka::run(command)),
         Command::Send(args) => block_on(airbag::cli::send::run(args)),
         Command::Subscribe(args) => block_on(airbag::cli::subscribe::run(args)),
         Command::State(args) => block_on(airbag::cli::state::run(args)),
@@ -165,8 +187,7 @@ fn service_config(args: &ServeArgs) -> Result<ServiceConfig, airbag::config::Con
     if args.allow_plaintext_non_loopback {
         config.tls.allow_plaintext_non_loopback = true;
     }
-    config.validate()?;
-    Ok(config)
+    validated(config)
 }
 
 fn init_tracing(json: bool) {
@@ -182,18 +203,70 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let config = match service_config(&args) {
-        Ok(config) => config,
-        Err(airbag::config::ConfigError::Invalid(problems)) => {
+/// A configuration file alone, validated.
+fn service_config_of_file(path: &Path) -> Result<ServiceConfig, airbag::config::ConfigError> {
+    validated(ServiceConfig::from_file(path)?)
+}
+
+/// [`ServiceConfig::validate`], and what librdkafka says of the Kafka
+/// tables' passed-through properties: every problem together.
+fn validated(config: ServiceConfig) -> Result<ServiceConfig, airbag::config::ConfigError> {
+    use airbag::config::ConfigError;
+    let mut problems = match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid(problems)) => problems,
+        Err(e) => return Err(e),
+    };
+    problems.extend(airbag::kafka::client_problems(&config.kafka));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Prints why a configuration cannot be used, to stderr.
+fn report_config_error(error: airbag::config::ConfigError) {
+    match error {
+        airbag::config::ConfigError::Invalid(problems) => {
             eprintln!("airbag: invalid configuration:");
             for p in problems {
                 eprintln!("  {p}");
             }
-            return ExitCode::from(2);
+        }
+        e => eprintln!("airbag: {e}"),
+    }
+}
+
+/// `airbag check-config FILE` and `serve --check`: `ok` and what the
+/// configuration runs, exit 0; or every problem, exit 2.
+fn check_config(config: Result<ServiceConfig, airbag::config::ConfigError>) -> ExitCode {
+    match config {
+        Ok(config) => {
+            println!(
+                "ok: gRPC on {}, rules from {}, {} Kafka sources, {} Kafka sinks",
+                config.listen,
+                config.rules.display(),
+                config.kafka.source.len(),
+                config.kafka.sink.len()
+            );
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("airbag: {e}");
+            report_config_error(e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if args.check {
+        return check_config(service_config(&args));
+    }
+    let config = match service_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            report_config_error(e);
             return ExitCode::from(2);
         }
     };

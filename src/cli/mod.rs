@@ -14,6 +14,8 @@
 //! - [`send`]: `airbag send`, a tick file streamed to `Ingest`.
 //! - [`resume`]: `send` across disconnects and server restarts.
 //! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
+//! - [`kafka`]: `airbag kafka produce` (a tick file to a topic) and
+//!   `airbag kafka tail` (alerts from a topic as JSON lines).
 //! - [`state`]: `airbag state`, what rules have in force right now.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
@@ -27,6 +29,7 @@
 
 pub use crate::alerts::json as alert_json;
 pub mod cpu;
+pub mod kafka;
 pub mod load;
 pub mod pace;
 pub mod replay;

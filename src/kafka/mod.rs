@@ -115,6 +115,45 @@ pub fn start(core: &Arc<Core>) -> Result<Kafka, KafkaError> {
     }
 }
 
+/// What librdkafka says of the properties the `[[kafka.*]]` tables pass
+/// through (an unknown name, a value it does not take), each under the key
+/// `kafka` with the table's path, as [`crate::config::ServiceConfig::validate`]
+/// reports problems. Nothing connects. Empty without the `kafka` feature.
+pub fn client_problems(config: &crate::config::kafka::KafkaConfig) -> Vec<crate::config::ConfigProblem> {
+    #[allow(unused_mut)]
+    let mut problems = Vec::new();
+    #[cfg(feature = "kafka")]
+    {
+        let tables = config
+            .source
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("source[{i}].properties"), &s.properties))
+            .chain(
+                config
+                    .sink
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("sink[{i}].properties"), &s.properties)),
+            );
+        for (at, properties) in tables {
+            for (key, value) in properties {
+                let mut client = rdkafka::config::ClientConfig::new();
+                client.set(key, value);
+                if let Err(error) = client.create_native_config() {
+                    problems.push(crate::config::ConfigProblem {
+                        key: "kafka",
+                        message: format!("{at}.{key:?}: librdkafka refuses it: {error}"),
+                    });
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "kafka"))]
+    let _ = config;
+    problems
+}
+
 impl Kafka {
     pub fn metrics(&self) -> &Arc<KafkaMetrics> {
         &self.metrics
