@@ -16,6 +16,16 @@
 //! logged, and the sink starts again from its position after a pause:
 //! alerts after it may then reach the topic twice, with the same `seq`.
 //!
+//! A producer that stops making progress — deliveries in flight and none
+//! acknowledged for [`STALL_AFTER`] — is replaced by a new one (a new
+//! producer id), and the sink starts again from its position. That covers a
+//! broker that lost its producer state (a restarted broker without it, as
+//! tansu's memory storage is): librdkafka would otherwise bump the epoch
+//! of a producer id the broker no longer knows, and be refused, forever.
+//! During an outage it only recreates the (idle) producer every
+//! [`STALL_AFTER`]; alerts sent again reach the topic at most twice, with
+//! the same `seq`.
+//!
 //! With `data_dir`, the position is written to
 //! `<data_dir>/kafka/sink-<name>.seq` (atomically, by rename) at most every
 //! [`PERSIST_EVERY`] and at stop; a restart resumes after it, so an alert
@@ -45,6 +55,9 @@ use crate::wire::convert::encode_alert;
 
 /// Longest time between writes of the position while it moves.
 pub const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// A producer with deliveries in flight and none acknowledged for this
+/// long is replaced.
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
 /// Pause before starting again after a failed delivery.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -57,6 +70,8 @@ pub struct Sink {
     filter: SubscriptionFilter,
     max_in_flight: usize,
     producer: FutureProducer,
+    /// The producer's configuration, to replace a stalled one.
+    client: ClientConfig,
     /// Where the position is kept, with `data_dir`.
     position_file: Option<PathBuf>,
     /// This sink's counters in the Kafka metrics.
@@ -72,6 +87,9 @@ impl Sink {
         let name = config.display_name().to_string();
         let mut client = ClientConfig::new();
         client.set("linger.ms", "1");
+        // Back soon after a broker returns (librdkafka's default waits up
+        // to 10 s between attempts).
+        client.set("reconnect.backoff.max.ms", "1000");
         for (key, value) in &config.properties {
             client.set(key, value);
         }
@@ -96,13 +114,14 @@ impl Sink {
             filter,
             max_in_flight: config.max_in_flight,
             producer,
+            client,
             index,
         })
     }
 
     /// Delivers alerts until the bus closes (shutdown) and every alert
     /// read is delivered or the grace period is over; writes the position.
-    pub async fn run(self, core: Arc<Core>, metrics: Arc<KafkaMetrics>) {
+    pub async fn run(mut self, core: Arc<Core>, metrics: Arc<KafkaMetrics>) {
         let m = &metrics.sinks[self.index].1;
         let mut delivered = match &self.position_file {
             Some(path) => read_position(path),
@@ -132,7 +151,12 @@ impl Sink {
             let mut in_flight: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
             let mut persist = tokio::time::interval(PERSIST_EVERY);
             let mut ended = false;
+            // When a delivery was last acknowledged (or the first sent).
+            let mut progress = Instant::now();
             loop {
+                if in_flight.is_empty() {
+                    progress = Instant::now();
+                }
                 let room = in_flight.len() < self.max_in_flight && !ended;
                 tokio::select! {
                     next = std::future::poll_fn(|cx| reader.poll_next_alert(cx)), if room => match next {
@@ -184,7 +208,16 @@ impl Sink {
                             continue 'open;
                         }
                     },
+                    () = tokio::time::sleep_until(progress + STALL_AFTER), if !in_flight.is_empty() => {
+                        warn!(sink = %self.name, in_flight = in_flight.len(), delivered_seq = delivered, "Kafka sink made no progress for {STALL_AFTER:?}; a new producer sends again from its position.");
+                        m.failed.fetch_add(1, Ordering::Relaxed);
+                        drop(in_flight);
+                        self.replace_producer();
+                        from = delivered + 1;
+                        continue 'open;
+                    }
                     result = oldest(&mut in_flight), if !in_flight.is_empty() => {
+                        progress = Instant::now();
                         let (seq, _) = in_flight.pop_front().expect("guarded");
                         if !self.delivered(result, seq, &mut delivered, m) {
                             // Everything after it goes again.
@@ -219,6 +252,21 @@ impl Sink {
         }
         let _ = self.producer.flush(Duration::from_millis(100));
         info!(sink = %self.name, delivered_seq = delivered, "Kafka sink stopped.");
+    }
+
+    /// A new producer in place of the current one, which is purged and
+    /// dropped on a blocking thread (its drop waits for librdkafka).
+    fn replace_producer(&mut self) {
+        match self.client.create::<FutureProducer>() {
+            Ok(producer) => {
+                let old = std::mem::replace(&mut self.producer, producer);
+                old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(error) => {
+                warn!(sink = %self.name, %error, "Cannot create a new Kafka producer; keeping the old one.");
+            }
+        }
     }
 
     /// Sends one alert; the delivery is awaited by the caller.

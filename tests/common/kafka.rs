@@ -24,8 +24,13 @@ pub const BUILD_TANSU: &str = "cargo install tansu --version 0.6.0 --locked --fe
      --root $HOME/.cache/airbag-tools/tansu-0.6.0";
 
 /// A tansu broker on 127.0.0.1, killed when dropped.
+///
+/// Its storage is in memory (tansu 0.6.0 built with `dynostore` offers
+/// memory or S3): [`Broker::stop`] then [`Broker::start_again`] brings a
+/// broker back on the same address *empty*, without topics, offsets or
+/// producer ids; a test recreates its topics.
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
 }
 
@@ -53,31 +58,64 @@ impl Broker {
     /// Starts tansu with in-memory storage on a free port and waits until
     /// it accepts connections.
     pub fn start() -> Broker {
-        let binary = tansu_binary();
         let port = {
             let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("addr").port()
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let url = format!("tcp://{addr}");
-        let child = Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let broker = Broker { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not accept connections on {addr} within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut broker = Broker {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        broker.start_again();
         broker
+    }
+
+    /// Kills the broker (SIGKILL): clients see it gone at once.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker on its address again (after [`Broker::stop`]),
+    /// empty, and waits (at most 10 s, retrying while the port is not yet
+    /// free) until it accepts connections.
+    pub fn start_again(&mut self) {
+        self.stop();
+        let binary = tansu_binary();
+        let addr = self.addr;
+        let url = format!("tcp://{addr}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'spawn: loop {
+            let mut child = Command::new(&binary)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/", "--silent"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    // The port was not free yet (or tansu failed): again.
+                    assert!(
+                        Instant::now() < deadline,
+                        "tansu exited ({status}) and did not listen on {addr} within 10 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'spawn;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tansu did not accept connections on {addr} within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.child = Some(child);
+            return;
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -183,8 +221,7 @@ fn read_blocking(
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
