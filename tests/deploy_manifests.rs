@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use airbag::config::ServiceConfig;
 use airbag::service::rulebook::{compile_texts, load_dir};
 use common::{batch, trade, within, TestServer};
-use promql::{metric_names, Exposition};
+use promql::{metric_names, parsed_names, Exposition};
 use serde::Deserialize;
 
 /// Metrics a query may name that Prometheus makes itself, per target.
@@ -260,6 +260,17 @@ async fn every_metric_the_dashboard_and_the_alerting_rules_name_is_on_metrics() 
     let mut named = std::collections::BTreeSet::new();
     for (file, query) in &queries {
         let names = metric_names(&query.expr);
+        match parsed_names(&query.expr) {
+            Err(e) => missing.push(format!(
+                "{file}: {}: not valid PromQL: {e}: {}",
+                query.place, query.expr
+            )),
+            Ok(parsed) if parsed != names.iter().cloned().collect() => missing.push(format!(
+                "{file}: {}: the name extractor read {names:?}, the parser {parsed:?}: {}",
+                query.place, query.expr
+            )),
+            Ok(_) => {}
+        }
         if names.is_empty() {
             missing.push(format!("{file}: {}: names no metric: {}", query.place, query.expr));
         }

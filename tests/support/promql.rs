@@ -9,6 +9,10 @@
 //! numbers and durations are dropped; an identifier followed by `(` is a
 //! function, and keywords and aggregation operators are not metrics. What
 //! is left are the metric names.
+//!
+//! [`parsed_names`] reads the same names from the syntax tree of
+//! `promql-parser`, which also proves the expression is valid PromQL; the
+//! two must agree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,6 +157,47 @@ fn strip(expr: &str) -> String {
     out
 }
 
+/// Grafana's interval variables, as the durations a query may take.
+const GRAFANA_INTERVALS: &[(&str, &str)] = &[("$__rate_interval", "1m"), ("$__interval", "30s"), ("$__range", "1h")];
+
+/// The metric names of `expr` from its syntax tree, each once, sorted;
+/// Grafana interval variables count as durations.
+///
+/// # Errors
+/// The expression is not valid PromQL: the parser's message.
+pub fn parsed_names(expr: &str) -> Result<BTreeSet<String>, String> {
+    use promql_parser::parser::{self, Expr};
+    fn walk(expr: &Expr, out: &mut BTreeSet<String>) {
+        match expr {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(param) = &a.param {
+                    walk(param, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Subquery(s) => walk(&s.expr, out),
+            Expr::VectorSelector(v) => out.extend(v.name.clone()),
+            Expr::MatrixSelector(m) => out.extend(m.vs.name.clone()),
+            Expr::Call(c) => c.args.args.iter().for_each(|arg| walk(arg, out)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let mut text = expr.to_string();
+    for (variable, duration) in GRAFANA_INTERVALS {
+        text = text.replace(variable, duration);
+    }
+    let tree = parser::parse(&text)?;
+    let mut names = BTreeSet::new();
+    walk(&tree, &mut names);
+    Ok(names)
+}
+
 /// What a `/metrics` page exposes: every family with its `# TYPE`, and
 /// every sample's name.
 #[derive(Debug, Default)]
@@ -246,6 +291,17 @@ airbag_tick_to_alert_seconds_count 4
             + sum(rate(airbag_ticks_recieved_total{instance=~"$instance"}[$__rate_interval]))"#;
         let missing: Vec<String> = metric_names(expr).into_iter().filter(|n| !page.has(n)).collect();
         assert_eq!(missing, ["airbag_ticks_recieved_total"]);
+    }
+
+    #[test]
+    fn the_syntax_tree_agrees_and_refuses_broken_promql() {
+        let expr = r#"sum by (reason) (rate(airbag_ticks_rejected_total{instance=~"$instance"}[$__rate_interval]))
+            / on () group_left topk(3, airbag_instruments) > bool 0 unless time() - airbag_rules offset 5m"#;
+        let parsed = parsed_names(expr).unwrap();
+        assert_eq!(parsed, metric_names(expr).into_iter().collect::<BTreeSet<_>>());
+        assert_eq!(parsed.len(), 3);
+        assert!(parsed_names("sum(rate(airbag_ticks_received_total[5m])").is_err());
+        assert!(parsed_names("airbag_alerts_total{rule=\"x\"").is_err());
     }
 
     #[test]
