@@ -675,6 +675,26 @@ impl Served {
         assert_eq!(rc, 0, "kill({pid}, {signal})");
     }
 
+    /// Sends SIGHUP and waits (bounded by `within`) for the first status
+    /// that `reloaded` accepts.
+    async fn sighup_until(
+        &self,
+        what: &str,
+        reloaded: impl Fn(&airbag::wire::proto::StatusResponse) -> bool,
+    ) -> airbag::wire::proto::StatusResponse {
+        self.signal(libc::SIGHUP);
+        within(what, async {
+            loop {
+                let status = self.status().await;
+                if reloaded(&status) {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
     async fn status(&self) -> airbag::wire::proto::StatusResponse {
         let channel = airbag::cli::wire::connect(&self.addr).await.expect("connect");
         airbag::wire::proto::rule_admin_client::RuleAdminClient::new(channel)
@@ -697,33 +717,19 @@ async fn sighup_the_units_reload_signal_reloads_the_rules() {
     assert_eq!(before.rule_count, 1);
 
     std::fs::write(rules.join("20-eth.toml"), halt_rule("eth-crash", "ETH-*")).expect("write rule");
-    served.signal(libc::SIGHUP);
-    let after = within("the SIGHUP reload", async {
-        loop {
-            let status = served.status().await;
-            if status.ruleset_version > before.ruleset_version {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let after = served
+        .sighup_until("the SIGHUP reload", |s| s.ruleset_version > before.ruleset_version)
+        .await;
     assert_eq!(after.rule_count, 2, "{after:?}");
     assert!(after.last_reload_errors.is_empty());
 
     // A broken file: the reload fails, the rules in force stay.
     std::fs::write(rules.join("30-broken.toml"), "[[rule]]\nid = \"x\"\nkind = \"nope\"\n").expect("write rule");
-    served.signal(libc::SIGHUP);
-    let failed = within("the failed SIGHUP reload", async {
-        loop {
-            let status = served.status().await;
-            if status.reload_failures > after.reload_failures {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let failed = served
+        .sighup_until("the failed SIGHUP reload", |s| {
+            s.reload_failures > after.reload_failures
+        })
+        .await;
     assert_eq!(failed.ruleset_version, after.ruleset_version);
     assert_eq!(failed.rule_count, 2);
     assert!(
