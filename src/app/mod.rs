@@ -405,8 +405,10 @@ impl Running {
         //    meanwhile the state ingest left is checkpointed.
         core.bus().close();
         info!(last_seq = core.bus().last_seq(), "Alert streams closing.");
-        kafka.stopped(deadline).await;
+        let mut kafka = kafka;
+        kafka.sinks_stopped(deadline).await;
         checkpoints::write_final(&core).await;
+        kafka.sources_stopped(deadline).await;
 
         // 3. The gRPC server finishes once every stream has ended.
         let result = match timeout_at(deadline, &mut grpc).await {

@@ -19,6 +19,7 @@ pub mod format;
 pub mod store;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -40,10 +41,56 @@ pub struct Checkpoint {
     pub engine: EngineSnapshot,
 }
 
+/// Checkpoint rounds: which have begun their snapshot and which are on
+/// disk. A reader of an outside log (a Kafka source) uses them to commit
+/// its position only once a checkpoint holds the state it applied: work
+/// finished before [`CheckpointRounds::begun`] returned `n` is in round
+/// `n + 1` and every later one.
+#[derive(Debug)]
+pub struct CheckpointRounds {
+    begun: AtomicU64,
+    written: tokio::sync::watch::Sender<u64>,
+}
+
+impl CheckpointRounds {
+    fn new() -> Self {
+        CheckpointRounds {
+            begun: AtomicU64::new(0),
+            written: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Rounds begun so far (the snapshot of the last one may be under way).
+    pub fn begun(&self) -> u64 {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    /// The newest round written, as it changes.
+    pub fn written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
+    /// Called before a snapshot starts: the round it is.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn finished(&self, round: u64) {
+        self.written.send_if_modified(|newest| {
+            let newer = round > *newest;
+            if newer {
+                *newest = round;
+            }
+            newer
+        });
+    }
+}
+
 /// Takes checkpoints of an engine into a store and counts how that goes.
 #[derive(Debug)]
 pub struct Checkpointer {
     store: CheckpointStore,
+    rounds: Arc<CheckpointRounds>,
     written: AtomicU64,
     failed: AtomicU64,
     last_duration_ns: AtomicU64,
@@ -56,6 +103,7 @@ impl Checkpointer {
     pub fn new(store: CheckpointStore) -> Self {
         Checkpointer {
             store,
+            rounds: Arc::new(CheckpointRounds::new()),
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_duration_ns: AtomicU64::new(0),
@@ -67,6 +115,11 @@ impl Checkpointer {
 
     pub fn store(&self) -> &CheckpointStore {
         &self.store
+    }
+
+    /// The rounds of this checkpointer, for readers of outside logs.
+    pub fn rounds(&self) -> &Arc<CheckpointRounds> {
+        &self.rounds
     }
 
     /// Snapshots `engine` and writes it with `alert_seq` (read by the
@@ -94,6 +147,7 @@ impl Checkpointer {
         settle: impl FnOnce(),
     ) -> Result<Written, StoreError> {
         let started = Instant::now();
+        let round = self.rounds.begin();
         let snapshot = engine.snapshot();
         self.last_snapshot_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -108,6 +162,7 @@ impl Checkpointer {
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match &result {
             Ok(written) => {
+                self.rounds.finished(round);
                 self.written.fetch_add(1, Ordering::Relaxed);
                 self.last_bytes.store(written.bytes as u64, Ordering::Relaxed);
                 self.last_ok_ns.store(now_ns, Ordering::Relaxed);

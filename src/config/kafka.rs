@@ -6,7 +6,8 @@
 //! name = "venue-trades"                # in logs and metrics; default: the first topic
 //! brokers = ["10.0.0.1:9092", "10.0.0.2:9092"]
 //! topics = ["trades"]
-//! group_id = "airbag"
+//! group_id = "airbag"                 # offsets are committed for it
+//! partitions = "group"                 # or "all": every partition, no group membership
 //! format = "json"                      # "protobuf_batch" (a TickBatch per message),
 //!                                      # "protobuf_tick" (a Tick per message) or "json"
 //! instrument_from = "message"          # or "key": the message key names the instrument
@@ -93,6 +94,21 @@ pub enum InstrumentFrom {
     Key,
 }
 
+/// Which partitions a source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePartitions {
+    /// Those the consumer group gives it: the group shares the topics'
+    /// partitions among its members and moves them when one leaves.
+    #[default]
+    Group,
+    /// Every partition of the topics (as they are at start), assigned by
+    /// the source itself: no group membership, so a restart never waits
+    /// for a rebalance; offsets are still committed for `group_id`. For a
+    /// single instance that reads the whole topic.
+    All,
+}
+
 /// One `[[kafka.source]]` table.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -104,6 +120,7 @@ pub struct KafkaSourceConfig {
     pub topics: Vec<String>,
     /// The consumer group; offsets are committed for it.
     pub group_id: String,
+    pub partitions: SourcePartitions,
     pub format: SourceFormat,
     pub instrument_from: InstrumentFrom,
     /// `format = "json"`: which field plays which role (the mapping of
@@ -125,6 +142,7 @@ impl Default for KafkaSourceConfig {
             brokers: Vec::new(),
             topics: Vec::new(),
             group_id: String::new(),
+            partitions: SourcePartitions::default(),
             format: SourceFormat::default(),
             instrument_from: InstrumentFrom::default(),
             json: None,

@@ -16,14 +16,16 @@
 //!
 //! # Delivery
 //!
-//! - **Ticks, at-least-once.** A source stores a message's offset for
-//!   commit only after the batch holding it was applied and the last alert
-//!   it raised is durable (journaled with `data_dir`, published without).
-//!   After a crash the group resumes from the committed offsets: messages
-//!   after them are read again, and ticks already in the restored state
-//!   are dropped as duplicates by their sequence number (a tick without
-//!   one takes it from its offset, see [`decode`]); alerts they raise
-//!   again are recognised and not published twice
+//! - **Ticks: each applied once, none skipped.** A source stores a
+//!   message's offset for commit only after the batch holding it was
+//!   applied and the last alert it raised is durable (journaled with
+//!   `data_dir`, published without); with checkpoints (`data_dir`), only
+//!   once a written checkpoint holds the state it made (`progress`). After
+//!   a crash the group resumes from the committed offsets, at or before
+//!   the restored state: messages read again whose ticks the state holds
+//!   are refused as duplicates by their sequence number (a tick without
+//!   one takes it from its offset, see [`decode`]), the rest are applied,
+//!   and alerts they raise again are recognised and not published twice
 //!   ([`crate::alerts::replayed`]).
 //! - **Alerts, at-least-once, in order per key.** A sink sends the alerts
 //!   of the log in sequence order and moves its position only over
@@ -36,6 +38,8 @@
 
 pub mod decode;
 pub mod metrics;
+#[cfg(feature = "kafka")]
+mod progress;
 #[cfg(feature = "kafka")]
 mod sink;
 #[cfg(feature = "kafka")]
@@ -164,10 +168,21 @@ impl Kafka {
         metrics.render(core.bus().last_seq(), out);
     }
 
-    /// Waits, until `deadline`, for the sources (stopped by shutdown) and
-    /// then the sinks (stopped by the bus closing) to finish.
-    pub async fn stopped(self, deadline: Instant) {
-        for task in self.sources.into_iter().chain(self.sinks) {
+    /// Waits, until `deadline`, for the sinks (stopped by the bus closing)
+    /// to finish.
+    pub async fn sinks_stopped(&mut self, deadline: Instant) {
+        Self::finished(std::mem::take(&mut self.sinks), deadline).await;
+    }
+
+    /// Waits, until `deadline`, for the sources (stopped by shutdown) to
+    /// make their final commit: with checkpoints, of what the checkpoint
+    /// written at shutdown holds, so call this after writing it.
+    pub async fn sources_stopped(mut self, deadline: Instant) {
+        Self::finished(std::mem::take(&mut self.sources), deadline).await;
+    }
+
+    async fn finished(tasks: Vec<JoinHandle<()>>, deadline: Instant) {
+        for task in tasks {
             if timeout_at(deadline, task).await.is_err() {
                 warn!("A Kafka task was still running at the end of the grace period.");
             }

@@ -7,10 +7,12 @@
 //! more; decode each (one that does not decode is counted, logged with its
 //! topic, partition and offset, and skipped); apply the batch; wait until
 //! the last alert it raised is durable (journaled with `data_dir`,
-//! published without); only then store the batch's offsets, which the
-//! consumer commits in the background (`auto.commit.interval.ms`) and once
-//! more, synchronously, when the source stops. A crash replays at most
-//! the messages after the last commit: at-least-once.
+//! published without); then store the batch's offsets (with checkpoints,
+//! once a written checkpoint holds the batch: [`super::progress`]), which
+//! the consumer commits in the background (`auto.commit.interval.ms`) and
+//! once more, synchronously, when the source stops (after the checkpoint
+//! written at shutdown). A crash reads again at most the messages after
+//! the last commit, and the restored state refuses the ticks it holds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,22 +21,43 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::decode::Decoder;
 use super::metrics::KafkaMetrics;
+use super::progress::Progress;
 use super::KafkaError;
-use crate::config::kafka::KafkaSourceConfig;
+use crate::config::kafka::{KafkaSourceConfig, SourcePartitions};
 use crate::service::{Core, IngestSession};
 
 /// Pause after a consumer error before reading on (the client reconnects
 /// by itself; this keeps a dead broker from spinning the task).
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
 
-/// A source ready to run: its consumer subscribed.
+/// The next checkpoint round written, or never without checkpoints.
+async fn checkpoint_written(written: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<u64> {
+    match written {
+        Some(written) => match written.changed().await {
+            Ok(()) => Some(*written.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// How long one metadata request may take when the source assigns itself
+/// every partition.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A source ready to run: its consumer subscribed (or, with
+/// `partitions = "all"`, to be assigned every partition when it runs).
 pub struct Source {
     name: String,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    /// `partitions = "all"`: the topics to assign in full.
+    assign_all: Option<Vec<String>>,
+    assigned_itself: bool,
     decoder: Decoder,
     max_messages: usize,
 }
@@ -63,14 +86,22 @@ impl Source {
             what: format!("source `{name}`"),
             source,
         })?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|source| KafkaError::Client {
-            what: format!("source `{name}`: subscribing to {topics:?}"),
-            source,
-        })?;
+        let assign_all = match config.partitions {
+            SourcePartitions::Group => {
+                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&topics).map_err(|source| KafkaError::Client {
+                    what: format!("source `{name}`: subscribing to {topics:?}"),
+                    source,
+                })?;
+                None
+            }
+            SourcePartitions::All => Some(config.topics.clone()),
+        };
         Ok(Source {
             name,
-            consumer,
+            consumer: Arc::new(consumer),
+            assigned_itself: assign_all.is_some(),
+            assign_all,
             decoder: Decoder::new(
                 config.format,
                 config.instrument_from,
@@ -79,6 +110,56 @@ impl Source {
             ),
             max_messages: config.max_batch_messages,
         })
+    }
+
+    /// Assigns every partition of `topics` from the committed offsets (or
+    /// `auto.offset.reset`), asking the brokers for the partitions until
+    /// they answer or shutdown begins. Whether it did.
+    async fn assign_every_partition(&self, topics: &[String], shutdown: &tokio_util::sync::CancellationToken) -> bool {
+        loop {
+            let consumer = self.consumer.clone();
+            let wanted = topics.to_vec();
+            let asked = tokio::task::spawn_blocking(move || {
+                let mut assignment = TopicPartitionList::new();
+                for topic in &wanted {
+                    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+                    for found in metadata.topics() {
+                        if let Some(error) = found.error() {
+                            return Err(rdkafka::error::KafkaError::MetadataFetch(error.into()));
+                        }
+                        for partition in found.partitions() {
+                            assignment.add_partition_offset(found.name(), partition.id(), Offset::Stored)?;
+                        }
+                    }
+                }
+                consumer.assign(&assignment)?;
+                Ok(assignment.count())
+            })
+            .await;
+            match asked {
+                Ok(Ok(partitions)) => {
+                    info!(source = %self.name, partitions, ?topics, "Kafka source assigned every partition.");
+                    return true;
+                }
+                Ok(Err(error)) => warn!(source = %self.name, %error, "Kafka partitions not known yet; asking again."),
+                Err(error) => warn!(source = %self.name, %error, "Kafka metadata request failed; asking again."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(ERROR_PAUSE) => {}
+            }
+        }
+    }
+
+    /// Stores for commit the offsets that checkpoint round `round` holds.
+    fn store_covered(&self, progress: &mut Progress, round: u64) {
+        progress.covered(round, |topic, partition, offset| {
+            if let Err(error) = self.consumer.store_offset(topic, partition, offset) {
+                // A partition revoked meanwhile: its next owner reads on
+                // from the last commit.
+                debug!(source = %self.name, %error, "Kafka offset not stored.");
+            }
+        });
     }
 
     /// Consumes until shutdown, then commits what was applied and lets go
@@ -91,14 +172,28 @@ impl Source {
         let shutdown = core.shutdown_token().clone();
         let max_ticks = core.config().max_batch_ticks;
         let mut durable = core.bus().durable_wait();
+        // With checkpoints: offsets wait for the checkpoint that holds them.
+        let rounds = core.checkpoint_rounds().cloned();
+        let mut written = rounds.as_ref().map(|r| r.written());
+        let mut progress = Progress::default();
         // Where each message's ticks start in the batch, for the log.
         let mut starts: Vec<usize> = Vec::with_capacity(self.max_messages);
         let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(self.max_messages);
+        if let Some(topics) = self.assign_all.take() {
+            if !self.assign_every_partition(&topics, &shutdown).await {
+                session.release();
+                return;
+            }
+        }
         info!(source = %self.name, "Kafka source consuming.");
         loop {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                Some(round) = checkpoint_written(&mut written) => {
+                    self.store_covered(&mut progress, round);
+                    continue;
+                }
                 got = self.consumer.recv() => got,
             };
             let first = match first {
@@ -166,11 +261,22 @@ impl Source {
             if applied.last_alert_seq > 0 {
                 std::future::poll_fn(|cx| durable.poll_durable(applied.last_alert_seq, cx)).await;
             }
-            for message in &batch {
-                if let Err(error) = self.consumer.store_offset_from_message(message) {
-                    // A partition revoked meanwhile: its next owner reads
-                    // the message again.
-                    debug!(source = %self.name, %error, "Kafka offset not stored.");
+            match &rounds {
+                // Applied before this read: held by the next round to begin.
+                Some(rounds) => {
+                    let round = rounds.begun() + 1;
+                    for message in &batch {
+                        progress.applied(message.topic(), message.partition(), message.offset(), round);
+                    }
+                }
+                None => {
+                    for message in &batch {
+                        if let Err(error) = self.consumer.store_offset_from_message(message) {
+                            // A partition revoked meanwhile: its next owner
+                            // reads the message again.
+                            debug!(source = %self.name, %error, "Kafka offset not stored.");
+                        }
+                    }
                 }
             }
             metrics.batches_stored.fetch_add(1, Ordering::Relaxed);
@@ -178,11 +284,34 @@ impl Source {
         }
         drop(batch);
         session.release();
+        // The checkpoint written at shutdown holds everything applied: its
+        // offsets are committed with the final commit (bounded by the grace).
+        if let Some(written) = &mut written {
+            let last = progress.last_round();
+            let grace = Duration::from_millis(core.config().shutdown_grace_ms);
+            if last > 0 {
+                match tokio::time::timeout(grace, written.wait_for(|w| *w >= last)).await {
+                    Ok(Ok(round)) => {
+                        let round = *round;
+                        self.store_covered(&mut progress, round);
+                    }
+                    _ => warn!(
+                        source = %self.name,
+                        partitions = progress.partitions_waiting(),
+                        "No checkpoint holds the last ticks applied: their offsets stay uncommitted and are read again after a restart."
+                    ),
+                }
+            }
+        }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is also an error here.
             debug!(source = %self.name, %error, "Kafka final commit.");
         }
-        self.consumer.unsubscribe();
+        if self.assigned_itself {
+            let _ = self.consumer.unassign();
+        } else {
+            self.consumer.unsubscribe();
+        }
         info!(source = %self.name, "Kafka source stopped; applied offsets committed.");
     }
 }

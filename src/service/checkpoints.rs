@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::checkpoint::{CheckpointStore, Checkpointer, StoreError, Written};
+use crate::checkpoint::{CheckpointRounds, CheckpointStore, Checkpointer, StoreError, Written};
 
 use super::{Core, ServiceError};
 
@@ -18,6 +18,12 @@ impl Core {
     /// one was: every alert up to it came from state that was restored.
     pub fn restored_alert_seq(&self) -> Option<u64> {
         self.restored_alert_seq
+    }
+
+    /// The checkpoint rounds, if checkpoints are on: a Kafka source commits
+    /// its offsets only once a written checkpoint holds what it applied.
+    pub fn checkpoint_rounds(&self) -> Option<&Arc<CheckpointRounds>> {
+        self.checkpointer.as_ref().map(Checkpointer::rounds)
     }
 
     /// Writes a checkpoint now, if checkpoints are on (`data_dir` set).
