@@ -79,11 +79,14 @@ pub struct ProduceArgs {
     /// Stop at the first row that cannot be read instead of skipping it.
     #[arg(long)]
     pub strict: bool,
-    /// The tick file: a header row with `instrument`, `ts_ms` (or `ts_ns`),
-    /// `price`, `size` and optionally `seq`, `kind`, `side`, `bid`, `ask`,
-    /// `bid_size`, `ask_size`.
+    /// The tick file (CSV with a header, plain or gzip): by default
+    /// `instrument`, `ts_ms` (or `ts_ns`), `price`, `size` and optionally
+    /// `seq`, `kind`, `side`, `bid`, `ask`, `bid_size`, `ask_size`; other
+    /// layouts through the column flags, as `airbag replay` reads them.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub columns: crate::cli::columns::ColumnArgs,
 }
 
 /// `airbag kafka tail`.
@@ -265,7 +268,9 @@ mod imp {
     /// The file cannot be read (or, with `--strict`, a row), librdkafka
     /// refuses the properties, or a message is not acknowledged.
     pub async fn produce(args: &ProduceArgs) -> anyhow::Result<ProduceSummary> {
-        let mut reader = TickReader::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+        let mapping = args.columns.mapping()?;
+        let mut reader =
+            TickReader::open_with(&args.file, &mapping).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
         let producer: FutureProducer = client(&args.brokers, &args.properties)?
             .set("partitioner", &args.partitioner)
             .set("linger.ms", "5")

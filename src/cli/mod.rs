@@ -21,6 +21,7 @@
 //! - [`health`]: `airbag health`, the gRPC health check as an exit code.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
+//! - [`columns`]: the column flags of `replay` and `kafka produce`.
 //! - [`cpu`]: CPU time of this process and of another one.
 //! - [`replay`]: `airbag replay`, recorded ticks through the engine
 //!   offline (the work is in [`crate::replay`]).
@@ -30,6 +31,7 @@
 //! `subscribe::tail`, `load::run_load`) that tests call in-process.
 
 pub use crate::alerts::json as alert_json;
+pub mod columns;
 pub mod cpu;
 pub mod health;
 pub mod kafka;

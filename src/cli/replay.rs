@@ -30,6 +30,7 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use crate::alerts::json::AlertJson;
+use crate::cli::columns::ColumnArgs;
 use crate::cli::wire::thousands;
 use crate::model::{Alert, Mode};
 use crate::replay::compare::Seen;
@@ -37,7 +38,6 @@ use crate::replay::{drive, generate, BadRows, DiffSide, Hooks, Matcher, Merge, O
 use crate::rules::RuleSet;
 use crate::service::rulebook::load_dir;
 use crate::tick_file::time::format_iso;
-use crate::tick_file::{FieldMapping, TimeUnit};
 
 /// Output format of the alerts.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,55 +81,8 @@ pub struct ReplayArgs {
     #[arg(long, conflicts_with_all = ["rules", "compare"])]
     pub parse_only: bool,
 
-    /// Column mapping as a TOML file (keys as the flags below without
-    /// `-col`: `symbol`, `time`, `time_unit`, `seq`, `size`, ...); flags
-    /// override it.
-    #[arg(long, value_name = "FILE", help_heading = "Columns")]
-    pub mapping: Option<PathBuf>,
-    /// Every row's instrument, for files without an instrument column.
-    #[arg(long, value_name = "NAME", help_heading = "Columns")]
-    pub symbol: Option<String>,
-    /// The instrument column [default: instrument].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub instrument_col: Option<String>,
-    /// The event time column [default: ts_ms or ts_ns].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub time_col: Option<String>,
-    /// The time's unit: s, ms, us, ns, iso or auto [default: ms for
-    /// ts_ms, ns for ts_ns, auto for a named column].
-    #[arg(long, value_name = "UNIT", help_heading = "Columns")]
-    pub time_unit: Option<TimeUnit>,
-    /// The per-instrument sequence number column [default: seq; without
-    /// one, ticks are numbered per instrument in merged order].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub seq_col: Option<String>,
-    /// The tick kind column (trade, quote, mark, index) [default: kind].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub kind_col: Option<String>,
-    /// The trade (or mark, index) price column [default: price].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub price_col: Option<String>,
-    /// The trade size column [default: size].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub size_col: Option<String>,
-    /// The aggressor side column (buy/sell) [default: side].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub side_col: Option<String>,
-    /// A buyer-is-maker flag column (1/true: the aggressor sold).
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub buyer_maker_col: Option<String>,
-    /// The best bid column [default: bid].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub bid_col: Option<String>,
-    /// The best ask column [default: ask].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub ask_col: Option<String>,
-    /// The best bid size column [default: bid_size].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub bid_size_col: Option<String>,
-    /// The best ask size column [default: ask_size].
-    #[arg(long, value_name = "COL", help_heading = "Columns")]
-    pub ask_size_col: Option<String>,
+    #[command(flatten)]
+    pub columns: ColumnArgs,
 
     /// Write a seeded synthetic tick file (`instrument,ts_ms,price,size`;
     /// gzip if the name ends in `.gz`) and exit.
@@ -147,36 +100,6 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
-    /// The column mapping: the file's, overridden by flags.
-    ///
-    /// # Errors
-    /// The mapping file cannot be read, or the mapping is inconsistent.
-    pub fn column_mapping(&self) -> anyhow::Result<FieldMapping> {
-        let base = match &self.mapping {
-            Some(path) => FieldMapping::from_file(path)?,
-            None => FieldMapping::default(),
-        };
-        let flags = FieldMapping {
-            instrument: self.instrument_col.clone(),
-            symbol: self.symbol.clone(),
-            time: self.time_col.clone(),
-            time_unit: self.time_unit,
-            seq: self.seq_col.clone(),
-            kind: self.kind_col.clone(),
-            price: self.price_col.clone(),
-            size: self.size_col.clone(),
-            side: self.side_col.clone(),
-            buyer_maker: self.buyer_maker_col.clone(),
-            bid: self.bid_col.clone(),
-            ask: self.ask_col.clone(),
-            bid_size: self.bid_size_col.clone(),
-            ask_size: self.ask_size_col.clone(),
-        };
-        let mapping = base.overlay(&flags);
-        mapping.validate()?;
-        Ok(mapping)
-    }
-
     fn options(&self) -> anyhow::Result<Options> {
         let timer_step_ns =
             crate::rules::units::parse_duration(&self.timer_step).map_err(|e| anyhow::anyhow!("--timer-step: {e}"))?;
@@ -216,7 +139,7 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         return generate_file(path, args);
     }
     let options = args.options()?;
-    let mapping = args.column_mapping()?;
+    let mapping = args.columns.mapping()?;
     let rulesets = match (&args.compare, &args.rules) {
         (Some(dirs), _) => dirs.iter().map(|d| load_rules(d)).collect::<anyhow::Result<Vec<_>>>()?,
         (None, Some(dir)) => vec![load_rules(dir)?],
