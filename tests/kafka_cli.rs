@@ -250,3 +250,47 @@ min_severity = "loud"
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
 }
+
+/// `airbag kafka bench`, small: both phases run against the real broker
+/// and report their figures (the figures themselves are not asserted: a
+/// shared machine's speed is not the tool's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bench_reports_the_throughput_ratio_and_tick_to_alert_percentiles() {
+    let broker = Broker::start();
+    let rules = manifest("rules");
+    let out = run(
+        &[
+            "kafka",
+            "bench",
+            "--brokers",
+            &broker.bootstrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--ticks",
+            "5000",
+            "--instruments",
+            "500",
+            "--rounds",
+            "1",
+            "--rate",
+            "2000",
+            "--seconds",
+            "2",
+            "--crash-every-ms",
+            "50",
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "bench: {}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("throughput medians: bare "), "{stdout}");
+    let read: u64 = stdout
+        .split(" alerts read")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no alert count in:\n{stdout}"));
+    // 40 crashes, each on its own instrument: every one comes back.
+    assert!(read >= 35, "{stdout}");
+    assert!(stdout.contains("p99.9 "), "{stdout}");
+}

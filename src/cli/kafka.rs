@@ -25,10 +25,15 @@ use std::path::PathBuf;
 pub enum KafkaCommand {
     /// Produce a tick file (CSV, plain or gzip) to a topic, one tick per
     /// message, keyed by instrument.
-    Produce(ProduceArgs),
+    Produce(Box<ProduceArgs>),
     /// Print the alerts on a topic as JSON lines (the object `airbag
     /// subscribe` prints).
     Tail(TailArgs),
+    /// Measure the Kafka path against a broker: the source's throughput
+    /// as a ratio to a bare consumer's, and tick-to-alert latency through
+    /// the source, the rules and the sink.
+    #[cfg(feature = "kafka")]
+    Bench(Box<crate::cli::kafka_bench::BenchArgs>),
 }
 
 /// How `produce` writes a tick.
@@ -134,6 +139,7 @@ pub async fn run(command: KafkaCommand) -> anyhow::Result<()> {
                 Ok(())
             }
             KafkaCommand::Tail(args) => imp::tail(&args).await,
+            KafkaCommand::Bench(args) => crate::cli::kafka_bench::run(&args).await,
         }
     }
     #[cfg(not(feature = "kafka"))]

@@ -17,6 +17,8 @@
 //! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
 //! - [`kafka`]: `airbag kafka produce` (a tick file to a topic) and
 //!   `airbag kafka tail` (alerts from a topic as JSON lines).
+//! - `kafka_bench`: `airbag kafka bench`, the Kafka path's throughput
+//!   against a bare consumer and its tick-to-alert latency.
 //! - [`state`]: `airbag state`, what rules have in force right now.
 //! - [`health`]: `airbag health`, the gRPC health check as an exit code.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
@@ -35,6 +37,8 @@ pub mod columns;
 pub mod cpu;
 pub mod health;
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod kafka_bench;
 pub mod load;
 pub mod pace;
 pub mod replay;
