@@ -13,6 +13,7 @@ use crate::refdata::Product;
 use crate::rules::context::{EvalCtx, GroupView, RefField, Source};
 use crate::state::{Field, Window, WindowSlot};
 
+use super::functions::{ExtCond, ExtNum};
 use super::ratio::{Ratio, SCALE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +233,8 @@ pub(super) enum Num {
         source: Source,
         product: Option<Product>,
     },
+    /// `least`, `greatest`, `if`, rounding, parameters, clocks.
+    Ext(Box<ExtNum>),
     Abs(Box<Num>),
     Neg(Box<Num>),
     Add(Box<(Num, Num)>),
@@ -260,6 +263,8 @@ pub(super) enum Cond {
     And(Box<(Cond, Cond)>),
     Or(Box<(Cond, Cond)>),
     Not(Box<Cond>),
+    /// `in_session()`.
+    Ext(Box<ExtCond>),
 }
 
 /// The window, if it holds at least one sample.
@@ -305,6 +310,7 @@ impl Num {
                 };
                 value
             }
+            Num::Ext(x) => x.eval(ctx),
             Num::Abs(x) => x.eval(ctx)?.abs(),
             Num::Neg(x) => x.eval(ctx)?.neg(),
             Num::Add(b) => b.0.eval(ctx)?.add(b.1.eval(ctx)?),
@@ -328,6 +334,7 @@ impl Num {
             | Num::PeriodMean { slot: s, .. }
             | Num::Rel(_, _, s) => *s = map(*s),
             Num::Abs(x) | Num::Neg(x) => x.map_slots(map),
+            Num::Ext(x) => x.map_slots(map),
             Num::Add(b) | Num::Sub(b) | Num::Mul(b) | Num::Div(b) => {
                 b.0.map_slots(map);
                 b.1.map_slots(map);
@@ -365,6 +372,7 @@ impl Cond {
                 }))
             }
             Cond::Not(c) => c.eval(ctx).map(|v| !v),
+            Cond::Ext(c) => c.eval(ctx),
             Cond::And(b) => match b.0.eval(ctx) {
                 Some(false) => Some(false),
                 left => match (left, b.1.eval(ctx)) {
@@ -397,6 +405,7 @@ impl Cond {
                 b.1.map_slots(map);
             }
             Cond::Not(c) => c.map_slots(map),
+            Cond::Ext(_) => {}
         }
     }
 }
