@@ -352,7 +352,12 @@ impl<'s> Compiler<'s> {
                     format!("expected a number {place}, found `{name}`, a condition (see `let`): use it with `and`, `or`, `not` or `if`"),
                 ));
             }
-            return self.expand(node, name, tree, |c, t| c.num(t, place));
+            let value = self.expand(node, name, tree, |c, t| c.num(t, place))?;
+            // Alerts report each named value the expression used.
+            if !self.explain.iter().any(|(n, _)| n == name) {
+                self.explain.push((name.to_string(), value.clone()));
+            }
+            return Ok(value);
         }
         match &node.kind {
             NodeKind::Number(v) | NodeKind::Fraction(v) => Ok(Num::Lit(*v)),
