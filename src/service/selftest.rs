@@ -119,7 +119,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         if got.kind.name() != e.kind {
             return Err(fail(
                 expected.span().start,
-                format!("alert {} is `{}`, expected `{}`", i + 1, describe(got), e.kind),
+                format!("alert {} is `{}`, expected `{}`", i + 1, describe(got, start_ns), e.kind),
             ));
         }
         if let Some(instrument) = &e.instrument {
@@ -129,7 +129,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
                     format!(
                         "alert {} is `{}` on {}, expected on {instrument}",
                         i + 1,
-                        describe(got),
+                        describe(got, start_ns),
                         got.instrument
                     ),
                 ));
@@ -142,7 +142,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
             if got.event_time_ns != at_ns {
                 return Err(fail(
                     expected.span().start,
-                    format!("alert {} is `{}`, expected at {at}", i + 1, describe(got)),
+                    format!("alert {} is `{}`, expected at {at}", i + 1, describe(got, start_ns)),
                 ));
             }
         }
@@ -169,7 +169,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         let extra = &alerts[test.expect.len()];
         return Err(fail(
             at,
-            format!("unexpected alert {}: `{}`", test.expect.len() + 1, describe(extra)),
+            format!("unexpected alert {}: `{}`", test.expect.len() + 1, describe(extra, start_ns)),
         ));
     }
     Ok(())
@@ -196,11 +196,12 @@ fn after(start_ns: i64, text: &str, offset_ns: i64) -> Result<i64, String> {
         .ok_or_else(|| format!("`{text}` is too far after the test's start: the clock ends in the year 2262"))
 }
 
-fn describe(alert: &Alert) -> String {
+fn describe(alert: &Alert, start_ns: i64) -> String {
     format!(
-        "{} at {}",
+        "{} at {} on {}",
         alert.kind.name(),
-        format_duration(alert.event_time_ns - START_NS)
+        format_duration(alert.event_time_ns - start_ns),
+        alert.instrument
     )
 }
 
