@@ -240,10 +240,15 @@ impl<'s> Compiler<'s> {
         tree: &'s Node<'s>,
         f: impl FnOnce(&mut Self, &'s Node<'s>) -> Result<T, ExprError>,
     ) -> Result<T, ExprError> {
-        if self.expanding.contains(&name) {
+        if let Some(from) = self.expanding.iter().position(|n| *n == name) {
+            let mut cycle: Vec<&str> = self.expanding[from..].to_vec();
+            cycle.push(name);
             return Err(err(
                 node.col,
-                format!("`{name}` is defined in terms of itself (in `let`)"),
+                format!(
+                    "`let` definitions refer to each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ),
             ));
         }
         if self.expanding.len() >= 8 {
