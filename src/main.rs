@@ -246,7 +246,7 @@ fn check_all(paths: &[PathBuf]) -> ExitCode {
         } else if path.is_file() {
             println!("skipped {}: not a rules folder or a .toml file", path.display());
         } else {
-            eprintln!("{}: no such folder or file", path.display());
+            eprintln!("cannot read rules folder {}: no such folder or file", path.display());
             failed = true;
         }
     }
@@ -259,7 +259,10 @@ fn check_all(paths: &[PathBuf]) -> ExitCode {
 
 /// `airbag check FILE.toml`: the file alone, as a folder of one.
 fn check_file(path: &Path) -> ExitCode {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {

@@ -237,7 +237,7 @@ impl Calendar {
     pub fn trading_day(&self, at_ns: i64) -> Option<i32> {
         let d = self.trading_date(at_ns)?;
         let epoch = Date::constant(1970, 1, 1);
-        i32::try_from(epoch.until(d).ok()?.get_days()).ok()
+        Some(epoch.until(d).ok()?.get_days())
     }
 
     /// The session of `date`, if it is a trading date.

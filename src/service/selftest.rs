@@ -119,7 +119,12 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         if got.kind.name() != e.kind {
             return Err(fail(
                 expected.span().start,
-                format!("alert {} is `{}`, expected `{}`", i + 1, describe(got, start_ns), e.kind),
+                format!(
+                    "alert {} is `{}`, expected `{}`",
+                    i + 1,
+                    describe(got, start_ns),
+                    e.kind
+                ),
             ));
         }
         if let Some(instrument) = &e.instrument {
@@ -169,7 +174,11 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         let extra = &alerts[test.expect.len()];
         return Err(fail(
             at,
-            format!("unexpected alert {}: `{}`", test.expect.len() + 1, describe(extra, start_ns)),
+            format!(
+                "unexpected alert {}: `{}`",
+                test.expect.len() + 1,
+                describe(extra, start_ns)
+            ),
         ));
     }
     Ok(())
