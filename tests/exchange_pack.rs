@@ -371,7 +371,7 @@ underlying = "BTC"
 product = "future"
 tick_size = "5"
 settlement = "61800"
-labels = { lead = "true" }
+labels = { lead = "true", velocity = "group" }
 params = { dcb_pct = "0.07", nrr_ticks = 10, band_ticks = 8 }
 "#;
 
@@ -411,7 +411,7 @@ fn cme_dcb_and_velocity_on_the_btc_perpetual_as_a_cme_bitcoin_future() {
     let alerts = replay(velocity.path(), &[&ticks], &[]);
     let want: Vec<String> = (0..4)
         .flat_map(|_| ["tripped", "resumed"])
-        .map(|k| format!("cme-velocity-lead {k} BTCQ4"))
+        .map(|k| format!("cme-velocity-group {k} BTCQ4"))
         .collect();
     assert_eq!(alerts, want, "four seconds of the recording move more than $50");
 }
