@@ -179,7 +179,8 @@ fn pack_copy(name: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// One row of a generated tick file.
+/// One row of a generated tick file. A quote's `price` is `BID ASK`, or
+/// one price for both.
 struct Row {
     symbol: &'static str,
     ts_ns: i64,
@@ -196,7 +197,10 @@ fn write_ticks(dir: &Path, rows: &[Row]) -> PathBuf {
         let seq = seqs.entry(r.symbol).or_insert(0u64);
         *seq += 1;
         let (price, bid, ask) = match r.kind {
-            "quote" => ("", r.price.as_str(), r.price.as_str()),
+            "quote" => {
+                let (bid, ask) = r.price.split_once(' ').unwrap_or((&r.price, &r.price));
+                ("", bid, ask)
+            }
             _ => (r.price.as_str(), "", ""),
         };
         let size = if r.kind == "trade" { "1" } else { "" };
@@ -508,4 +512,66 @@ fn luld_on_the_flash_sell_trades_as_quotes_outside_and_inside_regular_hours() {
     // never pass in it and no pause follows.
     let ticks = flash_as("LOW", &["trade", "quote"], INTO_REGULAR_HOURS, 1.0, dir.path());
     assert_eq!(replay(&pack("luld"), &[&ticks], &[]), ["luld limit LOW"]);
+}
+
+/// (time ns, "BID ASK") of the USD-M perpetual's book ticker, in update
+/// order.
+fn book_ticker() -> Vec<(i64, String)> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(data("usdm_btcusdt_bookticker.csv.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut text).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            let ts_ns = cols[1].parse::<i64>().unwrap() * 1_000_000;
+            (ts_ns, format!("{} {}", cols[4], cols[6]))
+        })
+        .collect()
+}
+
+#[test]
+fn luld_on_the_btc_perpetual_trades_and_quotes_in_regular_hours() {
+    // Real quotes on the quote path: the perpetual's 66,089 best bid and
+    // offer updates and 21,313 trades of 2024-08-08 23:54 to 24:00 UTC,
+    // nine hours earlier (10:54 to 11:00 in New York, a Thursday), as
+    // AAPL (Tier 1, 5% bands). The largest move is about 0.45%: no Limit
+    // State.
+    const INTO_THE_MORNING: i64 = -9 * 3_600_000_000_000;
+    let mut rows: Vec<Row> = binance("usdm_btcusdt_trades.csv")
+        .into_iter()
+        .map(|(ts_ns, price)| Row {
+            symbol: "AAPL",
+            ts_ns: ts_ns + INTO_THE_MORNING,
+            kind: "trade",
+            price,
+        })
+        .collect();
+    let quotes = book_ticker();
+    assert_eq!(quotes.len(), 66_089);
+    rows.extend(quotes.into_iter().map(|(ts_ns, price)| Row {
+        symbol: "AAPL",
+        ts_ns: ts_ns + INTO_THE_MORNING,
+        kind: "quote",
+        price,
+    }));
+    rows.sort_by_key(|r| r.ts_ns);
+    let dir = tempfile::tempdir().unwrap();
+    let ticks = write_ticks(dir.path(), &rows);
+    assert_eq!(replay(&pack("luld"), &[&ticks], &[]), Vec::<String>::new());
+
+    // The same stream as SUB (prior close $0.10: the lesser of $0.15 and
+    // 75%, so a $0.15 band around a $61,800 mean) walks the state machine
+    // on real quotes: four Limit States that quotes leave within 15 s,
+    // then one that lasts 15 s and pauses trading (14:55:03.586 UTC); the
+    // recording ends before the 5 minutes are up.
+    for row in &mut rows {
+        row.symbol = "SUB";
+    }
+    let ticks = write_ticks(dir.path(), &rows);
+    let mut want: Vec<&str> = [["limit", "resolved"]; 4].concat();
+    want.extend(["limit", "paused"]);
+    let want: Vec<String> = want.iter().map(|k| format!("luld {k} SUB")).collect();
+    assert_eq!(replay(&pack("luld"), &[&ticks], &[]), want);
 }
