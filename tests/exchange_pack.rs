@@ -164,6 +164,35 @@ upper = "index * (1 + y"
     );
 }
 
+#[test]
+fn bad_lookbacks_are_reported_where_written() {
+    let text = "[[rule]]\nid = \"a\"\nwhen = \"price > max(price, 1m)\"\npause = \"1m\"\nlookback = \"session\"\n";
+    let got = errors(text);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("5:12: unknown `lookback` `session`"), "{got:#?}");
+
+    let text = "[[rule]]\nid = \"b\"\nwhen = \"price > max(price, 1m)\"\nlookback = \"resume\"\n";
+    let got = errors(text);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("4:12: `lookback` applies to an expression rule with a halt"),
+        "{got:#?}"
+    );
+
+    // Only a window's high and low restart; a mean or a sum would not.
+    let text = "[[rule]]\nid = \"c\"\nwhen = \"price > mean(price, 5m) and range(price, 1m) > 1%\"\npause = \"1m\"\nlookback = \"resume\"\n";
+    let got = errors(text);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("3:17: in `when`: `mean(...)` cannot restart its window after a resume"),
+        "{got:#?}"
+    );
+    let text = "[[rule]]\nid = \"d\"\nwhen = \"rally(price, 60m) >= 7% or drawdown(price, 60m) >= 7%\"\npause = \"2m\"\nlookback = \"rolling\"\n";
+    assert_eq!(errors(text), Vec::<String>::new());
+    let text = text.replace("rolling", "resume");
+    assert_eq!(errors(&text), Vec::<String>::new());
+}
+
 // === Replays of real recordings ===
 
 /// A copy of a pack as shipped, with `extra` files (more reference data)

@@ -133,7 +133,8 @@ pub struct RuleSpec {
     pub min_missing: Option<Spanned<i64>>,
 
     // Expression rules: named sub-expressions, a trading session, and
-    // the halt state (`pause`, `limit_for`, `latch`, `reopen`).
+    // the halt state (`pause`, `limit_for`, `latch`, `reopen`,
+    // `lookback`).
     /// `[rule.let]`: names for sub-expressions of `when`.
     #[serde(rename = "let")]
     pub lets: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
@@ -141,6 +142,9 @@ pub struct RuleSpec {
     pub session: Option<Spanned<crate::rules::calendar::SessionSpec>>,
     /// `resume` or `extend`: what ends a pause.
     pub reopen: Option<Spanned<String>>,
+    /// `rolling` or `resume`: whether the windows' max and min restart
+    /// after each resume of a halt rule.
+    pub lookback: Option<Spanned<String>>,
 
     /// Tests of this rule, run whenever the rule is loaded.
     #[serde(default, rename = "test")]
@@ -235,6 +239,7 @@ impl RuleSpec {
             at("let", &self.lets),
             at("session", &self.session),
             at("reopen", &self.reopen),
+            at("lookback", &self.lookback),
             at("for", &self.hold),
             at("clear_for", &self.clear_for),
         ]

@@ -629,6 +629,15 @@ impl<'s> Compiler<'s> {
             Ok((field, c.window(field, span, needs)))
         };
         let both = WindowNeeds::MAX.union(WindowNeeds::MIN);
+        let whole_window = ["sum", "count", "first", "mean", "change", "vwap", "volume"];
+        if self.env.lookback_resume && whole_window.contains(&name) {
+            return Err(err(
+                node.col,
+                format!(
+                    "`{name}(...)` cannot restart its window after a resume: with `lookback = \"resume\"` the rule's window functions are those of a window's high and low (max, min, drawdown, rally, range)"
+                ),
+            ));
+        }
         Ok(match name {
             "max" => Num::Max(plain(self, WindowNeeds::MAX)?.1),
             "min" => Num::Min(plain(self, WindowNeeds::MIN)?.1),

@@ -70,23 +70,22 @@ impl Rel {
     /// (the scale cancels).
     #[inline(always)]
     fn parts(self, field: Field, slot: WindowSlot, ctx: &EvalCtx<'_>) -> Option<(i64, i64, i64)> {
-        let w = ctx.window(slot)?;
         Some(match self {
             Rel::Drawdown => {
-                let max = w.max()?.value.raw();
+                let max = ctx.max(slot)?.value.raw();
                 (max, ctx.last.field(field)?.raw(), max)
             }
             Rel::Rally => {
-                let min = w.min()?.value.raw();
+                let min = ctx.min(slot)?.value.raw();
                 (ctx.last.field(field)?.raw(), min, min)
             }
             Rel::Change => {
-                let first = w.first()?.raw();
+                let first = ctx.window(slot)?.first()?.raw();
                 (ctx.last.field(field)?.raw(), first, first)
             }
             Rel::Range => {
-                let min = w.min()?.value.raw();
-                (w.max()?.value.raw(), min, min)
+                let min = ctx.min(slot)?.value.raw();
+                (ctx.max(slot)?.value.raw(), min, min)
             }
         })
     }
@@ -278,8 +277,8 @@ impl Num {
         match self {
             Num::Lit(v) => Some(*v),
             Num::Last(f) => ctx.last.field(*f).map(Ratio::fixed),
-            Num::Max(s) => Some(Ratio::fixed(ctx.window(*s)?.max()?.value)),
-            Num::Min(s) => Some(Ratio::fixed(ctx.window(*s)?.min()?.value)),
+            Num::Max(s) => Some(Ratio::fixed(ctx.max(*s)?.value)),
+            Num::Min(s) => Some(Ratio::fixed(ctx.min(*s)?.value)),
             Num::Sum(s) => Some(Ratio::raw_fixed(filled(ctx, *s)?.sum_raw())),
             Num::Count(s) => Some(Ratio::int(i128::from(filled(ctx, *s)?.count()))),
             Num::Mean(s) => {

@@ -122,6 +122,10 @@ pub struct ExprEnv {
     /// `(name, expression)`, as written.
     pub lets: Vec<(String, String)>,
     pub session: Option<std::sync::Arc<crate::rules::calendar::Calendar>>,
+    /// The rule's look-back restarts after each resume (`lookback =
+    /// "resume"`): only window functions that read a window's max or min
+    /// may be used, the others keep their whole window.
+    pub lookback_resume: bool,
 }
 
 /// Where an error of [`compile_with`] is: in the expression, or in the

@@ -28,6 +28,16 @@
 //! - `latch = "session"`: the rule acts at most once per trading date of
 //!   its session (so the latch resets at the session boundary, not at UTC
 //!   midnight); `latch = "day"`: once per UTC day.
+//! - `lookback = "resume"`: the look-back restarts after each resume. The
+//!   state keeps when the rule last resumed on the instrument, and from
+//!   then on the condition's window functions (max, min, drawdown, rally,
+//!   range) read only the samples seen since that resume (and within
+//!   their span): `min(price, 60m)` is the low since the resume, up to 60
+//!   minutes. The shared windows are untouched; the state only narrows
+//!   what this rule reads. The condition at the resume itself is read on
+//!   the fresh look-back (so a window with no sample since makes it
+//!   unknown, and the rule is armed again at once); an extension is
+//!   decided on the look-back of the pause it extends.
 
 use std::sync::Arc;
 
@@ -74,6 +84,8 @@ pub struct HaltRule {
     pub extend: bool,
     pub latch: Option<Latch>,
     pub session: Option<Arc<Calendar>>,
+    /// The look-back restarts after each resume (`lookback = "resume"`).
+    pub lookback_resume: bool,
 }
 
 /// Where a halt rule is, for one instrument.
@@ -101,6 +113,9 @@ pub struct HaltState {
     /// The day (trading date or UTC day number) the rule last acted on,
     /// with a latch.
     pub latched_day: Option<i64>,
+    /// When the rule last resumed on the instrument (the end of its last
+    /// pause), for `lookback = "resume"`.
+    pub resumed_ns: Option<i64>,
 }
 
 impl HaltRule {
@@ -115,6 +130,16 @@ impl HaltRule {
         match self.pause {
             PauseLength::For(ns) => at_ns.saturating_add(ns),
             PauseLength::Session => self.session.as_ref().and_then(|s| s.close_of(at_ns)).unwrap_or(at_ns),
+        }
+    }
+
+    /// The context the condition is read in: with `lookback = "resume"`,
+    /// window extremes only from the last resume on.
+    #[inline]
+    fn scoped<'a>(&self, ctx: &EvalCtx<'a>, state: &HaltState) -> EvalCtx<'a> {
+        EvalCtx {
+            lookback_from_ns: if self.lookback_resume { state.resumed_ns } else { None },
+            ..*ctx
         }
     }
 
@@ -200,6 +225,8 @@ impl RuleKind for HaltRule {
             self.on_timer(rule, &EvalCtx { tick: None, ..*ctx }, state, out);
         }
         let now = ctx.now_ns;
+        let scoped = self.scoped(ctx, state);
+        let ctx = &scoped;
         let holds = self.holds(ctx);
         match state.phase {
             Phase::Armed if holds => {
@@ -238,6 +265,9 @@ impl RuleKind for HaltRule {
     }
 
     fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut HaltState, out: &mut impl AlertSink) {
+        let outer = ctx;
+        let scoped = self.scoped(outer, state);
+        let ctx = &scoped;
         if let Phase::Limit { since_ns } = state.phase {
             let due = since_ns.saturating_add(self.limit_ns);
             if ctx.now_ns < due {
@@ -255,6 +285,7 @@ impl RuleKind for HaltRule {
             if ctx.now_ns < until_ns {
                 return;
             }
+            let ctx = &self.scoped(outer, state);
             let holds = self.holds(ctx);
             if self.extend && holds && until_ns > since_ns {
                 let next = self.pause_until(until_ns);
@@ -279,6 +310,14 @@ impl RuleKind for HaltRule {
                 ));
                 continue;
             }
+            // The look-back restarts here: the condition at the resume is
+            // read on it.
+            state.resumed_ns = Some(until_ns);
+            let holds = if self.lookback_resume {
+                self.holds(&self.scoped(outer, state))
+            } else {
+                holds
+            };
             state.phase = if holds { Phase::Rearming } else { Phase::Armed };
             out.emit(ctx.alert_as(
                 rule,
@@ -313,7 +352,7 @@ pub(crate) fn compile_when(
             "for" | "clear_for" => !halting,
             "let" | "session" => true,
             "pause" => true,
-            "limit_for" | "latch" | "reopen" => halting,
+            "limit_for" | "latch" | "reopen" | "lookback" => halting,
             _ => false,
         };
         if fits {
@@ -321,7 +360,7 @@ pub(crate) fn compile_when(
         }
         let message = match key {
             "for" | "clear_for" => format!("`{key}` does not apply to an expression rule with `pause`: its limit state and halts have their own durations (`limit_for`, `pause`)"),
-            "limit_for" | "latch" | "reopen" => format!("`{key}` applies to an expression rule with a halt: give it `pause` too"),
+            "limit_for" | "latch" | "reopen" | "lookback" => format!("`{key}` applies to an expression rule with a halt: give it `pause` too"),
             _ => format!("`{key}` does not apply to an expression rule (`when`)"),
         };
         errors.at(at, message);
@@ -364,9 +403,24 @@ pub(crate) fn compile_when(
             );
         }
     }
+    let lookback_resume = match spec.lookback.as_ref() {
+        None => Some(false),
+        Some(l) => match l.get_ref().as_str() {
+            "rolling" => Some(false),
+            "resume" => Some(true),
+            other => {
+                errors.at(
+                    l.span().start,
+                    format!("unknown `lookback` `{other}`: use `rolling` (windows keep their whole span) or `resume` (window highs and lows restart after each resume)"),
+                );
+                None
+            }
+        },
+    };
     let env = ExprEnv {
         lets: lets.iter().map(|(n, v)| ((*n).clone(), v.get_ref().clone())).collect(),
         session: session.clone(),
+        lookback_resume: lookback_resume.unwrap_or(false),
     };
     let compiled = if session_broken || !names_ok {
         None
@@ -454,6 +508,7 @@ pub(crate) fn compile_when(
         extend: extend?,
         latch: latch?,
         session,
+        lookback_resume: lookback_resume?,
     }))
 }
 
