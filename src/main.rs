@@ -118,15 +118,17 @@ struct CheckConfigArgs {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// The rules folder.
-    dir: PathBuf,
+    /// Rules folders (each checked on its own); a `.toml` file is checked
+    /// alone, and other files (a README beside the folders) are skipped.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Check(args) => check(&args.dir),
+        Command::Check(args) => check_all(&args.dirs),
         Command::CheckConfig(args) => check_config(service_config_of_file(&args.file)),
         Command::Kafka { command } => block_on(airbag::cli::kafka::run(command)),
         Command::Send(args) => block_on(airbag::cli::send::run(args)),
@@ -295,6 +297,62 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("airbag: {}", airbag::cli::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `airbag check DIR...`: each folder checked on its own (so
+/// `airbag check rules/exchanges/*` checks every pack); a `.toml` file is
+/// checked alone; any other file is skipped, saying so. Exit 1 if any
+/// check failed.
+fn check_all(paths: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in paths {
+        if path.is_dir() {
+            if paths.len() > 1 {
+                println!("{}:", path.display());
+            }
+            failed |= check(path) != ExitCode::SUCCESS;
+        } else if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            failed |= check_file(path) != ExitCode::SUCCESS;
+        } else if path.is_file() {
+            println!("skipped {}: not a rules folder or a .toml file", path.display());
+        } else {
+            eprintln!("cannot read rules folder {}: no such folder or file", path.display());
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `airbag check FILE.toml`: the file alone, as a folder of one.
+fn check_file(path: &Path) -> ExitCode {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match airbag::service::rulebook::compile_texts(&[(name, text)]) {
+        Ok(ruleset) => {
+            println!("ok: {} rules in {}", ruleset.len(), path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for mut e in errors {
+                e.file = path.display().to_string();
+                eprintln!("{e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -12,7 +12,10 @@
 //!
 //! Every version is read: a version 1 file has no group partitions;
 //! version 3 adds a price band's clearing state (`clear_for`) as a new
-//! last variant, so version 2 bodies decode unchanged.
+//! last variant, so version 2 bodies decode unchanged; version 4 adds the
+//! state of expression rules with a halt (`pause`: phase, latched day and
+//! the time of the last resume, for `lookback = "resume"`) as a new last
+//! rule-state variant, so version 3 bodies decode unchanged too.
 //!
 //! The layout of the first 12 bytes never changes, so any build can tell a
 //! file of another format version from a corrupt one. A change to the body's
@@ -24,7 +27,7 @@ use super::Checkpoint;
 
 pub const MAGIC: [u8; 8] = *b"AIRBAGCK";
 /// The body encoding this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest body encoding this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 52;

@@ -220,7 +220,7 @@ fn the_encoding_is_pinned_to_the_format_version() {
     let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         (FORMAT_VERSION, digest.as_str()),
-        (3, "d3ca60978ec8221ae12ad2117f52529ab3301c06fe2ceee0fe2592b39ec33ff6"),
+        (4, "6c0ae40c5022d88ae682e045eeb548f050b16a079dcaec12209c9e1fc3de1a94"),
         "the checkpoint encoding changed: if a serialized type changed, bump FORMAT_VERSION; then update the digest"
     );
 }
@@ -247,17 +247,20 @@ fn a_version_1_checkpoint_reads_with_no_groups() {
     assert!(read.engine.groups.is_empty());
 }
 
-/// A version 2 file has the body layout of version 3; version 3 only adds
-/// a price band's clearing state, so a version 2 body reads unchanged.
+/// Version 2 and 3 files have the body layout of version 4; versions 3
+/// and 4 only add rule-state variants (a price band's clearing state, a
+/// halt rule's state), so version 2 and 3 bodies read unchanged.
 #[test]
-fn a_version_2_checkpoint_reads_unchanged() {
+fn version_2_and_3_checkpoints_read_unchanged() {
     use sha2::{Digest, Sha256};
     let e = busy_engine();
-    let mut bytes = format::encode(&checkpoint(&e, 5)).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let digest = Sha256::digest(&bytes[format::HEADER_LEN..]);
-    bytes[20..52].copy_from_slice(&digest);
-    assert_eq!(format::decode(&bytes).unwrap(), checkpoint(&e, 5));
+    for version in [2u32, 3] {
+        let mut bytes = format::encode(&checkpoint(&e, 5)).unwrap();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let digest = Sha256::digest(&bytes[format::HEADER_LEN..]);
+        bytes[20..52].copy_from_slice(&digest);
+        assert_eq!(format::decode(&bytes).unwrap(), checkpoint(&e, 5), "version {version}");
+    }
 }
 
 /// A band waiting out `clear_for` is checkpointed in that state and, once
@@ -297,4 +300,56 @@ clear_for = "5s"
     restored.check_timers(17 * S, &mut alerts);
     let kinds: Vec<_> = alerts.iter().map(|a| (a.kind, a.event_time_ns)).collect();
     assert_eq!(kinds, vec![(crate::model::AlertKind::Resolved, 17 * S)]);
+}
+
+/// A halt rule whose look-back restarts after a resume keeps the time of
+/// the resume across a checkpoint: once restored, its window's low is
+/// still the low since the resume, not the whole window's.
+#[test]
+fn a_restarted_look_back_survives_a_checkpoint() {
+    const HALT: &str = r#"
+[[rule]]
+id = "move"
+when = "price >= min(price, 10m) + 10"
+pause = "1m"
+lookback = "resume"
+"#;
+    let halt_engine = || {
+        Engine::new(
+            EngineConfig::default(),
+            compile_texts(&[("h.toml".into(), HALT.into())]).unwrap(),
+        )
+    };
+    let kinds =
+        |alerts: &[crate::model::Alert]| -> Vec<_> { alerts.iter().map(|a| (a.kind, a.event_time_ns)).collect() };
+    use crate::model::AlertKind::{Resumed, Tripped};
+    let e = halt_engine();
+    trade(&e, "BTC-USDT", S, 1, "100");
+    let mut alerts = Vec::new();
+    let values = TickValues::Trade {
+        price: Fixed::parse("110").unwrap(),
+        size: Fixed::ONE,
+        side: None,
+    };
+    e.ingest("BTC-USDT", 2 * S, 2, values, 2 * S, &mut alerts).unwrap();
+    e.check_timers(62 * S, &mut alerts);
+    assert_eq!(kinds(&alerts), vec![(Tripped, 2 * S), (Resumed, 62 * S)]);
+    let bytes = format::encode(&checkpoint(&e, 2)).unwrap();
+    let read = format::decode(&bytes).unwrap();
+    assert_eq!(read, checkpoint(&e, 2));
+    let restored = halt_engine();
+    restored.restore(read.engine, i64::MIN).unwrap();
+    let mut after = Vec::new();
+    for (k, price) in [(3u64, "111"), (4, "121")] {
+        let values = TickValues::Trade {
+            price: Fixed::parse(price).unwrap(),
+            size: Fixed::ONE,
+            side: None,
+        };
+        let t = (60 + k as i64) * S;
+        restored.ingest("BTC-USDT", t, k, values, t, &mut after).unwrap();
+    }
+    // 111 is 11 above the whole window's low of 100 but the first price
+    // since the resume; 121 is 10 above it.
+    assert_eq!(kinds(&after), vec![(Tripped, 64 * S)]);
 }

@@ -152,6 +152,7 @@ impl Partition {
             last_tick_ns: tick.event_time_ns,
             reference: self.reference.as_deref(),
             group: None,
+            lookback_from_ns: None,
         };
         let kind = tick.kind();
         let mut deadline = held_due.unwrap_or(i64::MAX);
@@ -197,6 +198,7 @@ impl Partition {
             last_tick_ns,
             reference: self.reference.as_deref(),
             group: None,
+            lookback_from_ns: None,
         };
         let mut deadline = held_due.unwrap_or(i64::MAX);
         for bound in self.rules.iter_mut() {
@@ -246,6 +248,7 @@ impl Partition {
             last_tick_ns: now_ns,
             reference: self.reference.as_deref(),
             group: None,
+            lookback_from_ns: None,
         };
         let mut closed = 0;
         for bound in &self.rules {
@@ -322,6 +325,7 @@ impl Partition {
             last_tick_ns: state.last_tick_ns(),
             reference: self.reference.as_deref(),
             group: None,
+            lookback_from_ns: None,
         };
         for (bound, kept) in old_rules.iter().zip(carried) {
             if !kept {

@@ -87,6 +87,9 @@ pub struct InstrumentRef {
     pub listing_ns: Option<i64>,
     /// Its weight in a weighted group aggregate (a cap-weighted basket).
     pub weight: Option<Fixed>,
+    /// Numbers the venue sets per instrument (multipliers, thresholds,
+    /// limits), read by `param(NAME)` in expressions; sorted by name.
+    pub params: Vec<(Arc<str>, Fixed)>,
     /// Where it was defined: `file:line`.
     pub source: String,
 }
@@ -99,6 +102,17 @@ pub struct GroupRef {
     pub patterns: Vec<String>,
     pub matcher: GlobSet,
     pub source: String,
+}
+
+impl InstrumentRef {
+    /// The parameter `name` (`param(name)` in expressions), if given.
+    #[inline]
+    pub fn param(&self, name: &str) -> Option<Fixed> {
+        self.params
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+            .map(|i| self.params[i].1)
+    }
 }
 
 impl GroupRef {
@@ -263,6 +277,7 @@ mod tests {
             settlement: None,
             listing_ns: None,
             weight: None,
+            params: Vec::new(),
             source: "t.toml:1".into(),
         }
     }

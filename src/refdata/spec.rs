@@ -66,6 +66,9 @@ pub struct InstrumentSpec {
     /// ISO-8601 (RFC 3339) time.
     pub listing_time: Option<Spanned<String>>,
     pub weight: Option<Spanned<Decimal>>,
+    /// Numbers read by `param(NAME)`: `{ multiplier_up = 5, trigger_protect = "0.05" }`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<Decimal>>,
 }
 
 /// One `[[group]]` table.
@@ -188,6 +191,26 @@ impl InstrumentSpec {
                 ));
             }
         }
+        let mut params = Vec::with_capacity(self.params.len());
+        for (key, value) in &self.params {
+            let text = value.get_ref().text();
+            let ok_name = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok_name {
+                errors.push(err(
+                    value.span().start,
+                    format!("parameter name `{key}` must be 1 to 64 lowercase letters, digits or `_`"),
+                ));
+                continue;
+            }
+            match Fixed::parse(&text) {
+                Ok(v) => params.push((std::sync::Arc::from(key.as_str()), v)),
+                Err(e) => errors.push(err(value.span().start, format!("parameter `{key}` `{text}` {e}"))),
+            }
+        }
         let instrument = InstrumentRef {
             symbol: symbol.as_str().into(),
             underlying,
@@ -200,6 +223,7 @@ impl InstrumentSpec {
             settlement: price(&self.settlement, "settlement", &mut errors),
             listing_ns: time(&self.listing_time, "listing_time", &mut errors),
             weight: price(&self.weight, "weight", &mut errors),
+            params,
             source,
         };
         if errors.is_empty() {

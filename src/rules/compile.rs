@@ -12,7 +12,7 @@ use crate::model::{Action, Fixed, Fraction, Mode, Severity};
 use crate::state::{Field, WindowKey, WindowNeeds, WindowSlot};
 
 use super::context::WindowRegistry;
-use super::kinds::{self, Condition, Measure, RuleLogic};
+use super::kinds;
 use super::spec::{NumberSpec, OneOrMany, RuleSpec, SelectSpec};
 use super::units::{parse_duration, parse_fraction};
 use super::{expr, CompiledRule, GroupRule, GroupScope, RuleSource, Scope, Selector};
@@ -125,31 +125,16 @@ pub fn compile_rule(
             ("", None)
         }
         (None, Some(when)) => {
-            for (key, at) in spec.parameter_keys() {
-                if key != "for" && key != "clear_for" {
-                    errors.at(at, format!("`{key}` does not apply to an expression rule (`when`)"));
-                }
-            }
             let scope = if group.is_some() {
                 expr::ExprScope::Group
             } else {
                 expr::ExprScope::Instrument
             };
-            match expr::compile_in(when.get_ref(), registry, scope) {
-                Ok(e) => {
-                    slots.extend_from_slice(e.slots());
-                    (
-                        "expression",
-                        Some(RuleLogic::Condition(Condition {
-                            measure: Measure::Expression(Box::new(e)),
-                        })),
-                    )
-                }
-                Err(e) => {
-                    errors.at(expression_offset(when, e.column), format!("in `when`: {}", e.message));
-                    ("expression", None)
-                }
+            let logic = kinds::halt::compile_when(spec, when, registry, scope, &mut errors);
+            if let Some(l) = &logic {
+                slots.extend_from_slice(kinds::halt::slots_of(l));
             }
+            ("expression", logic)
         }
         (Some(kind), None) => match kinds::kind(kind.get_ref()) {
             None => {
@@ -235,7 +220,7 @@ pub fn compile_rule(
 /// string. Exact when the TOML string has no escapes (its text is the
 /// expression between one or three quote characters on each side);
 /// otherwise the start of the string.
-fn expression_offset(when: &Spanned<String>, column: usize) -> usize {
+pub(crate) fn expression_offset(when: &Spanned<String>, column: usize) -> usize {
     let span = when.span();
     let text = when.get_ref();
     let quotes = (span.len().saturating_sub(text.len())) / 2;

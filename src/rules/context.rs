@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::model::{Action, Alert, AlertKind, AlertValue, Fixed, Fraction, Severity, Tick};
 use crate::refdata::{InstrumentRef, Product};
-use crate::state::{Field, LastValues, Window, WindowKey, WindowNeeds, WindowSet, WindowSlot};
+use crate::state::{Extreme, Field, LastValues, Window, WindowKey, WindowNeeds, WindowSet, WindowSlot};
 
 use super::CompiledRule;
 
@@ -29,6 +29,10 @@ pub struct EvalCtx<'a> {
     pub reference: Option<&'a InstrumentRef>,
     /// When a group rule is evaluated: the group's members.
     pub group: Option<&'a GroupView<'a>>,
+    /// Where the rule's look-back starts, if it restarted (a halt rule
+    /// with `lookback = "resume"`, after a resume): max and min read only
+    /// the samples seen from then on.
+    pub lookback_from_ns: Option<i64>,
 }
 
 /// A value an expression reads from a group member: a market-data field
@@ -161,6 +165,26 @@ impl EvalCtx<'_> {
     #[inline]
     pub fn window(&self, slot: WindowSlot) -> Option<&Window> {
         self.windows.get(slot)
+    }
+
+    /// The highest value of a window, within the look-back.
+    #[inline]
+    pub fn max(&self, slot: WindowSlot) -> Option<Extreme> {
+        let w = self.windows.get(slot)?;
+        match self.lookback_from_ns {
+            None => w.max(),
+            Some(from) => w.max_since(from),
+        }
+    }
+
+    /// The lowest value of a window, within the look-back.
+    #[inline]
+    pub fn min(&self, slot: WindowSlot) -> Option<Extreme> {
+        let w = self.windows.get(slot)?;
+        match self.lookback_from_ns {
+            None => w.min(),
+            Some(from) => w.min_since(from),
+        }
     }
 
     /// An alert of `rule` about this instrument, stamped with the tick's

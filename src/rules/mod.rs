@@ -11,6 +11,7 @@
 //! - [`context`]: what a rule sees when it is evaluated.
 //! - [`watch`]: notices changes to the rules folder, however written.
 
+pub mod calendar;
 pub mod compile;
 pub mod context;
 pub mod expr;
@@ -216,7 +217,7 @@ impl CompiledRule {
                 .tiers
                 .iter()
                 .any(|t| t.severity == Severity::Critical || t.actions.contains(&Action::Halt)),
-            RuleLogic::Band(_) => true,
+            RuleLogic::Band(_) | RuleLogic::Halt(_) => true,
             _ => false,
         }
     }

@@ -132,6 +132,20 @@ pub struct RuleSpec {
     pub pause: Option<Spanned<String>>,
     pub min_missing: Option<Spanned<i64>>,
 
+    // Expression rules: named sub-expressions, a trading session, and
+    // the halt state (`pause`, `limit_for`, `latch`, `reopen`,
+    // `lookback`).
+    /// `[rule.let]`: names for sub-expressions of `when`.
+    #[serde(rename = "let")]
+    pub lets: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// `[rule.session]`: trading hours in a time zone.
+    pub session: Option<Spanned<crate::rules::calendar::SessionSpec>>,
+    /// `resume` or `extend`: what ends a pause.
+    pub reopen: Option<Spanned<String>>,
+    /// `rolling` or `resume`: whether the windows' max and min restart
+    /// after each resume of a halt rule.
+    pub lookback: Option<Spanned<String>>,
+
     /// Tests of this rule, run whenever the rule is loaded.
     #[serde(default, rename = "test")]
     pub tests: Vec<Spanned<RuleTestSpec>>,
@@ -145,6 +159,10 @@ pub struct RuleTestSpec {
     /// The symbol the ticks are for; defaults to the rule's first exact
     /// symbol, or `TEST` when the rule watches every instrument.
     pub instrument: Option<Spanned<String>>,
+    /// When the test starts (`at = "0s"`): an RFC 3339 time with an
+    /// offset, such as `2026-03-09T09:30:00-04:00`; default
+    /// 2023-11-14T22:13:20Z.
+    pub start: Option<Spanned<String>>,
     pub ticks: Vec<Spanned<TestTickSpec>>,
     #[serde(default)]
     pub expect: Vec<Spanned<ExpectSpec>>,
@@ -218,6 +236,10 @@ impl RuleSpec {
             at("limit_for", &self.limit_for),
             at("pause", &self.pause),
             at("min_missing", &self.min_missing),
+            at("let", &self.lets),
+            at("session", &self.session),
+            at("reopen", &self.reopen),
+            at("lookback", &self.lookback),
             at("for", &self.hold),
             at("clear_for", &self.clear_for),
         ]

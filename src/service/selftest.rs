@@ -77,6 +77,11 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
             refdata: refdata.clone(),
         },
     );
+    let start_ns = match &test.start {
+        None => START_NS,
+        Some(s) => start_time(s.get_ref()).map_err(|m| fail(s.span().start, format!("`start`: {m}")))?,
+    };
+    let after_start = |text: &str, offset_ns: i64| after(start_ns, text, offset_ns);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut pipeline = Pipeline::new();
     for (seq, step) in test.ticks.iter().enumerate() {
@@ -114,7 +119,12 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         if got.kind.name() != e.kind {
             return Err(fail(
                 expected.span().start,
-                format!("alert {} is `{}`, expected `{}`", i + 1, describe(got), e.kind),
+                format!(
+                    "alert {} is `{}`, expected `{}`",
+                    i + 1,
+                    describe(got, start_ns),
+                    e.kind
+                ),
             ));
         }
         if let Some(instrument) = &e.instrument {
@@ -124,7 +134,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
                     format!(
                         "alert {} is `{}` on {}, expected on {instrument}",
                         i + 1,
-                        describe(got),
+                        describe(got, start_ns),
                         got.instrument
                     ),
                 ));
@@ -137,7 +147,7 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
             if got.event_time_ns != at_ns {
                 return Err(fail(
                     expected.span().start,
-                    format!("alert {} is `{}`, expected at {at}", i + 1, describe(got)),
+                    format!("alert {} is `{}`, expected at {at}", i + 1, describe(got, start_ns)),
                 ));
             }
         }
@@ -164,27 +174,43 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
         let extra = &alerts[test.expect.len()];
         return Err(fail(
             at,
-            format!("unexpected alert {}: `{}`", test.expect.len() + 1, describe(extra)),
+            format!(
+                "unexpected alert {}: `{}`",
+                test.expect.len() + 1,
+                describe(extra, start_ns)
+            ),
         ));
     }
     Ok(())
 }
 
-/// The event time `offset_ns` after the start of a test.
+/// A test's `start`: an RFC 3339 time with an offset.
+///
+/// # Errors
+/// Not such a time, or outside the clock (1677 to 2262).
+fn start_time(text: &str) -> Result<i64, String> {
+    let t = text.parse::<jiff::Timestamp>().map_err(|e| {
+        format!("`{text}` is not an RFC 3339 time with an offset, such as 2026-03-09T09:30:00-04:00: {e}")
+    })?;
+    i64::try_from(t.as_nanosecond()).map_err(|_| format!("`{text}` is outside the clock (1677 to 2262)"))
+}
+
+/// The event time `offset_ns` after `start_ns`, the start of a test.
 ///
 /// # Errors
 /// The time is past the end of the clock (year 2262).
-fn after_start(text: &str, offset_ns: i64) -> Result<i64, String> {
-    START_NS
+fn after(start_ns: i64, text: &str, offset_ns: i64) -> Result<i64, String> {
+    start_ns
         .checked_add(offset_ns)
         .ok_or_else(|| format!("`{text}` is too far after the test's start: the clock ends in the year 2262"))
 }
 
-fn describe(alert: &Alert) -> String {
+fn describe(alert: &Alert, start_ns: i64) -> String {
     format!(
-        "{} at {}",
+        "{} at {} on {}",
         alert.kind.name(),
-        format_duration(alert.event_time_ns - START_NS)
+        format_duration(alert.event_time_ns - start_ns),
+        alert.instrument
     )
 }
 

@@ -356,13 +356,21 @@ impl Window {
             self.started_ns = Some(now_ns);
         }
         let cutoff = self.cutoff(now_ns);
+        // Extremes keep their samples' own times: one leaves with its
+        // bucket, that is once the first bucket start at or after
+        // `cutoff` is later than its time.
+        let extreme_cutoff = if self.bucket_ns == 0 {
+            cutoff
+        } else {
+            self.bucket_of(cutoff.saturating_add(self.bucket_ns - 1))
+        };
         if self.needs.max {
-            while self.maxq.front().is_some_and(|e| e.time_ns < cutoff) {
+            while self.maxq.front().is_some_and(|e| e.time_ns < extreme_cutoff) {
                 self.maxq.pop_front();
             }
         }
         if self.needs.min {
-            while self.minq.front().is_some_and(|e| e.time_ns < cutoff) {
+            while self.minq.front().is_some_and(|e| e.time_ns < extreme_cutoff) {
                 self.minq.pop_front();
             }
         }
@@ -391,13 +399,13 @@ impl Window {
             while self.maxq.back().is_some_and(|e| e.value.raw() <= v) {
                 self.maxq.pop_back();
             }
-            self.maxq.push_back(Extreme { time_ns: t, value });
+            self.maxq.push_back(Extreme { time_ns, value });
         }
         if self.needs.min {
             while self.minq.back().is_some_and(|e| e.value.raw() >= v) {
                 self.minq.pop_back();
             }
-            self.minq.push_back(Extreme { time_ns: t, value });
+            self.minq.push_back(Extreme { time_ns, value });
         }
         if self.needs.slots {
             let w = i128::from(weight.raw());
@@ -428,7 +436,7 @@ impl Window {
     }
 
     /// Highest value in the window and when it was seen (the latest time
-    /// if it was seen more than once; a bucket's start for long windows).
+    /// if it was seen more than once).
     #[inline]
     pub fn max(&self) -> Option<Extreme> {
         self.maxq.front().copied()
@@ -438,6 +446,22 @@ impl Window {
     #[inline]
     pub fn min(&self) -> Option<Extreme> {
         self.minq.front().copied()
+    }
+
+    /// Highest value among the window's samples seen at or after
+    /// `from_ns` (a look-back that restarted then); `None` if there is
+    /// none. The deque holds, after each of its values, the maximum of
+    /// everything later, so the answer is its first value from `from_ns`
+    /// on: a binary search, nothing allocated.
+    #[inline]
+    pub fn max_since(&self, from_ns: i64) -> Option<Extreme> {
+        self.maxq.first_from(|e| e.time_ns >= from_ns)
+    }
+
+    /// Lowest value among the samples seen at or after `from_ns`.
+    #[inline]
+    pub fn min_since(&self, from_ns: i64) -> Option<Extreme> {
+        self.minq.first_from(|e| e.time_ns >= from_ns)
     }
 
     /// Number of samples in the window.

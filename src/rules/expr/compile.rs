@@ -8,8 +8,10 @@ use crate::refdata::Product;
 use crate::rules::context::{RefField, Source};
 
 use super::eval::{AggOp, CmpOp, Cond, Num, Rel, REL_LIT_LIMIT};
+use super::functions;
 use super::parser::{BinOp, Node, NodeKind};
 use super::ratio::Ratio;
+use super::ExprEnv;
 use super::ExprError;
 
 /// Every function, for error messages.
@@ -45,7 +47,7 @@ pub enum ExprScope {
 }
 
 const FIELD_LIST: &str = "price, size, notional, bid, ask, mid, spread, mark, index";
-const FUNCTION_LIST: &str = "max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean";
+const FUNCTION_LIST: &str = "max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean, least, greatest, if, floor_to, ceil_to, round_to, param, since_listing, in_session, since_open, until_close, time_of_day";
 
 /// What compiling an expression produced, before its windows are given
 /// registry slots (the slots in `root` and `explain` are local indices
@@ -57,15 +59,24 @@ pub(super) struct Compiled {
     pub explain: Vec<(String, Num)>,
 }
 
-pub(super) fn compile(src: &str, root: &Node<'_>, scope: ExprScope) -> Result<Compiled, ExprError> {
+pub(super) fn compile(
+    root: &Node<'_>,
+    scope: ExprScope,
+    env: &ExprEnv,
+    lets: &[(&str, Node<'_>)],
+) -> Result<Compiled, ExprError> {
     let mut c = Compiler {
-        src,
         scope,
+        env,
+        lets,
+        expanding: Vec::new(),
+        durations_ok: false,
         windows: Vec::new(),
         triggers: KindMask::NONE,
         explain: Vec::new(),
     };
-    if !root.is_condition() {
+    let named_condition = c.is_let_condition(root) || matches!(root.kind, NodeKind::Call { name: "in_session", .. });
+    if !root.is_condition() && !named_condition {
         return Err(ExprError {
             column: root.col,
             message: format!(
@@ -90,9 +101,42 @@ pub(super) fn compile(src: &str, root: &Node<'_>, scope: ExprScope) -> Result<Co
     })
 }
 
-struct Compiler<'s> {
-    src: &'s str,
+/// Checks a `let` definition on its own, as a number or a condition, so
+/// that its errors point into its own text.
+pub(super) fn check_let(
+    root: &Node<'_>,
     scope: ExprScope,
+    env: &ExprEnv,
+    lets: &[(&str, Node<'_>)],
+) -> Result<(), ExprError> {
+    let mut c = Compiler {
+        scope,
+        env,
+        lets,
+        expanding: Vec::new(),
+        durations_ok: false,
+        windows: Vec::new(),
+        triggers: KindMask::NONE,
+        explain: Vec::new(),
+    };
+    if root.is_condition() || c.is_let_condition(root) {
+        c.cond(root, "").map(|_| ())
+    } else {
+        c.num(root, "").map(|_| ())
+    }
+}
+
+pub(super) struct Compiler<'s> {
+    scope: ExprScope,
+    pub(super) env: &'s ExprEnv,
+    /// The rule's `let` definitions, parsed.
+    lets: &'s [(&'s str, Node<'s>)],
+    /// The `let` names being expanded (to refuse a definition that uses
+    /// itself).
+    expanding: Vec<&'s str>,
+    /// Within a comparison with a clock (`since_open() < 15m`): durations
+    /// are numbers of seconds.
+    durations_ok: bool,
     windows: Vec<(WindowKey, WindowNeeds)>,
     triggers: KindMask,
     explain: Vec<(String, Num)>,
@@ -115,10 +159,10 @@ fn is_zero(n: &Num) -> bool {
     matches!(n, Num::Lit(v) if v.compare(Ratio::ZERO).is_eq())
 }
 
-impl Compiler<'_> {
+impl<'s> Compiler<'s> {
     /// Source text of a node, whitespace runs collapsed to one space.
     fn text(&self, node: &Node<'_>) -> String {
-        self.src[node.start..node.end]
+        node.src[node.start..node.end]
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
@@ -165,7 +209,71 @@ impl Compiler<'_> {
         WindowSlot((self.windows.len() - 1) as u16)
     }
 
-    fn cond(&mut self, node: &Node<'_>, place: &str) -> Result<Cond, ExprError> {
+    /// The `let` definition `node` names, if it is one.
+    fn let_of(&self, node: &Node<'_>) -> Option<(&'s str, &'s Node<'s>)> {
+        let NodeKind::Ident(name) = node.kind else { return None };
+        self.lets.iter().find(|(n, _)| *n == name).map(|(n, tree)| (*n, tree))
+    }
+
+    /// Whether `node` names a `let` whose value is a condition.
+    pub(super) fn is_let_condition(&self, node: &Node<'_>) -> bool {
+        let mut seen = 0;
+        let mut at = self.let_of(node);
+        while let Some((_, tree)) = at {
+            if tree.is_condition() {
+                return true;
+            }
+            seen += 1;
+            if seen > self.lets.len() {
+                return false;
+            }
+            at = self.let_of(tree);
+        }
+        false
+    }
+
+    /// Compiles a `let` definition where its name is used.
+    fn expand<T>(
+        &mut self,
+        node: &Node<'_>,
+        name: &'s str,
+        tree: &'s Node<'s>,
+        f: impl FnOnce(&mut Self, &'s Node<'s>) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
+        if let Some(from) = self.expanding.iter().position(|n| *n == name) {
+            let mut cycle: Vec<&str> = self.expanding[from..].to_vec();
+            cycle.push(name);
+            return Err(err(
+                node.col,
+                format!(
+                    "`let` definitions refer to each other in a cycle: {}",
+                    cycle.join(" -> ")
+                ),
+            ));
+        }
+        if self.expanding.len() >= 8 {
+            return Err(err(
+                node.col,
+                "`let` definitions are nested too deeply (at most 8 levels)",
+            ));
+        }
+        self.expanding.push(name);
+        let out = f(self, tree);
+        self.expanding.pop();
+        out
+    }
+
+    pub(super) fn cond(&mut self, node: &Node<'_>, place: &str) -> Result<Cond, ExprError> {
+        if let Some((name, tree)) = self.let_of(node) {
+            if self.is_let_condition(node) {
+                return self.expand(node, name, tree, |c, t| c.cond(t, place));
+            }
+        }
+        if let NodeKind::Call { name, args } = &node.kind {
+            if let Some(c) = self.ext_cond(node, name, args)? {
+                return Ok(c);
+            }
+        }
         match &node.kind {
             NodeKind::Not(inner) => Ok(Cond::Not(Box::new(self.cond(inner, "after `not`")?))),
             NodeKind::Binary { op, lhs, rhs, .. } if op.is_logical() => {
@@ -179,8 +287,13 @@ impl Compiler<'_> {
                 })
             }
             NodeKind::Binary { op, lhs, rhs, .. } if op.is_comparison() => {
-                let l = self.num(lhs, &format!("on the left of `{}`", op.symbol()))?;
-                let r = self.num(rhs, &format!("on the right of `{}`", op.symbol()))?;
+                let outer = self.durations_ok;
+                self.durations_ok = functions::mentions_clock(lhs) || functions::mentions_clock(rhs);
+                let sides = self
+                    .num(lhs, &format!("on the left of `{}`", op.symbol()))
+                    .and_then(|l| Ok((l, self.num(rhs, &format!("on the right of `{}`", op.symbol()))?)));
+                self.durations_ok = outer;
+                let (l, r) = sides?;
                 self.explain_side(lhs, &l);
                 self.explain_side(rhs, &r);
                 let cmp = match op {
@@ -236,9 +349,26 @@ impl Compiler<'_> {
         }
     }
 
-    fn num(&mut self, node: &Node<'_>, place: &str) -> Result<Num, ExprError> {
+    pub(super) fn num(&mut self, node: &Node<'_>, place: &str) -> Result<Num, ExprError> {
+        if let Some((name, tree)) = self.let_of(node) {
+            if self.is_let_condition(node) {
+                return Err(err(
+                    node.col,
+                    format!("expected a number {place}, found `{name}`, a condition (see `let`): use it with `and`, `or`, `not` or `if`"),
+                ));
+            }
+            let value = self.expand(node, name, tree, |c, t| c.num(t, place))?;
+            // Alerts report each named value the expression used.
+            if !self.explain.iter().any(|(n, _)| n == name) {
+                self.explain.push((name.to_string(), value.clone()));
+            }
+            return Ok(value);
+        }
         match &node.kind {
             NodeKind::Number(v) | NodeKind::Fraction(v) => Ok(Num::Lit(*v)),
+            NodeKind::Duration(ns) if self.durations_ok => Ratio::new(i128::from(*ns), 1_000_000_000)
+                .map(|v| Num::Lit(v.reduced()))
+                .ok_or_else(|| err(node.col, "this duration is too long")),
             NodeKind::Duration(_) => Err(err(
                 node.col,
                 format!(
@@ -481,6 +611,9 @@ impl Compiler<'_> {
         if let Some(num) = self.group_call(node, name, args)? {
             return Ok(num);
         }
+        if let Some(num) = self.ext_num(node, name, args)? {
+            return Ok(num);
+        }
         if self.scope == ExprScope::Group && name != "abs" {
             return Err(err(
                 node.col,
@@ -496,6 +629,15 @@ impl Compiler<'_> {
             Ok((field, c.window(field, span, needs)))
         };
         let both = WindowNeeds::MAX.union(WindowNeeds::MIN);
+        let whole_window = ["sum", "count", "first", "mean", "change", "vwap", "volume"];
+        if self.env.lookback_resume && whole_window.contains(&name) {
+            return Err(err(
+                node.col,
+                format!(
+                    "`{name}(...)` cannot restart its window after a resume: with `lookback = \"resume\"` the rule's window functions are those of a window's high and low (max, min, drawdown, rally, range)"
+                ),
+            ));
+        }
         Ok(match name {
             "max" => Num::Max(plain(self, WindowNeeds::MAX)?.1),
             "min" => Num::Min(plain(self, WindowNeeds::MIN)?.1),

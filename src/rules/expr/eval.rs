@@ -13,6 +13,7 @@ use crate::refdata::Product;
 use crate::rules::context::{EvalCtx, GroupView, RefField, Source};
 use crate::state::{Field, Window, WindowSlot};
 
+use super::functions::{ExtCond, ExtNum};
 use super::ratio::{Ratio, SCALE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,23 +70,22 @@ impl Rel {
     /// (the scale cancels).
     #[inline(always)]
     fn parts(self, field: Field, slot: WindowSlot, ctx: &EvalCtx<'_>) -> Option<(i64, i64, i64)> {
-        let w = ctx.window(slot)?;
         Some(match self {
             Rel::Drawdown => {
-                let max = w.max()?.value.raw();
+                let max = ctx.max(slot)?.value.raw();
                 (max, ctx.last.field(field)?.raw(), max)
             }
             Rel::Rally => {
-                let min = w.min()?.value.raw();
+                let min = ctx.min(slot)?.value.raw();
                 (ctx.last.field(field)?.raw(), min, min)
             }
             Rel::Change => {
-                let first = w.first()?.raw();
+                let first = ctx.window(slot)?.first()?.raw();
                 (ctx.last.field(field)?.raw(), first, first)
             }
             Rel::Range => {
-                let min = w.min()?.value.raw();
-                (w.max()?.value.raw(), min, min)
+                let min = ctx.min(slot)?.value.raw();
+                (ctx.max(slot)?.value.raw(), min, min)
             }
         })
     }
@@ -232,6 +232,8 @@ pub(super) enum Num {
         source: Source,
         product: Option<Product>,
     },
+    /// `least`, `greatest`, `if`, rounding, parameters, clocks.
+    Ext(Box<ExtNum>),
     Abs(Box<Num>),
     Neg(Box<Num>),
     Add(Box<(Num, Num)>),
@@ -260,6 +262,8 @@ pub(super) enum Cond {
     And(Box<(Cond, Cond)>),
     Or(Box<(Cond, Cond)>),
     Not(Box<Cond>),
+    /// `in_session()`.
+    Ext(Box<ExtCond>),
 }
 
 /// The window, if it holds at least one sample.
@@ -273,8 +277,8 @@ impl Num {
         match self {
             Num::Lit(v) => Some(*v),
             Num::Last(f) => ctx.last.field(*f).map(Ratio::fixed),
-            Num::Max(s) => Some(Ratio::fixed(ctx.window(*s)?.max()?.value)),
-            Num::Min(s) => Some(Ratio::fixed(ctx.window(*s)?.min()?.value)),
+            Num::Max(s) => Some(Ratio::fixed(ctx.max(*s)?.value)),
+            Num::Min(s) => Some(Ratio::fixed(ctx.min(*s)?.value)),
             Num::Sum(s) => Some(Ratio::raw_fixed(filled(ctx, *s)?.sum_raw())),
             Num::Count(s) => Some(Ratio::int(i128::from(filled(ctx, *s)?.count()))),
             Num::Mean(s) => {
@@ -305,6 +309,7 @@ impl Num {
                 };
                 value
             }
+            Num::Ext(x) => x.eval(ctx),
             Num::Abs(x) => x.eval(ctx)?.abs(),
             Num::Neg(x) => x.eval(ctx)?.neg(),
             Num::Add(b) => b.0.eval(ctx)?.add(b.1.eval(ctx)?),
@@ -328,6 +333,7 @@ impl Num {
             | Num::PeriodMean { slot: s, .. }
             | Num::Rel(_, _, s) => *s = map(*s),
             Num::Abs(x) | Num::Neg(x) => x.map_slots(map),
+            Num::Ext(x) => x.map_slots(map),
             Num::Add(b) | Num::Sub(b) | Num::Mul(b) | Num::Div(b) => {
                 b.0.map_slots(map);
                 b.1.map_slots(map);
@@ -365,6 +371,7 @@ impl Cond {
                 }))
             }
             Cond::Not(c) => c.eval(ctx).map(|v| !v),
+            Cond::Ext(c) => c.eval(ctx),
             Cond::And(b) => match b.0.eval(ctx) {
                 Some(false) => Some(false),
                 left => match (left, b.1.eval(ctx)) {
@@ -397,6 +404,7 @@ impl Cond {
                 b.1.map_slots(map);
             }
             Cond::Not(c) => c.map_slots(map),
+            Cond::Ext(_) => {}
         }
     }
 }

@@ -52,6 +52,7 @@
 
 mod compile;
 mod eval;
+mod functions;
 mod lexer;
 mod parser;
 mod ratio;
@@ -110,9 +111,56 @@ pub fn compile(text: &str, registry: &mut WindowRegistry) -> Result<CompiledExpr
 /// # Errors
 /// The first error found, with its column.
 pub fn compile_in(text: &str, registry: &mut WindowRegistry, scope: ExprScope) -> Result<CompiledExpr, ExprError> {
-    let tokens = lexer::lex(text)?;
-    let tree = parser::parse(text, &tokens)?;
-    let compiled = compile::compile(text, &tree, scope)?;
+    compile_with(text, registry, scope, &ExprEnv::default()).map_err(|(_, e)| e)
+}
+
+/// What a rule gives its expressions besides market data: named
+/// sub-expressions (`[rule.let]`) and a trading session
+/// (`[rule.session]`).
+#[derive(Debug, Default, Clone)]
+pub struct ExprEnv {
+    /// `(name, expression)`, as written.
+    pub lets: Vec<(String, String)>,
+    pub session: Option<std::sync::Arc<crate::rules::calendar::Calendar>>,
+    /// The rule's look-back restarts after each resume (`lookback =
+    /// "resume"`): only window functions that read a window's max or min
+    /// may be used, the others keep their whole window.
+    pub lookback_resume: bool,
+}
+
+/// Where an error of [`compile_with`] is: in the expression, or in the
+/// `let` definition at this index of [`ExprEnv::lets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorIn {
+    Expression,
+    Let(usize),
+}
+
+/// As [`compile_in`], with a rule's `let` definitions and session: each
+/// definition is checked on its own (its errors point into its own text),
+/// then compiled where the expression names it.
+///
+/// # Errors
+/// The first error found, with the text it is in and its column.
+pub fn compile_with(
+    text: &str,
+    registry: &mut WindowRegistry,
+    scope: ExprScope,
+    env: &ExprEnv,
+) -> Result<CompiledExpr, (ErrorIn, ExprError)> {
+    let mut lets = Vec::with_capacity(env.lets.len());
+    for (i, (name, body)) in env.lets.iter().enumerate() {
+        let tokens = lexer::lex(body).map_err(|e| (ErrorIn::Let(i), e))?;
+        let tree = parser::parse(body, &tokens).map_err(|e| (ErrorIn::Let(i), e))?;
+        lets.push((name.as_str(), tree));
+    }
+    for (i, (_, tree)) in lets.iter().enumerate() {
+        compile::check_let(tree, scope, env, &lets).map_err(|e| (ErrorIn::Let(i), e))?;
+    }
+    let at = |e| (ErrorIn::Expression, e);
+    let tokens = lexer::lex(text).map_err(at)?;
+    let tree = parser::parse(text, &tokens).map_err(at)?;
+    let compiled = compile::compile(&tree, scope, env, &lets).map_err(at)?;
     let slots: Vec<WindowSlot> = compiled
         .windows
         .iter()

@@ -96,6 +96,9 @@ pub(super) struct Node<'a> {
     pub end: usize,
     /// Levels of nodes from here down (a leaf is 1).
     pub depth: usize,
+    /// The text the node was parsed from (the rule's `when`, or one of
+    /// its `let` definitions).
+    pub src: &'a str,
 }
 
 impl Node<'_> {
@@ -182,6 +185,7 @@ impl<'a> Parser<'a, '_> {
             start,
             end,
             depth,
+            src: self.src,
         })
     }
 

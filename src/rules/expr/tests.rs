@@ -77,6 +77,7 @@ impl Market {
             last_tick_ns: self.now_ns,
             reference: None,
             group: None,
+            lookback_from_ns: None,
         }
     }
 }
@@ -284,7 +285,7 @@ fn type_errors_say_what_was_expected() {
     fails(
         "maxx(price, 3s) > 1",
         1,
-        "unknown function `maxx` (known: max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean)",
+        "unknown function `maxx` (known: max, min, sum, count, mean, first, vwap, volume, drawdown, rally, change, range, abs, group_median, group_mean, group_min, group_max, group_wmean, least, greatest, if, floor_to, ceil_to, round_to, param, since_listing, in_session, since_open, until_close, time_of_day)",
     );
     fails(
         "prise > 1",

@@ -19,11 +19,14 @@
 //! - [`band`]: LULD-style price bands (limit state, then pause).
 //! - [`stale`]: feeds that went silent, raised by timers.
 //! - [`gap`]: feeds that skipped sequence numbers.
+//! - [`halt`]: expression rules with a halt state (`when` with `pause`:
+//!   limit state, pause or halt, resume, latches per session).
 
 pub mod band;
 pub mod breaker;
 pub mod condition;
 pub mod gap;
+pub mod halt;
 pub mod measures;
 pub mod stale;
 
@@ -42,6 +45,7 @@ pub use band::{BandState, PriceBand};
 pub use breaker::{Breaker, BreakerState, Tier};
 pub use condition::{Condition, ConditionState};
 pub use gap::{FeedGap, GapState};
+pub use halt::{HaltRule, HaltState};
 pub use measures::Measure;
 pub use stale::{StaleFeed, StaleState};
 
@@ -247,6 +251,7 @@ rule_kinds! {
     Band(PriceBand),
     Stale(StaleFeed),
     Gap(FeedGap),
+    Halt(HaltRule),
 }
 
 /// Closes what `rule` has open on an instrument because the rule was

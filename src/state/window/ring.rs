@@ -146,6 +146,23 @@ impl<T: Copy + Default, const N: usize> Ring<T, N> {
         self.mask = capacity as u32 - 1;
     }
 
+    /// The first value for which `reached` holds, given that it holds for
+    /// every value after one it holds for (values ordered by it): a
+    /// binary search.
+    #[inline]
+    pub fn first_from(&self, reached: impl Fn(&T) -> bool) -> Option<T> {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if reached(self.at(mid)) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        (lo < self.len).then(|| *self.at(lo))
+    }
+
     /// The values, front to back.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = T> + ExactSizeIterator + '_ {
         (0..self.len).map(move |i| *self.at(i))

@@ -191,3 +191,34 @@ fn consistency_check_accepts_built_windows_and_names_what_is_wrong() {
         );
     }
 }
+
+#[test]
+fn extremes_since_a_time_read_only_later_samples() {
+    const S: i64 = 1_000_000_000;
+    // A bucketed window (60m, 12 s buckets): extremes keep their own
+    // times, so a look-back from inside a bucket is exact.
+    let mut w = Window::new(3_600 * S, WindowNeeds::MAX.union(WindowNeeds::MIN));
+    for (t, v) in [(0, 100), (5 * S, 130), (13 * S, 90), (14 * S, 120), (15 * S, 110)] {
+        w.advance(t);
+        w.push(t, fx(v), fx(1));
+    }
+    assert_eq!(w.max().unwrap().value, fx(130));
+    assert_eq!(w.min().unwrap().value, fx(90));
+    assert_eq!(
+        w.max_since(6 * S).unwrap(),
+        Extreme {
+            time_ns: 14 * S,
+            value: fx(120)
+        }
+    );
+    assert_eq!(w.min_since(6 * S).unwrap().value, fx(90));
+    assert_eq!(w.min_since(13 * S + 1).unwrap().value, fx(110));
+    assert_eq!(w.max_since(15 * S).unwrap().value, fx(110));
+    assert_eq!(w.max_since(15 * S + 1), None);
+    // Expiry still goes by bucket: the sample at 5 s leaves with its
+    // bucket [0, 12 s), once the span no longer overlaps it.
+    w.advance(3_600 * S + 11 * S);
+    assert_eq!(w.max().unwrap().value, fx(130));
+    w.advance(3_600 * S + 12 * S);
+    assert_eq!(w.max().unwrap().value, fx(120));
+}
