@@ -335,6 +335,44 @@ impl Engine {
         total
     }
 
+    /// What pattern rules did, summed over every instrument (locking each
+    /// in turn: for a metrics scrape, not for every tick).
+    pub fn pattern_counts(&self) -> crate::rules::kinds::PatternCounts {
+        let mut total = crate::rules::kinds::PatternCounts::default();
+        self.states.for_each(|p| {
+            for bound in &p.rules {
+                if let Some(c) = crate::rules::kinds::pattern::counts(&bound.state) {
+                    total.add(c);
+                }
+            }
+        });
+        total
+    }
+
+    /// Gives `alert` to the pattern rules on its instrument that read
+    /// alerts, as an event at its event time (see [`Partition::on_alert`]):
+    /// for alerts raised outside the instrument's own evaluation, and for
+    /// rule tests. Their alerts go to `out`. Returns whether the
+    /// instrument exists.
+    pub fn feed_alert(&self, alert: &crate::model::Alert, received_ns: i64, out: &mut impl AlertSink) -> bool {
+        let Some(id) = self.instruments.get(&alert.instrument) else {
+            return false;
+        };
+        let Some(cell) = self.states.get(id) else {
+            return false;
+        };
+        let mut guard = cell.lock();
+        let partition = &mut *guard;
+        if self.current_version.load(Ordering::Acquire) > partition.ruleset_version {
+            let event_now = partition.instrument.event_time_at(received_ns);
+            partition.rebind(&self.ruleset.load(), event_now, out, &self.instruments, &self.groups);
+        }
+        let held_due = self.held_due(&partition.instrument);
+        let deadline = partition.on_alert(alert, out, held_due, &self.instruments);
+        self.note_deadline(deadline);
+        true
+    }
+
     /// The allowed lateness this engine runs with, ns.
     pub fn allowed_lateness_ns(&self) -> i64 {
         self.allowed_lateness_ns

@@ -128,6 +128,10 @@ pub struct RuleSpec {
     pub limit_for: Option<Spanned<String>>,
     pub pause: Option<Spanned<String>>,
     pub min_missing: Option<Spanned<i64>>,
+    /// A pattern (`kind = "pattern"`), in the pattern language.
+    pub pattern: Option<Spanned<String>>,
+    /// Most partial-match slots a pattern may keep per instrument.
+    pub max_partials: Option<Spanned<i64>>,
 
     /// Tests of this rule, run whenever the rule is loaded.
     #[serde(default, rename = "test")]
@@ -215,6 +219,8 @@ impl RuleSpec {
             at("limit_for", &self.limit_for),
             at("pause", &self.pause),
             at("min_missing", &self.min_missing),
+            at("pattern", &self.pattern),
+            at("max_partials", &self.max_partials),
             at("for", &self.hold),
         ]
         .into_iter()

@@ -19,12 +19,14 @@
 //! - [`band`]: LULD-style price bands (limit state, then pause).
 //! - [`stale`]: feeds that went silent, raised by timers.
 //! - [`gap`]: feeds that skipped sequence numbers.
+//! - [`pattern`]: sequences, counts and absences over ticks and alerts.
 
 pub mod band;
 pub mod breaker;
 pub mod condition;
 pub mod gap;
 pub mod measures;
+pub mod pattern;
 pub mod stale;
 
 use std::fmt;
@@ -32,7 +34,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{Action, AlertKind, AlertSink, KindMask, Severity};
+use crate::model::{Action, Alert, AlertKind, AlertSink, KindMask, Severity};
 
 use super::compile::KindCompiler;
 use super::context::EvalCtx;
@@ -43,6 +45,7 @@ pub use breaker::{Breaker, BreakerState, Tier};
 pub use condition::{Condition, ConditionState};
 pub use gap::{FeedGap, GapState};
 pub use measures::Measure;
+pub use pattern::{Pattern, PatternCounts, PatternState};
 pub use stale::{StaleFeed, StaleState};
 
 /// What a kind of rule computes: its parameters, compiled once, and what
@@ -67,6 +70,23 @@ pub trait RuleKind: fmt::Debug + Send + Sync + 'static {
 
     /// Runs transitions due at `ctx.now_ns` without a tick.
     fn on_timer(&self, _rule: &CompiledRule, _ctx: &EvalCtx<'_>, _state: &mut Self::State, _out: &mut impl AlertSink) {}
+
+    /// Whether the rule reads other rules' alerts ([`RuleKind::on_alert`]).
+    fn watches_alerts(&self) -> bool {
+        false
+    }
+
+    /// Takes an alert raised on the instrument by another rule, in the
+    /// evaluation `ctx` (a tick's or a timer's).
+    fn on_alert(
+        &self,
+        _rule: &CompiledRule,
+        _ctx: &EvalCtx<'_>,
+        _alert: &Alert,
+        _state: &mut Self::State,
+        _out: &mut impl AlertSink,
+    ) {
+    }
 
     /// When [`RuleKind::on_timer`] next has something to do, if ever.
     fn deadline(&self, _rule: &CompiledRule, _last_tick_ns: i64, _state: &Self::State) -> Option<i64> {
@@ -139,6 +159,7 @@ pub const KINDS: &[KindEntry] = &[
     gap::KIND,
     breaker::KIND,
     band::KIND,
+    pattern::KIND,
 ];
 
 /// The entry of the kind named `name`.
@@ -202,6 +223,20 @@ macro_rules! rule_kinds {
                 }
             }
 
+            pub fn watches_alerts(&self) -> bool {
+                match self {
+                    $(RuleLogic::$variant(k) => k.watches_alerts(),)+
+                }
+            }
+
+            pub(crate) fn on_alert(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, alert: &Alert, state: &mut RuleState, out: &mut impl AlertSink) {
+                match (self, &mut *state) {
+                    $((RuleLogic::$variant(k), RuleState::$variant(s)) => k.on_alert(rule, ctx, alert, s, out),)+
+                    #[allow(unreachable_patterns)]
+                    _ => *state = self.initial_state(),
+                }
+            }
+
             #[inline]
             pub(crate) fn deadline(&self, rule: &CompiledRule, last_tick_ns: i64, state: &RuleState) -> Option<i64> {
                 match (self, state) {
@@ -247,6 +282,7 @@ rule_kinds! {
     Band(PriceBand),
     Stale(StaleFeed),
     Gap(FeedGap),
+    Pattern(Pattern),
 }
 
 /// Closes what `rule` has open on an instrument because the rule was
