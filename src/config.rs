@@ -40,7 +40,8 @@
 //! Security settings are tables of their own: [`tls`] (`[tls]`: TLS,
 //! mTLS, where plaintext may listen), [`auth`] (`[auth]`: tokens,
 //! certificate subjects, roles) and [`limits`] (`[limits]`: streams,
-//! ingest rate, rules folder size).
+//! ingest rate, rules folder size). Kafka sources and sinks are
+//! `[[kafka.source]]` and `[[kafka.sink]]` tables ([`kafka`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -54,11 +55,15 @@ use crate::journal::{FsyncPolicy, JournalConfig};
 
 pub mod auth;
 pub mod checkpoint;
+pub mod console;
+pub mod kafka;
 pub mod limits;
 pub mod tls;
 
 use self::auth::AuthConfig;
 pub use self::checkpoint::CheckpointConfig;
+pub use self::console::ConsoleConfig;
+use self::kafka::KafkaConfig;
 use self::limits::LimitsConfig;
 use self::tls::TlsConfig;
 
@@ -126,6 +131,10 @@ pub struct ServiceConfig {
     /// The `[journal]` table: the alert journal (used when `data_dir` is
     /// set).
     pub journal: JournalSettings,
+    /// `[console]`: the web console's address (off by default).
+    pub console: ConsoleConfig,
+    /// `[kafka]`: Kafka sources of ticks and sinks of alerts.
+    pub kafka: KafkaConfig,
 }
 
 /// The `[journal]` table.
@@ -231,6 +240,8 @@ impl Default for ServiceConfig {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             journal: JournalSettings::default(),
+            console: ConsoleConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -405,6 +416,8 @@ impl ServiceConfig {
             );
         }
         self.checkpoint.check(&mut problems);
+        self.console.check(&mut problems);
+        self.kafka.check(&mut problems);
         self.security_problems(self.listen, self.metrics_listen, &mut problems);
         for (key, message) in self.journal.journal_config().problems() {
             let key = match key {

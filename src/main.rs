@@ -78,6 +78,9 @@ struct ServeArgs {
     /// Prometheus metrics address [default: 127.0.0.1:9090].
     #[arg(long, env = "AIRBAG_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Web console address [default: none, no console].
+    #[arg(long, env = "AIRBAG_CONSOLE_LISTEN")]
+    console_listen: Option<SocketAddr>,
     /// Folder for durable state.
     #[arg(long, env = "AIRBAG_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -149,6 +152,9 @@ fn service_config(args: &ServeArgs) -> Result<ServiceConfig, airbag::config::Con
     }
     if let Some(metrics) = args.metrics_listen {
         config.metrics_listen = metrics;
+    }
+    if let Some(console) = args.console_listen {
+        config.console.listen = Some(console);
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = Some(dir.clone());

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["alerts", "checkpoint", "tick_file"],
     &["config"],
     &["service", "wire"],
-    &["replay", "server"],
+    &["replay", "server", "console", "kafka"],
     &["app"],
     &["cli"],
 ];

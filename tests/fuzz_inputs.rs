@@ -402,9 +402,15 @@ proptest! {
         let mut files = checks::bundled_rule_files();
         let index = files.iter().position(|(n, _)| *n == name).expect("a bundled file");
         files[index].1 = text;
+        // Rules' self-tests run against the reference data, so a changed
+        // instrument table may fail a test in a rule file, located at that
+        // test; any other error belongs to the mutated file.
+        let reference_data = files[index].1.contains("[[instrument]]") || name.starts_with("00-instruments");
         if let Err(errors) = checks::rule_texts(&files) {
             for e in &errors {
-                prop_assert!(e.file == name || e.file == "(ruleset)", "{e} blames an untouched file");
+                let own = e.file == name || e.file == "(ruleset)";
+                let failed_self_test = reference_data && e.message.starts_with("test `");
+                prop_assert!(own || failed_self_test, "{e} blames an untouched file");
             }
         }
     }
@@ -767,4 +773,24 @@ fn extreme_values_are_told_apart() {
         checks::expected_verdict(&too_big),
         Err(("bad_value", "mark: is outside the supported range".to_string()))
     );
+}
+
+/// Found by `a_mutated_file_next_to_good_ones_is_located_in_that_file`:
+/// renaming an instrument in the reference data fails the flash-crash
+/// rule's self-test, which is reported where that test is written.
+#[test]
+fn a_renamed_instrument_fails_the_self_test_that_uses_it() {
+    let mut files = checks::bundled_rule_files();
+    let index = files
+        .iter()
+        .position(|(n, _)| n.starts_with("00-instruments"))
+        .expect("reference data");
+    files[index].1 = files[index].1.replace("\"BTC-USDT-SWAP\"", "\"BTC-USDT-SnanWAP\"");
+    let errors = checks::rule_texts(&files).expect_err("the self-test fails");
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert!(e.file.starts_with("10-flash-crash"), "{e}");
+        assert!(e.message.starts_with("test `"), "{e}");
+        assert!(e.line > 0, "{e}");
+    }
 }

@@ -3,7 +3,7 @@
 //! blind an instrument, an emptied rules folder that must not switch off
 //! every halt, both reflection versions, resume points in metadata, each
 //! rejection code meaning what the proto says, `Validate` kept to the
-//! rules folder.
+//! rules folder, a flapping price that is one episode.
 
 mod common;
 
@@ -1099,5 +1099,54 @@ async fn tokens_are_read_again_with_the_rules_and_refusals_are_counted() {
         metrics.contains("airbag_requests_refused_total{reason=\"unauthenticated\"} 2"),
         "{metrics}"
     );
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 8. Flapping: a price crossing a band's edge back and forth is one episode.
+
+const FLAPPING_BAND: &str = r#"
+[[rule]]
+id = "band"
+kind = "price_band"
+instruments = ["BTC-USDT"]
+reference_window = "5m"
+band = "5%"
+limit_for = "15s"
+pause = "5m"
+clear_for = "800ms"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_price_is_one_limit_and_one_resolved() {
+    const MS: i64 = 1_000_000;
+    let server = TestServer::builder()
+        .rule_file("band.toml", FLAPPING_BAND)
+        .start()
+        .await;
+    let mut alerts = server.subscribe(proto::SubscribeRequest::default()).await;
+    let mut ingest = server.ingest().await;
+    // Three calm ticks at 100, then 90 (outside) and 97 (inside) every
+    // 100 ms for half a second: five crossings each way.
+    let mut ticks: Vec<proto::Tick> = (0..3)
+        .map(|i| trade("BTC-USDT", i * 1_000, i as u64 + 1, "100"))
+        .collect();
+    for k in 0..5 {
+        let seq = ticks.len() as u64 + 1;
+        ticks.push(trade("BTC-USDT", 3_000 + k * 100, seq, "90"));
+        ticks.push(trade("BTC-USDT", 3_050 + k * 100, seq + 1, "97"));
+    }
+    let ack = ingest.send(batch(1, ticks)).await;
+    assert_eq!(ack.applied, 13, "{:?}", ack.rejected);
+    let got = take_alerts(&mut alerts, 2).await;
+    let seen: Vec<(&str, i64)> = got
+        .iter()
+        .map(|a| (a.kind.as_str(), (a.event_time_ns - T0_NS) / MS))
+        .collect();
+    // Resolved by the timer, 800 ms of event time after the last price back
+    // inside (3,450 ms), with no tick to raise it.
+    assert_eq!(seen, [("limit", 3_000), ("resolved", 4_250)]);
+    assert_eq!(got[1].tick_seq, None, "raised by a timer");
+    assert_quiet(&mut alerts, std::time::Duration::from_millis(300)).await;
     server.shutdown().await;
 }

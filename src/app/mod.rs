@@ -83,6 +83,8 @@ pub enum AppError {
     Serve(#[source] tonic::transport::Error),
     #[error("a service task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaError),
 }
 
 fn list_errors(errors: &[RuleError]) -> String {
@@ -96,6 +98,8 @@ pub struct Running {
     metrics_addr: SocketAddr,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: JoinHandle<()>,
+    /// The web console, when `[console] listen` is set.
+    console: Option<crate::console::Serving>,
     timers: JoinHandle<()>,
     checkpoints: JoinHandle<()>,
     /// Cancelled at the end of shutdown: stops the metrics endpoint.
@@ -104,6 +108,8 @@ pub struct Running {
     watcher: Option<RulesWatcher>,
     /// The data folder, this service's alone while it runs.
     data_dir_lock: Option<DataDirLock>,
+    /// Kafka sources and sinks (`[kafka]`).
+    kafka: crate::kafka::Kafka,
 }
 
 impl std::fmt::Debug for Running {
@@ -196,8 +202,20 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
     checkpoints::recognise_replayed(&core).await;
 
     let stopped = CancellationToken::new();
-    let render_core = core.clone();
-    let render: metrics::http::Render = Arc::new(move || render_core.render_metrics());
+    let console = crate::console::start(&core, &credentials, &stopped)
+        .await
+        .map_err(|(addr, source)| AppError::Bind {
+            what: "console",
+            addr,
+            source,
+        })?;
+    let kafka = crate::kafka::start(&core)?;
+    let (render_core, kafka_metrics) = (core.clone(), kafka.metrics().clone());
+    let render: metrics::http::Render = Arc::new(move || {
+        let mut text = render_core.render_metrics();
+        crate::kafka::Kafka::render(&kafka_metrics, &render_core, &mut text);
+        text
+    });
     let metrics = tokio::spawn(metrics::http::serve(metrics, render, stopped.clone()));
     info!(addr = %metrics_addr, "Metrics listening on /metrics.");
 
@@ -235,11 +253,13 @@ pub async fn start_on(config: ServiceConfig, grpc: TcpListener, metrics: TcpList
         metrics_addr,
         grpc,
         metrics,
+        console,
         timers,
         checkpoints,
         stopped,
         watcher,
         data_dir_lock,
+        kafka,
     })
 }
 
@@ -309,6 +329,11 @@ impl Running {
         self.metrics_addr
     }
 
+    /// The web console's address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(crate::console::Serving::addr)
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }
@@ -345,11 +370,13 @@ impl Running {
             core,
             mut grpc,
             metrics,
+            console,
             timers,
             checkpoints,
             stopped,
             watcher,
             data_dir_lock,
+            kafka,
             ..
         } = self;
         // Dropping joins the watcher's thread (it checks its stop flag
@@ -378,6 +405,7 @@ impl Running {
         //    meanwhile the state ingest left is checkpointed.
         core.bus().close();
         info!(last_seq = core.bus().last_seq(), "Alert streams closing.");
+        kafka.stopped(deadline).await;
         checkpoints::write_final(&core).await;
 
         // 3. The gRPC server finishes once every stream has ended.
@@ -393,6 +421,9 @@ impl Running {
         };
         stopped.cancel();
         let _ = metrics.await;
+        if let Some(console) = console {
+            console.stopped(Duration::from_secs(2)).await;
+        }
         match &result {
             Ok(()) => info!("Stopped."),
             Err(e) => error!(error = %e, "Stopped with an error."),

@@ -10,7 +10,9 @@
 //!                 version 2) its group partitions, also in postcard
 //! ```
 //!
-//! Both versions are read: a version 1 file has no group partitions.
+//! Every version is read: a version 1 file has no group partitions;
+//! version 3 adds a price band's clearing state (`clear_for`) as a new
+//! last variant, so version 2 bodies decode unchanged.
 //!
 //! The layout of the first 12 bytes never changes, so any build can tell a
 //! file of another format version from a corrupt one. A change to the body's
@@ -22,7 +24,7 @@ use super::Checkpoint;
 
 pub const MAGIC: [u8; 8] = *b"AIRBAGCK";
 /// The body encoding this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest body encoding this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 52;

@@ -220,7 +220,7 @@ fn the_encoding_is_pinned_to_the_format_version() {
     let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         (FORMAT_VERSION, digest.as_str()),
-        (2, "bc7ee8f3d75c96c9a5be027bc0d85ff77e70b1f1f3ccc6eef37b34c441fc7501"),
+        (3, "d3ca60978ec8221ae12ad2117f52529ab3301c06fe2ceee0fe2592b39ec33ff6"),
         "the checkpoint encoding changed: if a serialized type changed, bump FORMAT_VERSION; then update the digest"
     );
 }
@@ -245,4 +245,56 @@ fn a_version_1_checkpoint_reads_with_no_groups() {
     let read = format::decode(&old).unwrap();
     assert_eq!(read, checkpoint(&e, 5));
     assert!(read.engine.groups.is_empty());
+}
+
+/// A version 2 file has the body layout of version 3; version 3 only adds
+/// a price band's clearing state, so a version 2 body reads unchanged.
+#[test]
+fn a_version_2_checkpoint_reads_unchanged() {
+    use sha2::{Digest, Sha256};
+    let e = busy_engine();
+    let mut bytes = format::encode(&checkpoint(&e, 5)).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let digest = Sha256::digest(&bytes[format::HEADER_LEN..]);
+    bytes[20..52].copy_from_slice(&digest);
+    assert_eq!(format::decode(&bytes).unwrap(), checkpoint(&e, 5));
+}
+
+/// A band waiting out `clear_for` is checkpointed in that state and, once
+/// restored, resolves when the wait ends, not before.
+#[test]
+fn a_clearing_band_survives_a_checkpoint() {
+    const BAND: &str = r#"
+[[rule]]
+id = "band"
+kind = "price_band"
+reference_window = "5m"
+band = "5%"
+limit_for = "15s"
+pause = "1m"
+clear_for = "5s"
+"#;
+    let band_engine = || {
+        Engine::new(
+            EngineConfig::default(),
+            compile_texts(&[("b.toml".into(), BAND.into())]).unwrap(),
+        )
+    };
+    let e = band_engine();
+    for k in 1..=10u64 {
+        trade(&e, "BTC-USDT", k as i64 * S, k, "100");
+    }
+    trade(&e, "BTC-USDT", 11 * S, 11, "90");
+    trade(&e, "BTC-USDT", 12 * S, 12, "99");
+    let bytes = format::encode(&checkpoint(&e, 3)).unwrap();
+    let read = format::decode(&bytes).unwrap();
+    assert_eq!(read, checkpoint(&e, 3));
+    let restored = band_engine();
+    restored.restore(read.engine, i64::MIN).unwrap();
+    let mut alerts = Vec::new();
+    restored.check_timers(16 * S, &mut alerts);
+    assert!(alerts.is_empty(), "{alerts:?}");
+    restored.check_timers(17 * S, &mut alerts);
+    let kinds: Vec<_> = alerts.iter().map(|a| (a.kind, a.event_time_ns)).collect();
+    assert_eq!(kinds, vec![(crate::model::AlertKind::Resolved, 17 * S)]);
 }

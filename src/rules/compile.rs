@@ -95,6 +95,11 @@ pub fn compile_rule(
         .as_ref()
         .and_then(|c| duration(c, "for", true, &mut errors))
         .unwrap_or(0);
+    let clear_ns = spec
+        .clear_for
+        .as_ref()
+        .and_then(|c| duration(c, "clear_for", true, &mut errors))
+        .unwrap_or(0);
     let scope = scope(spec, start, &mut errors);
     let targets = spec.targets.as_ref().and_then(|t| targets(t, &mut errors));
     let group = group_rule(spec, &mut errors);
@@ -121,7 +126,7 @@ pub fn compile_rule(
         }
         (None, Some(when)) => {
             for (key, at) in spec.parameter_keys() {
-                if key != "for" {
+                if key != "for" && key != "clear_for" {
                     errors.at(at, format!("`{key}` does not apply to an expression rule (`when`)"));
                 }
             }
@@ -214,6 +219,7 @@ pub fn compile_rule(
         group,
         cooldown_ns,
         hold_ns,
+        clear_ns,
         labels: spec.labels.clone().unwrap_or_default(),
         logic,
         slots,

@@ -145,6 +145,9 @@ pub struct CompiledRule {
     pub cooldown_ns: i64,
     /// A condition must hold this long before it fires (`for`).
     pub hold_ns: i64,
+    /// A fired condition (a band's limit state) must stay clear this long
+    /// before it resolves (`clear_for`): one episode, one alert pair.
+    pub clear_ns: i64,
     pub labels: BTreeMap<String, String>,
     pub logic: RuleLogic,
     /// Windows the rule reads.

@@ -106,6 +106,9 @@ pub struct RuleSpec {
     pub cooldown: Option<Spanned<String>>,
     #[serde(rename = "for")]
     pub hold: Option<Spanned<String>>,
+    /// A condition that has fired (a band in its limit state) must stay
+    /// clear this long before it resolves.
+    pub clear_for: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub labels: Option<BTreeMap<String, String>>,
 
@@ -222,6 +225,7 @@ impl RuleSpec {
             at("pattern", &self.pattern),
             at("max_partials", &self.max_partials),
             at("for", &self.hold),
+            at("clear_for", &self.clear_for),
         ]
         .into_iter()
         .flatten()

@@ -10,6 +10,9 @@
 #![allow(dead_code)]
 
 pub mod flaky_proxy;
+pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod raw_codec;
 
 use std::net::SocketAddr;

@@ -33,6 +33,10 @@ pub(super) struct AlertStats {
     pub(super) unexpected_examples: Vec<String>,
     pub(super) other: u64,
     pub(super) latency_us: Histogram<u64>,
+    /// The server's own part of it: the alert's `emitted_time_ns` minus
+    /// its `received_time_ns` (receive of the batch to hand-off to
+    /// subscribers, the journal's sync included), µs.
+    pub(super) server_us: Histogram<u64>,
     pub(super) error: Option<String>,
 }
 
@@ -45,6 +49,7 @@ impl AlertStats {
             other: 0,
             // 3 significant figures up to 60 s: about 200 KiB.
             latency_us: latency_histogram(),
+            server_us: latency_histogram(),
             error: None,
         }
     }
@@ -75,6 +80,9 @@ impl AlertStats {
                 let us = received.saturating_duration_since(sent).as_micros();
                 let us = u64::try_from(us).unwrap_or(u64::MAX).clamp(1, LATENCY_MAX_US);
                 let _ = self.latency_us.record(us);
+                let server_ns = alert.emitted_time_ns.saturating_sub(alert.received_time_ns).max(0);
+                let server_us = u64::try_from(server_ns / 1_000).unwrap_or(0).clamp(1, LATENCY_MAX_US);
+                let _ = self.server_us.record(server_us);
             }
             None => {
                 self.unexpected += 1;

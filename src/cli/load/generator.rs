@@ -21,6 +21,14 @@ pub(super) struct Plan {
     /// The instrument crash 0 hits: the wall-clock crash slot of the run's
     /// first crash, modulo the instrument count.
     pub(super) crash_offset: u64,
+    /// `--market-crash-at`: when every instrument crashes at once.
+    pub(super) market_crash_at: Option<Duration>,
+}
+
+/// Most crashes of a market crash in one batch: with their ticks the batch
+/// stays within the server's default `max_batch_ticks` (10,000).
+pub(super) fn market_crash_chunk(batch: usize) -> usize {
+    (10_000usize.saturating_sub(batch) / (CRASH_STEPS as usize + 1)).max(1)
 }
 
 impl Plan {
@@ -125,6 +133,9 @@ pub(super) struct Generator {
     pub(super) cursor: usize,
     pub(super) rng: Rng,
     pub(super) next_crash: Option<u64>,
+    /// In a market crash: the next of this connection's walkers to crash;
+    /// `walkers.len()` once all have.
+    pub(super) market_cursor: usize,
     /// The one `Tick` message every tick is encoded from.
     pub(super) tick: proto::Tick,
     pub(super) buf: BytesMut,
@@ -159,6 +170,7 @@ impl Generator {
             cursor: 0,
             rng: Rng(seed ^ u64::from(conn).wrapping_mul(0xA076_1D64_78BD_642F)),
             next_crash,
+            market_cursor: 0,
             tick,
             batch_id: 0,
         }
@@ -193,6 +205,9 @@ impl Generator {
             count += self.crash(self.plan.crash_instrument(j), time_ns, crashes);
             self.next_crash = self.plan.next_crash(self.conn, j + 1);
         }
+        if self.plan.market_crash_at.is_some_and(|at| at <= elapsed) {
+            count += self.market_crash(time_ns, crashes);
+        }
         for _ in 0..self.plan.batch {
             let i = self.cursor;
             self.cursor = if i + 1 == self.walkers.len() { 0 } else { i + 1 };
@@ -203,6 +218,20 @@ impl Generator {
             count += 1;
         }
         (self.buf.split().freeze(), count)
+    }
+
+    /// In a market crash, the next chunk of this connection's instruments
+    /// that have not crashed yet (all of them within a few batches, at the
+    /// same event time); returns the number of ticks added.
+    fn market_crash(&mut self, time_ns: i64, crashes: &mut Vec<NewCrash>) -> usize {
+        let end = (self.market_cursor + market_crash_chunk(self.plan.batch)).min(self.walkers.len());
+        let mut added = 0;
+        for i in self.market_cursor..end {
+            let instrument = self.conn + i as u32 * self.plan.connections;
+            added += self.crash(instrument, time_ns, crashes);
+        }
+        self.market_cursor = end;
+        added
     }
 
     /// Appends a crash of `instrument` (owned by this connection); returns

@@ -179,6 +179,12 @@ pub struct LoadArgs {
     /// none.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub crash_every: f64,
+    /// Seconds into the run when every instrument crashes at once (a
+    /// market-wide crash: each connection sends its instruments' crashes in
+    /// its next batches, all at the same event time). Use with
+    /// `--crash-every 0`.
+    #[arg(long, value_name = "SECONDS")]
+    pub market_crash_at: Option<f64>,
     /// How far a crash takes the price down, in percent.
     #[arg(long, default_value_t = 12.0, value_name = "PCT")]
     pub crash_depth: f64,
@@ -223,6 +229,7 @@ impl Default for LoadArgs {
             connections: 2,
             batch: 100,
             crash_every: 1.0,
+            market_crash_at: None,
             crash_depth: 12.0,
             seed: 1,
             expect_rule: DEFAULT_EXPECT_RULE.into(),
@@ -271,6 +278,21 @@ impl LoadArgs {
                 self.crash_every
             ));
         }
+        if let Some(at) = self.market_crash_at {
+            if !(at.is_finite() && at > 0.0 && at < self.duration) {
+                problems.push(format!(
+                    "--market-crash-at must be above 0 and below --duration ({}) seconds, got {at}",
+                    self.duration
+                ));
+            }
+            if self.crashes_enabled() {
+                problems.push(
+                    "--market-crash-at needs --crash-every 0: an instrument that crashed shortly before would be \
+                     (rightly) in its rule's cooldown and count as missing"
+                        .to_string(),
+                );
+            }
+        }
         if !(self.crash_depth.is_finite() && self.crash_depth > 0.0 && self.crash_depth < 90.0) {
             problems.push(format!(
                 "--crash-depth must be above 0 and below 90 percent, got {}",
@@ -303,6 +325,12 @@ impl LoadArgs {
 
     fn crashes_enabled(&self) -> bool {
         self.crash_every > 0.0
+    }
+
+    /// Whether the run injects any crash (planned or a market crash), so
+    /// it needs the rule and an alert subscription.
+    fn expects_alerts(&self) -> bool {
+        self.crashes_enabled() || self.market_crash_at.is_some()
     }
 
     /// How many crashes a run injects: one at every multiple of
@@ -366,7 +394,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
     let admin_channel = target.connect().await?;
     let mut admin = RuleAdminClient::new(admin_channel.clone());
 
-    if args.crashes_enabled() {
+    if args.expects_alerts() {
         check_rule(&mut admin, &args.expect_rule, args.crash_depth).await?;
     }
     let status_before = server_ticks_applied(&mut admin).await;
@@ -374,7 +402,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
     // Subscribe before the first tick, so no alert can be missed.
     let book = Arc::new(Mutex::new(CrashBook::default()));
     let stop = CancellationToken::new();
-    let subscriber = if args.crashes_enabled() {
+    let subscriber = if args.expects_alerts() {
         let request = proto::SubscribeRequest {
             instruments: vec!["LOAD-*".into()],
             rule_ids: vec![args.expect_rule.clone()],
@@ -428,6 +456,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         } else {
             0
         },
+        market_crash_at: args.market_crash_at.map(Duration::from_secs_f64),
     });
     let rate_per_connection = args.rate / f64::from(args.connections);
 
@@ -539,6 +568,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         unexpected_examples: alerts.unexpected_examples,
         other_alerts: alerts.other,
         latency_us: alerts.latency_us,
+        server_latency_us: alerts.server_us,
         ack_rtt_us: latency_histogram(),
         client_cpu_ns,
         server_cpu_ns,

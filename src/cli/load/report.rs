@@ -31,6 +31,9 @@ pub struct LoadReport {
     pub other_alerts: u64,
     /// Tick-to-alert latency of matched alerts, µs.
     pub latency_us: Histogram<u64>,
+    /// The server's part of tick-to-alert (receive to emit, from the
+    /// alerts' own stamps), µs.
+    pub server_latency_us: Histogram<u64>,
     /// Ingest round trip: from handing a batch to its stream to reading
     /// its acknowledgement, µs. The part of tick-to-alert spent getting a
     /// batch to the server and evaluated, without the alert's way back.
@@ -78,7 +81,9 @@ impl LoadReport {
 
     /// The one-line summary scripts parse:
     /// `summary: ticks=N seconds=S ticks_per_s=R p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=.. alerts=A missing=M unexpected=U server_cpu_ns_per_tick=..`,
-    /// and with `--reload-storm` then ` reload_p50_ms=.. reload_max_ms=.. reloads=N`.
+    /// then, when alerts were matched, ` server_p50_us=.. server_p99_us=.. server_max_us=..`
+    /// (receive to emit by the alerts' own stamps), and with
+    /// `--reload-storm` ` reload_p50_ms=.. reload_max_ms=.. reloads=N`.
     /// Values without data are `n/a`.
     pub fn summary_line(&self) -> String {
         let opt = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
@@ -99,6 +104,16 @@ impl LoadReport {
             self.unexpected,
             opt(self.per_tick(self.server_cpu_ns)),
         );
+        if !self.server_latency_us.is_empty() {
+            let h = &self.server_latency_us;
+            let _ = write!(
+                line,
+                " server_p50_us={} server_p99_us={} server_max_us={}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max()
+            );
+        }
         if let Some(r) = &self.reloads {
             let _ = write!(
                 line,
@@ -202,6 +217,27 @@ impl LoadReport {
                 thousands(self.ack_rtt_us.value_at_quantile(q))
             }
         };
+        let server = |q: f64| {
+            if self.server_latency_us.is_empty() {
+                "n/a".to_owned()
+            } else {
+                thousands(self.server_latency_us.value_at_quantile(q))
+            }
+        };
+        row(
+            "server receive → emit (µs)",
+            format!(
+                "p50 {}  p99 {}  max {}  (n={})",
+                server(0.5),
+                server(0.99),
+                if self.server_latency_us.is_empty() {
+                    "n/a".to_owned()
+                } else {
+                    thousands(self.server_latency_us.max())
+                },
+                self.server_latency_us.len()
+            ),
+        );
         row(
             "ingest round trip (µs)",
             format!(

@@ -21,6 +21,7 @@ fn plan(instruments: u32, connections: u32, crash_every: f64, duration: f64) -> 
         epoch_ns: 1_700_000_000_000_000_000,
         seq_base: 1_000,
         crash_offset: 0,
+        market_crash_at: None,
     }
 }
 
@@ -91,6 +92,55 @@ fn batches_decode_as_tick_batches_with_crashes_in_order() {
     let (bytes, count) = g.build_batch(Duration::from_millis(700), 6, &mut crashes);
     assert_eq!(count, 10);
     assert_eq!(proto::TickBatch::decode(bytes).unwrap().batch_id, 2);
+}
+
+#[test]
+fn a_market_crash_crashes_every_instrument_of_the_connection_once_in_chunks() {
+    // 4,000 instruments over 2 connections: connection 1 owns 2,000, and a
+    // batch carries at most `market_crash_chunk(10)` of their crashes.
+    let p = Arc::new(Plan {
+        market_crash_at: Some(Duration::from_secs(1)),
+        ..plan(4_000, 2, 0.0, 5.0)
+    });
+    let chunk = market_crash_chunk(p.batch);
+    assert_eq!(chunk, (10_000 - 10) / 6);
+    let mut g = Generator::new(p, 1, 1);
+    let mut crashes = Vec::new();
+    let (_, count) = g.build_batch(Duration::from_millis(900), 1, &mut crashes);
+    assert_eq!((count, crashes.len()), (10, 0), "nothing before the market crash");
+    let mut batches = Vec::new();
+    for k in 0..4 {
+        let (bytes, count) = g.build_batch(Duration::from_millis(1_000 + k), 2, &mut crashes);
+        batches.push(proto::TickBatch::decode(bytes).unwrap());
+        assert!(count <= 10_000, "within the default max_batch_ticks: {count}");
+    }
+    assert_eq!(crashes.len(), 2_000);
+    assert_eq!(batches[0].ticks.len(), 10 + chunk * CRASH_STEPS as usize);
+    assert_eq!(batches[2].ticks.len(), 10, "all crashed within two batches");
+    // Each instrument of connection 1 (odd indices) crashed exactly once.
+    let mut seen: Vec<u32> = crashes.iter().map(|c| c.instrument).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 2_000);
+    assert!(seen.iter().all(|i| i % 2 == 1));
+}
+
+#[test]
+fn a_market_crash_needs_no_planned_crashes_and_a_time_within_the_run() {
+    let args = |at: f64, every: f64| LoadArgs {
+        market_crash_at: Some(at),
+        crash_every: every,
+        duration: 5.0,
+        ..LoadArgs::default()
+    };
+    assert!(args(1.0, 0.0).validate().is_ok());
+    let e = args(1.0, 0.5).validate().unwrap_err().to_string();
+    assert!(e.contains("--market-crash-at needs --crash-every 0"), "{e}");
+    let e = args(5.0, 0.0).validate().unwrap_err().to_string();
+    assert!(
+        e.contains("--market-crash-at must be above 0 and below --duration (5)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -174,6 +224,7 @@ fn the_summary_line_has_every_field() {
         unexpected_examples: vec![],
         other_alerts: 0,
         latency_us: AlertStats::new().latency_us,
+        server_latency_us: AlertStats::new().server_us,
         ack_rtt_us: latency_histogram(),
         client_cpu_ns: Some(400_000_000),
         server_cpu_ns: None,

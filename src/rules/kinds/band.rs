@@ -7,6 +7,13 @@
 //! `limit_for` after the limit state began, trading pauses (`paused`,
 //! action `halt`) for `pause`; then `resumed` (action `resume`). Both
 //! transitions happen on time even if no tick arrives.
+//!
+//! With `clear_for`, a price back inside must stay inside that long before
+//! the limit state resolves (at `back inside + clear_for`, by timer if no
+//! tick comes): a price that crosses the edge back and forth is one
+//! episode, one `limit`/`resolved` pair. While it is clearing the pause
+//! does not start; a price outside again after `limit_for` has passed
+//! pauses at once.
 
 use std::sync::Arc;
 
@@ -21,7 +28,7 @@ use super::{KindEntry, RuleKind, RuleLogic, RuleStatus};
 /// `price_band`: limit state at the band's edge, then a pause.
 pub const KIND: KindEntry = KindEntry {
     name: "price_band",
-    params: &["field", "reference_window", "band", "limit_for", "pause"],
+    params: &["field", "reference_window", "band", "limit_for", "pause", "clear_for"],
     own_durations: true,
     compile: price_band,
 };
@@ -46,14 +53,24 @@ pub enum BandState {
         since_ns: i64,
         until_ns: i64,
     },
+    /// Still the limit state that began at `since_ns`, with the price back
+    /// inside since `inside_since_ns`, waiting out `clear_for`. (Last, so
+    /// the encodings of the other states are those of older checkpoints.)
+    Clearing {
+        since_ns: i64,
+        inside_since_ns: i64,
+    },
 }
 
 impl BandState {
-    pub fn deadline(&self, band: &PriceBand) -> Option<i64> {
+    /// When the state changes by itself; `clear_ns` is the rule's
+    /// `clear_for`.
+    pub fn deadline(&self, band: &PriceBand, clear_ns: i64) -> Option<i64> {
         match *self {
             BandState::Normal => None,
             BandState::Limit { since_ns } => Some(since_ns.saturating_add(band.limit_ns)),
             BandState::Paused { until_ns, .. } => Some(until_ns),
+            BandState::Clearing { inside_since_ns, .. } => Some(inside_since_ns.saturating_add(clear_ns)),
         }
     }
 
@@ -90,6 +107,35 @@ impl PriceBand {
         values.push(AlertValue::new("band_pct", self.band.percent()));
         values
     }
+
+    /// The limit state lasted `limit_for`: trading pauses from `at_ns`.
+    fn pause(
+        &self,
+        rule: &CompiledRule,
+        ctx: &EvalCtx<'_>,
+        state: &mut BandState,
+        at_ns: i64,
+        mut values: Vec<AlertValue>,
+        out: &mut impl AlertSink,
+    ) {
+        let until_ns = at_ns.saturating_add(self.pause_ns);
+        *state = BandState::Paused {
+            since_ns: at_ns,
+            until_ns,
+        };
+        values.push(AlertValue::new(
+            "pause_ms",
+            Fixed::from_raw(self.pause_ns.saturating_mul(100)),
+        ));
+        out.emit(ctx.alert_as(
+            rule,
+            AlertKind::Paused,
+            rule.severity,
+            Arc::from([Action::Halt]),
+            at_ns,
+            values,
+        ));
+    }
 }
 
 impl RuleKind for PriceBand {
@@ -103,8 +149,8 @@ impl RuleKind for PriceBand {
         true
     }
 
-    fn deadline(&self, _rule: &CompiledRule, _last_tick_ns: i64, state: &BandState) -> Option<i64> {
-        state.deadline(self)
+    fn deadline(&self, rule: &CompiledRule, _last_tick_ns: i64, state: &BandState) -> Option<i64> {
+        state.deadline(self, rule.clear_ns)
     }
 
     fn is_open(&self, state: &BandState) -> bool {
@@ -116,7 +162,9 @@ impl RuleKind for PriceBand {
             BandState::Normal => return None,
             // A limit state does not end by itself: it resolves, or
             // becomes a pause.
-            BandState::Limit { since_ns } => (AlertKind::Limit, since_ns, None, rule.actions.clone()),
+            BandState::Limit { since_ns } | BandState::Clearing { since_ns, .. } => {
+                (AlertKind::Limit, since_ns, None, rule.actions.clone())
+            }
             BandState::Paused { since_ns, until_ns } => {
                 (AlertKind::Paused, since_ns, Some(until_ns), Arc::from([Action::Halt]))
             }
@@ -143,44 +191,50 @@ impl RuleKind for PriceBand {
                 *state = BandState::Limit { since_ns: now };
                 out.emit(ctx.alert(rule, AlertKind::Limit, now, self.values(reference, price)));
             }
-            BandState::Limit { .. } if !outside => {
-                *state = BandState::Normal;
-                out.emit(
-                    ctx.alert(rule, AlertKind::Resolved, now, self.values(reference, price))
-                        .without_actions(),
-                );
+            BandState::Limit { since_ns } if !outside => {
+                if rule.clear_ns > 0 {
+                    *state = BandState::Clearing {
+                        since_ns,
+                        inside_since_ns: now,
+                    };
+                } else {
+                    *state = BandState::Normal;
+                    out.emit(
+                        ctx.alert(rule, AlertKind::Resolved, now, self.values(reference, price))
+                            .without_actions(),
+                    );
+                }
+            }
+            BandState::Clearing { since_ns, .. } if outside => {
+                *state = BandState::Limit { since_ns };
+                if now >= since_ns.saturating_add(self.limit_ns) {
+                    self.pause(rule, ctx, state, now, self.values(reference, price), out);
+                }
             }
             _ => {}
         }
     }
 
     fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut BandState, out: &mut impl AlertSink) {
+        let values = || match self.measure(ctx) {
+            Some((reference, price, _)) => self.values(reference, price),
+            None => Vec::new(),
+        };
+        if let BandState::Clearing { inside_since_ns, .. } = *state {
+            let due = inside_since_ns.saturating_add(rule.clear_ns);
+            if ctx.now_ns < due {
+                return;
+            }
+            *state = BandState::Normal;
+            out.emit(ctx.alert(rule, AlertKind::Resolved, due, values()).without_actions());
+            return;
+        }
         if let BandState::Limit { since_ns } = *state {
             let due = since_ns.saturating_add(self.limit_ns);
             if ctx.now_ns < due {
                 return;
             }
-            let until_ns = due.saturating_add(self.pause_ns);
-            *state = BandState::Paused {
-                since_ns: due,
-                until_ns,
-            };
-            let mut values = match self.measure(ctx) {
-                Some((reference, price, _)) => self.values(reference, price),
-                None => Vec::new(),
-            };
-            values.push(AlertValue::new(
-                "pause_ms",
-                Fixed::from_raw(self.pause_ns.saturating_mul(100)),
-            ));
-            out.emit(ctx.alert_as(
-                rule,
-                AlertKind::Paused,
-                rule.severity,
-                Arc::from([Action::Halt]),
-                due,
-                values,
-            ));
+            self.pause(rule, ctx, state, due, values(), out);
         }
         if let BandState::Paused { since_ns, until_ns } = *state {
             if ctx.now_ns < until_ns {
@@ -222,6 +276,7 @@ fn price_band(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
         .required(&c.spec.pause, "pause", c.kind)
         .and_then(|s| duration(s, "pause", false, c.errors));
     let (field, reference, band, limit_ns, pause_ns) = (field?, reference?, band?, limit_ns?, pause_ns?);
+
     let reference = c.slot(field, reference, WindowNeeds::SLOTS);
     Some(RuleLogic::Band(PriceBand {
         field,

@@ -11,6 +11,10 @@
 //!   again for it until this much event time has passed. A rising edge
 //!   inside the cooldown is ignored; the rule fires on the first tick after
 //!   the cooldown that still finds the measure true.
+//! - `clear_for` (hysteresis): once fired, the measure must stay false for
+//!   this long before the rule resolves. A tick that finds it true again
+//!   meanwhile keeps the episode open without a new alert; a timer
+//!   resolves it at exactly `cleared + clear_for` when no tick arrives.
 
 use crate::model::{AlertKind, AlertSink, KindMask};
 use crate::rules::context::EvalCtx;
@@ -30,7 +34,9 @@ pub struct Condition {
 pub struct ConditionState {
     /// The rule has fired and not yet resolved.
     pub active: bool,
-    /// When the measure became true, while waiting out `for`.
+    /// While not active: when the measure became true, waiting out `for`.
+    /// While active: when the measure became false, waiting out
+    /// `clear_for`.
     pub pending_since_ns: Option<i64>,
     /// When the rule last fired (for `cooldown`).
     pub last_fired_ns: Option<i64>,
@@ -38,8 +44,9 @@ pub struct ConditionState {
 
 impl ConditionState {
     pub fn deadline(&self, rule: &CompiledRule) -> Option<i64> {
+        let wait = if self.active { rule.clear_ns } else { rule.hold_ns };
         match self.pending_since_ns {
-            Some(since) if !self.active && rule.hold_ns > 0 => Some(since.saturating_add(rule.hold_ns)),
+            Some(since) if wait > 0 => Some(since.saturating_add(wait)),
             _ => None,
         }
     }
@@ -57,7 +64,7 @@ impl RuleKind for Condition {
     }
 
     fn timed(&self, rule: &CompiledRule) -> bool {
-        rule.hold_ns > 0
+        rule.hold_ns > 0 || rule.clear_ns > 0
     }
 
     fn deadline(&self, rule: &CompiledRule, _last_tick_ns: i64, state: &ConditionState) -> Option<i64> {
@@ -87,6 +94,8 @@ impl RuleKind for Condition {
         let now = ctx.now_ns;
         if self.measure.holds(ctx) {
             if state.active {
+                // True again while clearing: the same episode goes on.
+                state.pending_since_ns = None;
                 return;
             }
             if rule.hold_ns > 0 {
@@ -99,21 +108,27 @@ impl RuleKind for Condition {
                 return;
             }
             self.fire(rule, ctx, state, now, out);
+        } else if state.active {
+            if rule.clear_ns > 0 {
+                let since = *state.pending_since_ns.get_or_insert(now);
+                if now - since < rule.clear_ns {
+                    return;
+                }
+            }
+            self.resolve(rule, ctx, state, now, out);
         } else {
             state.pending_since_ns = None;
-            if state.active {
-                state.active = false;
-                out.emit(
-                    ctx.alert(rule, AlertKind::Resolved, now, self.measure.values(ctx))
-                        .without_actions(),
-                );
-            }
         }
     }
 
     fn on_timer(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, state: &mut ConditionState, out: &mut impl AlertSink) {
         let Some(due) = state.deadline(rule) else { return };
-        if ctx.now_ns >= due && !state.cooling_down(rule, due) {
+        if ctx.now_ns < due {
+            return;
+        }
+        if state.active {
+            self.resolve(rule, ctx, state, due, out);
+        } else if !state.cooling_down(rule, due) {
             self.fire(rule, ctx, state, due, out);
         }
     }
@@ -132,5 +147,21 @@ impl Condition {
         state.pending_since_ns = None;
         state.last_fired_ns = Some(at_ns);
         out.emit(ctx.alert(rule, AlertKind::Fired, at_ns, self.measure.values(ctx)));
+    }
+
+    fn resolve(
+        &self,
+        rule: &CompiledRule,
+        ctx: &EvalCtx<'_>,
+        state: &mut ConditionState,
+        at_ns: i64,
+        out: &mut impl AlertSink,
+    ) {
+        state.active = false;
+        state.pending_since_ns = None;
+        out.emit(
+            ctx.alert(rule, AlertKind::Resolved, at_ns, self.measure.values(ctx))
+                .without_actions(),
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::{Condition, KindEntry, RuleLogic};
 /// `drawdown`: fall of at least `threshold` from the trailing peak.
 pub const DRAWDOWN: KindEntry = KindEntry {
     name: "drawdown",
-    params: &["field", "window", "threshold", "for"],
+    params: &["field", "window", "threshold", "for", "clear_for"],
     own_durations: false,
     compile: drawdown_or_rally,
 };
@@ -26,7 +26,7 @@ pub const DRAWDOWN: KindEntry = KindEntry {
 /// `rally`: rise of at least `threshold` from the trailing trough.
 pub const RALLY: KindEntry = KindEntry {
     name: "rally",
-    params: &["field", "window", "threshold", "for"],
+    params: &["field", "window", "threshold", "for", "clear_for"],
     own_durations: false,
     compile: drawdown_or_rally,
 };
@@ -35,7 +35,7 @@ pub const RALLY: KindEntry = KindEntry {
 /// short window.
 pub const VELOCITY: KindEntry = KindEntry {
     name: "velocity",
-    params: &["field", "window", "threshold", "ticks", "tick_size", "for"],
+    params: &["field", "window", "threshold", "ticks", "tick_size", "for", "clear_for"],
     own_durations: false,
     compile: velocity,
 };
@@ -43,7 +43,7 @@ pub const VELOCITY: KindEntry = KindEntry {
 /// `spread`: ask - bid too wide a fraction of mid.
 pub const SPREAD: KindEntry = KindEntry {
     name: "spread",
-    params: &["max_spread", "for"],
+    params: &["max_spread", "for", "clear_for"],
     own_durations: false,
     compile: spread,
 };
@@ -51,7 +51,7 @@ pub const SPREAD: KindEntry = KindEntry {
 /// `mark_index_deviation`: mark too far from index.
 pub const MARK_INDEX_DEVIATION: KindEntry = KindEntry {
     name: "mark_index_deviation",
-    params: &["threshold", "for"],
+    params: &["threshold", "for", "clear_for"],
     own_durations: false,
     compile: mark_index_deviation,
 };
@@ -59,7 +59,7 @@ pub const MARK_INDEX_DEVIATION: KindEntry = KindEntry {
 /// `volume_spike`: volume in a short window far above its baseline.
 pub const VOLUME_SPIKE: KindEntry = KindEntry {
     name: "volume_spike",
-    params: &["window", "baseline", "factor", "for"],
+    params: &["window", "baseline", "factor", "for", "clear_for"],
     own_durations: false,
     compile: volume_spike,
 };
