@@ -205,6 +205,7 @@ impl GroupPartition {
             last_tick_ns: self.last_tick_ns,
             reference: None,
             group: Some(view),
+            bound: None,
         }
     }
 
@@ -316,6 +317,7 @@ impl GroupPartition {
                 last_tick_ns: *last_tick_ns,
                 reference: None,
                 group: Some(&view),
+                bound: None,
             };
             let mut fan = GroupOut::new(out, &bound.rule, key, refdata, known, trigger);
             match kind {

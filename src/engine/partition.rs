@@ -161,6 +161,7 @@ impl Partition {
             last_tick_ns: tick.event_time_ns,
             reference: self.reference.as_deref(),
             group: None,
+            bound: None,
         };
         let kind = tick.kind();
         let mut deadline = held_due.unwrap_or(i64::MAX);
@@ -224,6 +225,7 @@ impl Partition {
             last_tick_ns,
             reference: self.reference.as_deref(),
             group: None,
+            bound: None,
         };
         let mut deadline = held_due.unwrap_or(i64::MAX);
         if self.feeds_alerts {
@@ -291,6 +293,7 @@ impl Partition {
             last_tick_ns: now_ns,
             reference: self.reference.as_deref(),
             group: None,
+            bound: None,
         };
         let mut closed = 0;
         for bound in &self.rules {
@@ -367,6 +370,7 @@ impl Partition {
             last_tick_ns: state.last_tick_ns(),
             reference: self.reference.as_deref(),
             group: None,
+            bound: None,
         };
         for (bound, kept) in old_rules.iter().zip(carried) {
             if !kept {
@@ -418,6 +422,7 @@ impl Partition {
             last_tick_ns,
             reference: self.reference.as_deref(),
             group: None,
+            bound: None,
         };
         let mut deadline = held_due.unwrap_or(i64::MAX);
         if self.feeds_alerts {

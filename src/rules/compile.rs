@@ -535,8 +535,12 @@ impl KindCompiler<'_> {
 
     /// Compiles an expression the kind evaluates per instrument, asking
     /// for its windows.
-    pub(crate) fn expression(&mut self, text: &str) -> Result<expr::CompiledExpr, expr::ExprError> {
-        let e = expr::compile_in(text, self.registry, expr::ExprScope::Instrument)?;
+    pub(crate) fn expression(
+        &mut self,
+        text: &str,
+        binder: Option<expr::Binder<'_>>,
+    ) -> Result<expr::CompiledExpr, expr::ExprError> {
+        let e = expr::compile_bound(text, self.registry, expr::ExprScope::Instrument, binder)?;
         self.slots.extend_from_slice(e.slots());
         Ok(e)
     }

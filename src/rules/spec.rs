@@ -135,6 +135,8 @@ pub struct RuleSpec {
     pub pattern: Option<Spanned<String>>,
     /// Most partial-match slots a pattern may keep per instrument.
     pub max_partials: Option<Spanned<i64>>,
+    /// What a pattern does with its other partial matches after a match.
+    pub after_match: Option<Spanned<String>>,
 
     /// Tests of this rule, run whenever the rule is loaded.
     #[serde(default, rename = "test")]
@@ -224,6 +226,7 @@ impl RuleSpec {
             at("min_missing", &self.min_missing),
             at("pattern", &self.pattern),
             at("max_partials", &self.max_partials),
+            at("after_match", &self.after_match),
             at("for", &self.hold),
             at("clear_for", &self.clear_for),
         ]

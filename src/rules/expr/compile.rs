@@ -57,10 +57,20 @@ pub(super) struct Compiled {
     pub explain: Vec<(String, Num)>,
 }
 
-pub(super) fn compile(src: &str, root: &Node<'_>, scope: ExprScope) -> Result<Compiled, ExprError> {
+/// Resolves `step.field` in a pattern step's condition to the index of the
+/// bound value, or says why it cannot be read.
+pub type Binder<'b> = &'b mut dyn FnMut(&str, &str) -> Result<u8, String>;
+
+pub(super) fn compile(
+    src: &str,
+    root: &Node<'_>,
+    scope: ExprScope,
+    binder: Option<Binder<'_>>,
+) -> Result<Compiled, ExprError> {
     let mut c = Compiler {
         src,
         scope,
+        binder,
         windows: Vec::new(),
         triggers: KindMask::NONE,
         explain: Vec::new(),
@@ -90,9 +100,11 @@ pub(super) fn compile(src: &str, root: &Node<'_>, scope: ExprScope) -> Result<Co
     })
 }
 
-struct Compiler<'s> {
+struct Compiler<'s, 'b> {
     src: &'s str,
     scope: ExprScope,
+    /// Names of earlier pattern steps (`a.price`), when compiling a step.
+    binder: Option<Binder<'b>>,
     windows: Vec<(WindowKey, WindowNeeds)>,
     triggers: KindMask,
     explain: Vec<(String, Num)>,
@@ -115,7 +127,7 @@ fn is_zero(n: &Num) -> bool {
     matches!(n, Num::Lit(v) if v.compare(Ratio::ZERO).is_eq())
 }
 
-impl Compiler<'_> {
+impl Compiler<'_, '_> {
     /// Source text of a node, whitespace runs collapsed to one space.
     fn text(&self, node: &Node<'_>) -> String {
         self.src[node.start..node.end]
@@ -252,6 +264,16 @@ impl Compiler<'_> {
                     "a group rule reads its members: name the member whose `{name}` is meant, as in `{name}(spot)`, or aggregate them, as in `group_median({name})`"
                 ),
             )),
+            NodeKind::Ident(name) if name.contains('.') => {
+                let (step, field) = name.split_once('.').unwrap_or((name, ""));
+                match self.binder.as_mut() {
+                    Some(bind) => bind(step, field).map(Num::Bound).map_err(|m| err(node.col, m)),
+                    None => Err(err(
+                        node.col,
+                        format!("`{name}` reads a step of a pattern (`step.field`): only a pattern's steps have names"),
+                    )),
+                }
+            }
             NodeKind::Ident(name) if RefField::from_name(name).is_some() => {
                 Ok(Num::Reference(RefField::from_name(name).unwrap_or(RefField::PriorClose)))
             }

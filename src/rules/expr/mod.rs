@@ -67,7 +67,7 @@ use crate::state::WindowSlot;
 
 use self::eval::{Cond, Num};
 
-pub use self::compile::ExprScope;
+pub use self::compile::{Binder, ExprScope};
 
 /// Most syntax-tree nodes (values, operators, calls) one expression may
 /// have.
@@ -110,9 +110,23 @@ pub fn compile(text: &str, registry: &mut WindowRegistry) -> Result<CompiledExpr
 /// # Errors
 /// The first error found, with its column.
 pub fn compile_in(text: &str, registry: &mut WindowRegistry, scope: ExprScope) -> Result<CompiledExpr, ExprError> {
+    compile_bound(text, registry, scope, None)
+}
+
+/// As [`compile_in`], for a pattern step whose condition may read values
+/// earlier steps bound (`a.price`), resolved by `binder`.
+///
+/// # Errors
+/// The first error found, with its column.
+pub fn compile_bound(
+    text: &str,
+    registry: &mut WindowRegistry,
+    scope: ExprScope,
+    binder: Option<Binder<'_>>,
+) -> Result<CompiledExpr, ExprError> {
     let tokens = lexer::lex(text)?;
     let tree = parser::parse(text, &tokens)?;
-    let compiled = compile::compile(text, &tree, scope)?;
+    let compiled = compile::compile(text, &tree, scope, binder)?;
     let slots: Vec<WindowSlot> = compiled
         .windows
         .iter()

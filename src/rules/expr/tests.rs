@@ -77,6 +77,7 @@ impl Market {
             last_tick_ns: self.now_ns,
             reference: None,
             group: None,
+            bound: None,
         }
     }
 }

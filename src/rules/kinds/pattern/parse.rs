@@ -2,16 +2,23 @@
 //! with the 1-based character column it points at.
 //!
 //! ```text
-//! pattern := step ( "->" step )* [ "within" DURATION ]
-//! step    := event [ "{" N [ "," ] "}" ]          a positive step, N events
-//!          | "not" event "within" DURATION        absence (last step only)
-//! event   := "tick" "(" EXPRESSION ")"             a tick meeting a condition
-//!          | "alert" "(" arg ( "," arg )* ")"      an alert of another rule
+//! pattern := step ( arrow step )* [ "within" DURATION ] [ "->" absence ]
+//! arrow   := "->"                                 relaxed: other events may come between
+//!          | "=>"                                 strict: the very next event
+//! step    := [ NAME "=" ] unit [ count ]
+//! count   := "{" N "}" | "{" N "," "}" | "{" N "," M "}"
+//! unit    := event
+//!          | "(" event ( "or" event )+ ")"       any one of them
+//!          | "(" event ( "and" event )+ ")"      all of them, in any order
+//! absence := "not" unit "within" DURATION        the last step only
+//! event   := "tick" "(" EXPRESSION ")"            a tick meeting a condition
+//!          | "alert" "(" arg ( "," arg )* ")"     an alert of another rule
 //! arg     := 'rule-id' | rule = 'id' | kind = NAME | severity (= | >=) NAME
 //! ```
 //!
 //! The expression inside `tick(...)` is the expression language of `when`
-//! (`rules/EXPRESSIONS.md`); it is found by balancing parentheses and
+//! (`rules/EXPRESSIONS.md`), which may read earlier steps by name
+//! (`b.price < a.price * 0.95`); it is found by balancing parentheses and
 //! compiled by the caller. Quotes are `'` or `"`.
 
 use crate::rules::units::parse_duration;
@@ -19,21 +26,53 @@ use crate::rules::units::parse_duration;
 /// A pattern as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatternAst {
+    /// The positive steps, at least one.
     pub steps: Vec<StepAst>,
-    /// `within` after the last step: how long from the first event of a
-    /// match to its last positive event.
+    /// `within` after the positive steps: the longest time from the first
+    /// event of a match to its last positive event, with its column.
     pub within: Option<(i64, usize)>,
+    /// `-> not EVENT within D` at the end.
+    pub absence: Option<AbsenceAst>,
 }
 
-/// One step as written.
+/// One positive step as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepAst {
-    pub event: EventAst,
-    /// `{n}` (1 when absent) with the column of `{`.
-    pub count: (u32, usize),
-    /// Absence: `not EVENT within D`, with D.
-    pub absent_for: Option<i64>,
+    /// `NAME =` before it, with the column of the name.
+    pub name: Option<(String, usize)>,
+    pub unit: UnitAst,
+    pub count: CountAst,
+    /// Whether the arrow before it is `=>` (false for the first step).
+    pub strict: bool,
     /// Column of the step's first character.
+    pub column: usize,
+}
+
+/// `{n}`, `{n,}` or `{n,m}`; `{1}` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountAst {
+    pub min: u32,
+    /// `None` for `{n,}`.
+    pub max: Option<u32>,
+    /// Column of `{` (of the step when there is no count).
+    pub column: usize,
+}
+
+/// What one step waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitAst {
+    One(EventAst),
+    /// `(A or B ...)`: any one.
+    Any(Vec<EventAst>),
+    /// `(A and B ...)`: each once, in any order.
+    All(Vec<EventAst>),
+}
+
+/// `not UNIT within D`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsenceAst {
+    pub unit: UnitAst,
+    pub window_ns: i64,
     pub column: usize,
 }
 
@@ -71,6 +110,10 @@ fn err<T>(column: usize, message: impl Into<String>) -> Result<T, PatternError> 
 
 /// Longest pattern text, in characters.
 pub const MAX_PATTERN_CHARS: usize = 4096;
+/// Highest count (`{n}`, and `m` of `{n,m}`).
+pub const MAX_COUNT: u32 = 64;
+
+const RESERVED: &[&str] = &["tick", "alert", "not", "within", "and", "or"];
 
 /// Parses a pattern.
 ///
@@ -84,40 +127,99 @@ pub fn parse(text: &str) -> Result<PatternAst, PatternError> {
     let mut p = Parser { chars, pos: 0 };
     let mut steps = Vec::new();
     let mut within = None;
+    let mut absence = None;
+    let mut strict = false;
     loop {
         p.skip_ws();
-        let step = p.step()?;
-        let absent = step.absent_for.is_some();
-        steps.push(step);
-        p.skip_ws();
-        if p.eat("->") {
-            if absent {
+        let column = p.col();
+        if p.keyword("not") {
+            if steps.is_empty() {
+                return err(
+                    column,
+                    "an absence needs a step before it, the event that starts the wait: `EVENT -> not EVENT within D`",
+                );
+            }
+            if strict {
+                return err(
+                    column,
+                    "an absence is measured in time, not in events: write `-> not EVENT within D`, not `=>`",
+                );
+            }
+            let unit = p.unit()?;
+            if !p.keyword("within") {
+                return err(
+                    p.col(),
+                    "an absence needs its window: `not EVENT within DURATION` (how long the event must not happen)",
+                );
+            }
+            let window_ns = p.duration()?;
+            absence = Some(AbsenceAst {
+                unit,
+                window_ns,
+                column,
+            });
+            p.skip_ws();
+            if p.at_end() {
+                break;
+            }
+            if p.peek() == Some('{') {
+                return err(p.col(), "an absence (`not ...`) takes no count");
+            }
+            if p.eat("->") || p.eat("=>") {
                 return err(
                     p.col() - 2,
                     "an absence (`not ...`) must be the last step: nothing can follow it",
                 );
             }
-            continue;
+            return err(
+                p.col(),
+                format!("unexpected `{}` after the absence: it ends the pattern", p.rest_word()),
+            );
         }
+        if within.is_some() {
+            return err(
+                column,
+                "only an absence (`-> not EVENT within D`) may follow `within`: put `within` after the last positive step",
+            );
+        }
+        let mut step = p.step()?;
+        step.strict = strict;
+        step.column = column;
+        steps.push(step);
+        p.skip_ws();
         if p.keyword("within") {
             within = Some((p.duration()?, p.col()));
             p.skip_ws();
         }
-        if !p.at_end() {
-            let what = if p.peek() == Some('{') && absent {
-                "an absence (`not ...`) takes no count".to_string()
-            } else {
-                format!("unexpected `{}`: expected `->`, `within` or the end", p.rest_word())
-            };
-            return err(p.col(), what);
+        if p.at_end() {
+            break;
         }
-        return Ok(PatternAst { steps, within });
+        if p.eat("->") {
+            strict = false;
+            continue;
+        }
+        if p.eat("=>") {
+            strict = true;
+            continue;
+        }
+        return err(
+            p.col(),
+            format!(
+                "unexpected `{}`: expected `->`, `=>`, `within` or the end",
+                p.rest_word()
+            ),
+        );
     }
+    Ok(PatternAst { steps, within, absence })
 }
 
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+}
+
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
 }
 
 impl Parser {
@@ -131,6 +233,10 @@ impl Parser {
 
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
+    }
+
+    fn peek_at(&self, k: usize) -> Option<char> {
+        self.chars.get(self.pos + k).copied()
     }
 
     fn skip_ws(&mut self) {
@@ -171,16 +277,18 @@ impl Parser {
         }
     }
 
+    fn ident_at(&self, at: usize) -> String {
+        self.chars[at.min(self.chars.len())..]
+            .iter()
+            .take_while(|c| is_word(**c))
+            .collect()
+    }
+
     /// Takes `word` when it is the whole next word.
     fn keyword(&mut self, word: &str) -> bool {
         self.skip_ws();
-        let at = self.pos;
-        let w: String = self.chars[at.min(self.chars.len())..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-            .collect();
-        if w == word {
-            self.pos += w.chars().count();
+        if self.ident_at(self.pos) == word {
+            self.pos += word.chars().count();
             true
         } else {
             false
@@ -204,61 +312,133 @@ impl Parser {
         }
     }
 
+    fn number(&mut self) -> Result<u32, PatternError> {
+        self.skip_ws();
+        let col = self.col();
+        let digits: String = self.chars[self.pos..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        match digits.parse::<u32>() {
+            Ok(n) if (1..=MAX_COUNT).contains(&n) => {
+                self.pos += digits.len();
+                Ok(n)
+            }
+            _ => err(
+                col,
+                format!("a count is `{{N}}`, `{{N,}}` or `{{N,M}}` with N and M from 1 to {MAX_COUNT}"),
+            ),
+        }
+    }
+
     fn step(&mut self) -> Result<StepAst, PatternError> {
-        let column = self.col();
-        if self.keyword("not") {
-            let event = self.event()?;
-            self.skip_ws();
-            if !self.keyword("within") {
+        self.skip_ws();
+        let mut name = None;
+        let word = self.ident_at(self.pos);
+        let after = self.pos + word.chars().count();
+        let mut k = after - self.pos;
+        while self.peek_at(k).is_some_and(char::is_whitespace) {
+            k += 1;
+        }
+        if !word.is_empty()
+            && self.peek_at(k) == Some('=')
+            && self.peek_at(k + 1) != Some('=')
+            && self.peek_at(k + 1) != Some('>')
+        {
+            let col = self.col();
+            if RESERVED.contains(&word.as_str()) || !word.starts_with(|c: char| c.is_ascii_lowercase()) {
                 return err(
-                    self.col(),
-                    "an absence needs its window: `not EVENT within DURATION` (how long the event must not happen)",
+                    col,
+                    format!("`{word}` cannot name a step: a name is lowercase letters, digits and `_`, starting with a letter, and not a keyword"),
                 );
             }
-            let d = self.duration()?;
-            return Ok(StepAst {
-                event,
-                count: (1, column),
-                absent_for: Some(d),
-                column,
-            });
+            name = Some((word, col));
+            self.pos += k + 1;
         }
-        let event = self.event()?;
+        let unit = self.unit()?;
         self.skip_ws();
-        let mut count = (1, column);
+        let mut count = CountAst {
+            min: 1,
+            max: Some(1),
+            column: self.col(),
+        };
         if self.peek() == Some('{') {
-            let at = self.col();
+            count.column = self.col();
             self.pos += 1;
+            let min = self.number()?;
             self.skip_ws();
-            let digits: String = self.chars[self.pos..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            let n: u32 = match digits.parse() {
-                Ok(n) if n >= 1 => n,
-                _ => return err(self.col(), "a count is `{N}` or `{N,}` with N from 1"),
-            };
-            self.pos += digits.len();
-            self.skip_ws();
-            if self.eat(",") {
+            let max = if self.eat(",") {
                 self.skip_ws();
-                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    return err(
-                        self.col(),
-                        "an upper bound (`{N,M}`) is not supported: a step counts at least N events, `{N}` or `{N,}`",
-                    );
+                if self.peek() == Some('}') {
+                    None
+                } else {
+                    let at = self.col();
+                    let max = self.number()?;
+                    if max < min {
+                        return err(
+                            at,
+                            format!("in `{{{min},{max}}}` the upper bound is below the lower one"),
+                        );
+                    }
+                    Some(max)
                 }
-            }
+            } else {
+                Some(min)
+            };
+            self.skip_ws();
             if !self.eat("}") {
                 return err(self.col(), "expected `}` to close the count");
             }
-            count = (n, at);
+            count.min = min;
+            count.max = max;
         }
         Ok(StepAst {
-            event,
+            name,
+            unit,
             count,
-            absent_for: None,
-            column,
+            strict: false,
+            column: 0,
+        })
+    }
+
+    fn unit(&mut self) -> Result<UnitAst, PatternError> {
+        self.skip_ws();
+        if self.peek() != Some('(') {
+            return self.event().map(UnitAst::One);
+        }
+        let open = self.col();
+        self.pos += 1;
+        let mut events = vec![self.event()?];
+        let mut op: Option<&str> = None;
+        loop {
+            self.skip_ws();
+            if self.eat(")") {
+                break;
+            }
+            let at = self.col();
+            let this = if self.keyword("or") {
+                "or"
+            } else if self.keyword("and") {
+                "and"
+            } else {
+                return err(
+                    at,
+                    format!("expected `or`, `and` or `)` in the group opened at column {open}"),
+                );
+            };
+            if op.is_some_and(|o| o != this) {
+                return err(
+                    at,
+                    "a group is all `or` or all `and`: write one group per step (`(A or B) -> (C and D)`)",
+                );
+            }
+            op = Some(this);
+            events.push(self.event()?);
+        }
+        Ok(match op {
+            None => UnitAst::One(events.swap_remove(0)),
+            Some("or") => UnitAst::Any(events),
+            Some(_) => UnitAst::All(events),
         })
     }
 
@@ -305,7 +485,7 @@ impl Parser {
         }
         err(
             col,
-            format!("unexpected `{w}`: a step is `tick(CONDITION)`, `alert(...)` or `not ...`"),
+            format!("unexpected `{w}`: a step is `tick(CONDITION)`, `alert(...)`, a group `(A or B)` or `not ...`"),
         )
     }
 
@@ -369,21 +549,22 @@ impl Parser {
                 let key = self.word_at(self.pos);
                 self.pos += key.chars().count();
                 self.skip_ws();
-                let min =
-                    match key.as_str() {
-                        "severity" if self.eat(">=") => true,
-                        "rule" | "kind" | "severity" if self.eat("=") => false,
-                        "rule" | "kind" | "severity" => {
-                            return err(self.col(), format!("expected `=` after `{key}`"));
-                        }
-                        "" => return err(at, "expected a rule id in quotes, `rule =`, `kind =` or `severity`"),
-                        other => return err(
+                let min = match key.as_str() {
+                    "severity" if self.eat(">=") => true,
+                    "rule" | "kind" | "severity" if self.eat("=") => false,
+                    "rule" | "kind" | "severity" => {
+                        return err(self.col(), format!("expected `=` after `{key}`"));
+                    }
+                    "" => return err(at, "expected a rule id in quotes, `rule =`, `kind =` or `severity`"),
+                    other => {
+                        return err(
                             at,
                             format!(
                                 "unknown alert filter `{other}`: use a rule id in quotes, `rule`, `kind` or `severity`"
                             ),
-                        ),
-                    };
+                        )
+                    }
+                };
                 let value = self.value()?;
                 match key.as_str() {
                     "severity" => {
@@ -426,34 +607,61 @@ mod tests {
     fn a_sequence_with_counts_and_within() {
         let p = parse("alert('v'){3} -> tick(price < 100) within 10m").unwrap();
         assert_eq!(p.steps.len(), 2);
-        assert_eq!(p.steps[0].count.0, 3);
+        assert_eq!(p.steps[0].count.min, 3);
+        assert_eq!(p.steps[0].count.max, Some(3));
         assert_eq!(
-            p.steps[1].event,
-            EventAst::Tick {
+            p.steps[1].unit,
+            UnitAst::One(EventAst::Tick {
                 expr: "price < 100".into(),
                 column: 23
-            }
+            })
         );
         assert_eq!(p.within.map(|w| w.0), Some(600_000_000_000));
     }
 
     #[test]
+    fn names_strict_arrows_groups_and_ranges() {
+        let p = parse(
+            "a = tick(price > 1) => b = (alert('x') or alert('y')){2,3} -> (alert('p') and alert('q')) within 1m",
+        )
+        .unwrap();
+        assert_eq!(p.steps[0].name.as_ref().map(|n| n.0.as_str()), Some("a"));
+        assert!(p.steps[1].strict);
+        assert!(!p.steps[2].strict);
+        assert!(matches!(&p.steps[1].unit, UnitAst::Any(v) if v.len() == 2));
+        assert_eq!((p.steps[1].count.min, p.steps[1].count.max), (2, Some(3)));
+        assert!(matches!(&p.steps[2].unit, UnitAst::All(v) if v.len() == 2));
+        let p = parse("tick(price > 1){2,} within 1m").unwrap();
+        assert_eq!(p.steps[0].count.max, None);
+        let e = parse("(alert('a') or alert('b') and alert('c'))").unwrap_err();
+        assert!(e.message.contains("all `or` or all `and`"), "{e:?}");
+        let e = parse("tick = tick(price > 1)").unwrap_err();
+        assert!(e.message.contains("cannot name"), "{e:?}");
+    }
+
+    #[test]
     fn absence_takes_its_own_window_and_ends_the_pattern() {
         let p = parse("alert(kind = tripped) -> not alert(kind = resumed) within 15m").unwrap();
-        assert_eq!(p.steps[1].absent_for, Some(900_000_000_000));
+        assert_eq!(p.absence.as_ref().map(|a| a.window_ns), Some(900_000_000_000));
         assert_eq!(p.within, None);
+        let p = parse("alert('a') -> alert('b') within 1m -> not alert('c') within 15m").unwrap();
+        assert_eq!(p.within.map(|w| w.0), Some(60_000_000_000));
         let e = parse("not alert('a') within 1s -> tick(price > 1)").unwrap_err();
+        assert!(e.message.contains("step before it"), "{e:?}");
+        let e = parse("tick(price > 1) -> not alert('a') within 1s -> tick(price > 1)").unwrap_err();
         assert!(e.message.contains("last step"), "{e:?}");
         let e = parse("tick(price > 1) -> not alert('a')").unwrap_err();
         assert!(e.message.contains("needs its window"), "{e:?}");
+        let e = parse("tick(price > 1) => not alert('a') within 1s").unwrap_err();
+        assert!(e.message.contains("measured in time"), "{e:?}");
     }
 
     #[test]
     fn errors_point_at_their_column() {
-        let e = parse("tick(price > 1) => tick(price < 1)").unwrap_err();
+        let e = parse("tick(price > 1) >> tick(price < 1)").unwrap_err();
         assert_eq!(e.column, 17);
-        let e = parse("alert('a'){2,5}").unwrap_err();
-        assert!(e.message.contains("upper bound"), "{e:?}");
+        let e = parse("alert('a'){5,2}").unwrap_err();
+        assert!(e.message.contains("below"), "{e:?}");
         let e = parse("alert(sev = critical)").unwrap_err();
         assert_eq!(e.column, 7);
         let e = parse("tick(price > 1 within 5s").unwrap_err();
@@ -465,7 +673,7 @@ mod tests {
     #[test]
     fn alert_filters() {
         let p = parse("alert(\"x\", kind = fired, severity >= warning)").unwrap();
-        let EventAst::Alert(a) = &p.steps[0].event else {
+        let UnitAst::One(EventAst::Alert(a)) = &p.steps[0].unit else {
             panic!()
         };
         assert_eq!(a.rule.as_ref().map(|r| r.0.as_str()), Some("x"));
