@@ -214,13 +214,15 @@ pub(super) fn compile(c: &mut KindCompiler<'_>) -> Option<RuleLogic> {
     }
     let automaton = match nfa::build(&specs, MAX_NODES) {
         Ok(a) => a,
-        Err(needed) => return fail(
-            c,
-            1,
-            format!(
+        Err(needed) => {
+            return fail(
+                c,
+                1,
+                format!(
                 "this pattern needs {needed} states, more than {MAX_NODES}: lower its counts or split its `and` groups"
             ),
-        ),
+            )
+        }
     };
     let min_events: u32 = specs
         .iter()
