@@ -12,6 +12,9 @@
 # - tansu 0.6.0, a Kafka-protocol broker, for the Kafka tests: built once
 #   with cargo into ~/.cache/airbag-tools/tansu-0.6.0 and kept there
 #   (about 18 minutes on 2 cores the first time).
+# - kubernetes-validate (PyPI, pinned; it carries the Kubernetes schemas) in
+#   a venv at ~/.cache/airbag-tools/venv, and systemd-analyze (apt
+#   `systemd`): tests/deploy_manifests.rs checks deploy/ with them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,12 @@ if ! $build_only; then
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  # The venv for kubernetes-validate, below: Debian's python3 may come
+  # without venv and pip.
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need+=(python3-venv python3-pip)
+  fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
   as_root=()
@@ -46,4 +55,15 @@ if [ ! -x "$tansu_root/bin/tansu" ]; then
   CARGO_TARGET_DIR="$HOME/.cache/airbag-tools/tansu-build" \
     cargo install tansu --version 0.6.0 --locked --features dynostore --root "$tansu_root"
   rm -rf "$HOME/.cache/airbag-tools/tansu-build"
+fi
+
+# --- deploy/ validation: kubernetes-validate in a cached venv ---------------
+# tests/deploy_manifests.rs runs $AIRBAG_KUBERNETES_VALIDATE, by default the
+# binary below. Installed once; a new pinned version makes a new venv.
+k8s_validate_version=1.37.0
+venv="$HOME/.cache/airbag-tools/venv"
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$k8s_validate_version"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$k8s_validate_version"
 fi

@@ -42,6 +42,9 @@ enum Command {
     /// What is halted, reduce-only or in limit state right now, since when
     /// and by which rule.
     State(airbag::cli::state::StateArgs),
+    /// Ask the server's gRPC health service: exit 0 if it is serving, 1
+    /// if not (for container health checks and probes).
+    Health(airbag::cli::health::HealthArgs),
     /// Load generator: synthetic ticks with injected crashes; reports
     /// throughput and tick-to-alert latency.
     Load(airbag::cli::load::LoadArgs),
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Send(args) => block_on(airbag::cli::send::run(args)),
         Command::Subscribe(args) => block_on(airbag::cli::subscribe::run(args)),
         Command::State(args) => block_on(airbag::cli::state::run(args)),
+        Command::Health(args) => block_on(airbag::cli::health::run(args)),
         Command::Load(args) => block_on(airbag::cli::load::run(args)),
         Command::Replay(args) => airbag::cli::replay::run(*args),
         Command::Token {

@@ -296,3 +296,40 @@ async fn load_ends_with_the_summary_line() {
         "the table comes first:\n{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_0_while_serving_and_1_for_an_unknown_service_or_no_server() {
+    let server = Server::start();
+    let out = spawn(airbag().args(["health", "--addr", &server.addr]))
+        .finish("airbag health")
+        .await;
+    assert_success(out.status, "airbag health", &out);
+    assert_eq!(text(&out.stdout), "SERVING\n");
+
+    let out = spawn(airbag().args(["health", "--addr", &server.addr, "--service", "airbag.v1.Ingest"]))
+        .finish("airbag health --service airbag.v1.Ingest")
+        .await;
+    assert_success(out.status, "airbag health --service airbag.v1.Ingest", &out);
+
+    let out = spawn(airbag().args(["health", "--addr", &server.addr, "--service", "no.such.Service"]))
+        .finish("airbag health --service no.such.Service")
+        .await;
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the health check failed: NotFound"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(server);
+
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let out = spawn(airbag().args(["health", "--addr", &format!("127.0.0.1:{port}"), "--timeout", "2"]))
+        .finish("airbag health without a server")
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot connect to"), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}

@@ -1,5 +1,6 @@
 //! The client-side commands of the `airbag` binary: `send`, `subscribe`,
-//! `load` and `replay`, and the library pieces they are built from.
+//! `state`, `health`, `load` and `replay`, and the library pieces they are
+//! built from.
 //!
 //! These are gRPC *clients* of the service, so unlike the engine they speak
 //! protobuf (the generated types in [`crate::wire::proto`]).
@@ -15,6 +16,7 @@
 //! - [`resume`]: `send` across disconnects and server restarts.
 //! - [`subscribe`]: `airbag subscribe`, alerts as JSON lines.
 //! - [`state`]: `airbag state`, what rules have in force right now.
+//! - [`health`]: `airbag health`, the gRPC health check as an exit code.
 //! - [`load`]: `airbag load`, the load generator and latency benchmark.
 //! - [`pace`]: the token-bucket pacer `send` and `load` share.
 //! - [`cpu`]: CPU time of this process and of another one.
@@ -27,6 +29,7 @@
 
 pub use crate::alerts::json as alert_json;
 pub mod cpu;
+pub mod health;
 pub mod load;
 pub mod pace;
 pub mod replay;
