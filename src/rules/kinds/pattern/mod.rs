@@ -34,7 +34,7 @@ pub mod parse;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::model::{Alert, AlertKind, AlertSink, AlertValue, Fixed, KindMask, Severity};
+use crate::model::{Alert, AlertKind, AlertSink, AlertValue, Fixed, KindMask, Mode, Severity};
 use crate::rules::context::{Bound, EvalCtx};
 use crate::rules::expr::CompiledExpr;
 use crate::rules::{CompiledRule, RuleState};
@@ -511,6 +511,7 @@ impl Pattern {
             }
         }
         if done == 0 {
+            scratch.clear();
             return;
         }
         let completed = &mut scratch[..done];
@@ -639,9 +640,13 @@ impl Pattern {
     }
 
     /// Whether `alert` is an event for this pattern: about the instrument
-    /// evaluated, raised by another rule.
+    /// evaluated, raised by another rule, and active unless the pattern is
+    /// in shadow mode itself (a rule on trial never moves an active one).
     fn sees(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, alert: &Alert) -> bool {
-        self.watches_alerts && alert.rule_id != rule.id && *alert.instrument == **ctx.symbol
+        self.watches_alerts
+            && alert.rule_id != rule.id
+            && *alert.instrument == **ctx.symbol
+            && (alert.mode == Mode::Active || rule.mode == Mode::Shadow)
     }
 }
 

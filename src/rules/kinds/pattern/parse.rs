@@ -2,7 +2,7 @@
 //! with the 1-based character column it points at.
 //!
 //! ```text
-//! pattern := step ( arrow step )* [ "within" DURATION ] [ "->" absence ]
+//! pattern := [ "every" ] step ( arrow step )* [ "within" DURATION ] [ "->" absence ]
 //! arrow   := "->"                                 relaxed: other events may come between
 //!          | "=>"                                 strict: the very next event
 //! step    := [ NAME "=" ] unit [ count ]
@@ -113,7 +113,7 @@ pub const MAX_PATTERN_CHARS: usize = 4096;
 /// Highest count (`{n}`, and `m` of `{n,m}`).
 pub const MAX_COUNT: u32 = 64;
 
-const RESERVED: &[&str] = &["tick", "alert", "not", "within", "and", "or"];
+const RESERVED: &[&str] = &["every", "tick", "alert", "not", "within", "and", "or"];
 
 /// Parses a pattern.
 ///
@@ -129,6 +129,10 @@ pub fn parse(text: &str) -> Result<PatternAst, PatternError> {
     let mut within = None;
     let mut absence = None;
     let mut strict = false;
+    // `every` says what is always so: each event that fits the first step
+    // starts a match (Esper's word; accepted, changes nothing).
+    p.skip_ws();
+    p.keyword("every");
     loop {
         p.skip_ws();
         let column = p.col();
