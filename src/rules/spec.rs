@@ -156,8 +156,9 @@ pub struct RuleTestSpec {
     pub expect: Vec<Spanned<ExpectSpec>>,
 }
 
-/// One step of a rule test: a tick at a time offset, or, with no values,
-/// only the timers run at that time.
+/// One step of a rule test: a tick at a time offset, an alert of another
+/// rule (`alert = "rule-id"`, for patterns that read alerts), or, with no
+/// values, only the timers run at that time.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestTickSpec {
@@ -169,6 +170,12 @@ pub struct TestTickSpec {
     pub ask: Option<Spanned<NumberSpec>>,
     pub mark: Option<Spanned<NumberSpec>>,
     pub index: Option<Spanned<NumberSpec>>,
+    /// An alert of rule `alert` on the test's instrument, at `at`.
+    pub alert: Option<Spanned<String>>,
+    /// Its kind (default `fired`).
+    pub kind: Option<Spanned<String>>,
+    /// Its severity (default `warning`).
+    pub severity: Option<Spanned<String>>,
 }
 
 /// One alert a rule test expects, in order.
