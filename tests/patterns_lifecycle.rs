@@ -292,3 +292,65 @@ fn a_tier_three_halt_pages_after_fifteen_minutes_without_ticks() {
     assert_eq!(page[0].event_time_ns, T0 + (10_000 + 15 * 60_000) * MS);
     assert_eq!(&*page[0].actions, &[Action::Custom("page".into())]);
 }
+
+// === Alerts raised outside the instrument's own evaluation ===
+
+const REFDATA: &str = r#"
+[[instrument]]
+symbol = "BTC-USDT"
+underlying = "BTC"
+product = "spot"
+
+[[instrument]]
+symbol = "BTC-USDT-SWAP"
+underlying = "BTC"
+product = "perpetual"
+
+[[group]]
+name = "btc"
+instruments = ["BTC-*"]
+"#;
+
+#[test]
+fn a_pattern_reads_alerts_fanned_out_to_it_and_group_alerts() {
+    let rules = format!(
+        r#"{REFDATA}
+[[rule]]
+id = "crash"
+instruments = ["BTC-USDT"]
+when = "price <= 50"
+targets = "underlying"
+
+[[rule]]
+id = "wide"
+group = "group:btc"
+when = "group_max(price) - group_min(price) > 100"
+targets = "group:btc"
+
+{}"#,
+        rule(
+            "alert('crash') -> alert('wide') within 10s",
+            "instruments = [\"BTC-USDT-SWAP\"]"
+        )
+    );
+    let e = engine(&rules);
+    let mut f = Feed::new(&e);
+    f.symbol = "BTC-USDT-SWAP";
+    f.at(0, "100");
+    f.symbol = "BTC-USDT";
+    // The spot crash halts the perpetual too: its copy reaches the
+    // perpetual's pattern, from the spot's tick.
+    f.at(1000, "50");
+    let copies: Vec<&str> = f.of("crash").iter().map(|a| &*a.instrument).collect();
+    assert_eq!(copies, vec!["BTC-USDT", "BTC-USDT-SWAP"]);
+    // Then the group's spread opens: with `targets`, an alert for every
+    // member (without, it names the group, and no instrument's pattern
+    // sees it).
+    f.symbol = "BTC-USDT-SWAP";
+    f.at(2000, "300");
+    assert!(!f.of("wide").is_empty(), "{:?}", f.alerts);
+    let fired = f.of("p");
+    assert_eq!(fired.len(), 1, "{:?}", f.alerts);
+    assert_eq!(&*fired[0].instrument, "BTC-USDT-SWAP");
+    assert_eq!(value(fired[0], "match_ms"), Some(1000 * 100_000_000));
+}
