@@ -332,16 +332,15 @@ impl Engine {
         }
         let held_due = self.held_due(&partition.instrument);
         if self.relays.load(Ordering::Relaxed) {
-            let symbol = partition.instrument.symbol.clone();
             let mut relay = relay::Relay {
                 out,
-                own: Some(&symbol),
+                all: false,
                 held: relayed,
             };
             let deadline = partition.on_tick(tick, received_ns, &mut relay, held_due, &self.instruments);
             self.note_deadline(deadline);
             if !partition.groups.is_empty() {
-                relay.own = None;
+                relay.all = true;
                 self.feed_groups(partition, tick, received_ns, &mut relay);
             }
             return;
@@ -526,10 +525,9 @@ impl Engine {
             }
             let held_due = self.held_due(&partition.instrument);
             let deadline = if relays {
-                let symbol = partition.instrument.symbol.clone();
                 let mut relay = relay::Relay {
                     out: &mut *out,
-                    own: Some(&symbol),
+                    all: false,
                     held: &mut relayed,
                 };
                 partition.on_timer(now_ns, &mut relay, held_due, &self.instruments)
@@ -550,7 +548,7 @@ impl Engine {
             let due = if relays {
                 let mut relay = relay::Relay {
                     out: &mut *out,
-                    own: None,
+                    all: true,
                     held: &mut relayed,
                 };
                 group.on_timer(now_ns, &mut relay, &self.instruments)

@@ -10,17 +10,17 @@
 use crate::model::{Alert, AlertSink};
 
 /// Passes every alert on to `out`, keeping a copy of those to relay: all
-/// of them when `own` is `None` (a group's), else those about another
-/// instrument than `own` (a fan-out's copies).
+/// of them for a group's evaluation (`all`), else a fan-out's copies for
+/// other instruments (those naming a `trigger_instrument`).
 pub(super) struct Relay<'a, S> {
     pub out: &'a mut S,
-    pub own: Option<&'a str>,
+    pub all: bool,
     pub held: &'a mut Vec<Alert>,
 }
 
 impl<S: AlertSink> AlertSink for Relay<'_, S> {
     fn emit(&mut self, alert: Alert) {
-        if self.own.is_none_or(|own| *alert.instrument != *own) {
+        if self.all || alert.trigger_instrument.is_some() {
             self.held.push(alert.clone());
         }
         self.out.emit(alert);

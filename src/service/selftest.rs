@@ -5,7 +5,10 @@
 //! Each test runs the rule alone in a fresh engine, from a fixed start time,
 //! in event time: before each step the timers due by its time run, then its
 //! tick (if it has values) goes through the service's batch [`Pipeline`],
-//! as a tick from any source does. The alerts raised must match `expect` in
+//! as a tick from any source does. A step `alert = "rule-id"` is another
+//! rule's alert instead, given to the rule under test as the engine gives
+//! it alerts raised elsewhere ([`Engine::feed_alert`]): so a pattern over
+//! alerts is tested alone, like every rule. The alerts raised must match `expect` in
 //! order: same kind, same time when `at` is given, and the listed values
 //! exactly.
 
