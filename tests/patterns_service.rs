@@ -53,6 +53,14 @@ async fn an_absence_fires_on_the_servers_timer_with_an_idle_feed() {
         "not before the deadline: {waited:?}"
     );
     assert_quiet(&mut alerts, Duration::from_millis(300)).await;
+    let metrics = server.metrics_text().await;
+    for line in [
+        r#"airbag_pattern_partials_total{outcome="started"} 1"#,
+        r#"airbag_pattern_partials_total{outcome="matched"} 1"#,
+        r#"airbag_pattern_partials_total{outcome="dropped"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
     ingest.close();
     server.shutdown().await;
 }
