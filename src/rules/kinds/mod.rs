@@ -45,7 +45,7 @@ pub use breaker::{Breaker, BreakerState, Tier};
 pub use condition::{Condition, ConditionState};
 pub use gap::{FeedGap, GapState};
 pub use measures::Measure;
-pub use pattern::{Pattern, PatternCounts, PatternState};
+pub use pattern::{Pattern, PatternCounts, PatternMore, PatternState};
 pub use stale::{StaleFeed, StaleState};
 
 /// What a kind of rule computes: its parameters, compiled once, and what

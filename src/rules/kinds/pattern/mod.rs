@@ -239,6 +239,15 @@ impl PatternCounts {
 pub struct PatternState {
     /// The partial matches (capacity reserved at the first event).
     pub partials: Vec<Partial>,
+    /// The rest, boxed: every rule's state is stored inline, as large as
+    /// the largest kind's, for every rule on every instrument, so a
+    /// pattern's must not make the other kinds' larger.
+    pub more: Box<PatternMore>,
+}
+
+/// The rest of a [`PatternState`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PatternMore {
     /// Events fed to the pattern on this instrument so far.
     pub events: u64,
     /// When the rule last fired (for `cooldown`).
@@ -254,14 +263,15 @@ impl PatternState {
     /// instrument costs the pattern).
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + (self.partials.capacity() + self.scratch.capacity()) * std::mem::size_of::<Partial>()
+            + std::mem::size_of::<PatternMore>()
+            + (self.partials.capacity() + self.more.scratch.capacity()) * std::mem::size_of::<Partial>()
     }
 }
 
 /// The counts of a pattern rule's state, `None` for another kind's.
 pub fn counts(state: &RuleState) -> Option<&PatternCounts> {
     match state {
-        RuleState::Pattern(s) => Some(&s.counts),
+        RuleState::Pattern(s) => Some(&s.more.counts),
         _ => None,
     }
 }
@@ -315,8 +325,8 @@ impl Pattern {
             state.partials.reserve_exact(self.capacity - state.partials.len());
         }
         let scratch = (self.capacity + 1) * self.fan_out.max(1);
-        if state.scratch.capacity() < scratch {
-            state.scratch.reserve_exact(scratch - state.scratch.len());
+        if state.more.scratch.capacity() < scratch {
+            state.more.scratch.reserve_exact(scratch - state.more.scratch.len());
         }
     }
 
@@ -434,14 +444,15 @@ impl Pattern {
     ) {
         self.ready(state);
         let t = fed.t;
-        state.events += 1;
-        let k = state.events;
-        let PatternState {
-            partials,
+        let PatternState { partials, more } = state;
+        let PatternMore {
+            events,
+            last_fired_ns,
             counts,
             scratch,
-            ..
-        } = state;
+        } = &mut **more;
+        *events += 1;
+        let k = *events;
         // Expired, and strict-only partials that missed their event.
         let within = self.within_ns;
         let nodes = &self.nodes;
@@ -531,7 +542,7 @@ impl Pattern {
                     } else {
                         counts.matched += 1;
                         partials.retain(|p| p.start_no != c.start_no);
-                        self.fire(rule, fed.ctx, &mut state.last_fired_ns, counts, &c, t, out);
+                        self.fire(rule, fed.ctx, last_fired_ns, counts, &c, t, out);
                     }
                 }
             }
@@ -552,7 +563,7 @@ impl Pattern {
                     if policy == AfterMatch::SkipPastLastEvent {
                         partials.clear();
                     }
-                    self.fire(rule, fed.ctx, &mut state.last_fired_ns, counts, &best, t, out);
+                    self.fire(rule, fed.ctx, last_fired_ns, counts, &best, t, out);
                 }
             }
         }
@@ -578,7 +589,7 @@ impl Pattern {
             if ctx.now_ns <= deadline {
                 return;
             }
-            state.counts.matched += 1;
+            state.more.counts.matched += 1;
             match self.policy {
                 AfterMatch::SkipToNext => state.partials.retain(|q| q.start_no != p.start_no),
                 _ => {
@@ -590,8 +601,8 @@ impl Pattern {
             self.fire(
                 rule,
                 &timer,
-                &mut state.last_fired_ns,
-                &mut state.counts,
+                &mut state.more.last_fired_ns,
+                &mut state.more.counts,
                 &p,
                 deadline,
                 out,
