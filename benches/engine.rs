@@ -18,6 +18,21 @@
 //!   venues, stale and outlying venues left out), one group and 2,000.
 //!   A drawdown rule on every instrument beside them, so the figure
 //!   compares with `drawdown/*`: the extra is the group work.
+//! - `pattern_sequence/10000`: one pattern rule, a 3-step relaxed
+//!   sequence (`price > 100.5 -> price < 100.4 -> price >= 100.98 within
+//!   1s`) on 10,000 instruments: the first two steps match about every
+//!   other tick, so each instrument always holds partial matches, and
+//!   about one tick in a hundred completes one (and raises an alert).
+//! - `pattern_absence/10000`: `price >= 100.97 -> not price < 100.5
+//!   within 300ms` on 10,000 instruments: a wait starts on one tick in
+//!   fifty, the next tick mostly cancels it, a few fire on a later tick.
+//! - `drawdown_beside_idle_pattern/1` and `/10000`: `drawdown/*` plus a
+//!   pattern over mark prices, which the trades never reach: compared with
+//!   `drawdown/*` in the same run, what a tick that feeds no pattern costs.
+//! - `drawdown_beside_alert_pattern/1` and `/10000`: the same with a
+//!   pattern that reads the drawdown rule's alerts (`alert('dd') ->
+//!   tick(mark > 0)`), so every tick takes the path that gives alerts to
+//!   patterns, and none is raised.
 //! - `decimal_baseline`: the same number of `rust_decimal` comparisons a
 //!   drawdown check makes, as a same-run reference for the fixed-point
 //!   choice.
@@ -175,6 +190,46 @@ fn engine_bench(c: &mut Criterion<ThreadCpuTime>) {
         group.bench_function(BenchmarkId::new("drawdown", instruments), |b| {
             b.iter_custom(|iters| feed.run_batches(iters))
         });
+    }
+
+    let pattern =
+        |id: &str, pattern: &str| format!("[[rule]]\nid = \"{id}\"\nkind = \"pattern\"\npattern = \"{pattern}\"\n");
+    for (name, text) in [
+        (
+            "pattern_sequence",
+            pattern(
+                "seq",
+                "tick(price > 100.5) -> tick(price < 100.4) -> tick(price >= 100.98) within 1s",
+            ),
+        ),
+        (
+            "pattern_absence",
+            pattern("gone", "tick(price >= 100.97) -> not tick(price < 100.5) within 300ms"),
+        ),
+    ] {
+        let set = compile_texts(&[("p.toml".into(), text)]).unwrap();
+        let mut feed = Feed::new(Engine::new(EngineConfig::default(), set), 10_000, false);
+        group.bench_function(BenchmarkId::new(name, 10_000), |b| {
+            b.iter_custom(|iters| feed.run_batches(iters))
+        });
+    }
+    for (name, extra) in [
+        (
+            "drawdown_beside_idle_pattern",
+            pattern("marks", "tick(mark > 200) -> tick(mark < 50) within 1s"),
+        ),
+        (
+            "drawdown_beside_alert_pattern",
+            pattern("after-dd", "alert('dd') -> tick(mark > 0) within 1s"),
+        ),
+    ] {
+        for instruments in [1usize, 10_000] {
+            let set = compile_texts(&[("dd.toml".into(), drawdown.into()), ("p.toml".into(), extra.clone())]).unwrap();
+            let mut feed = Feed::new(Engine::new(EngineConfig::default(), set), instruments, false);
+            group.bench_function(BenchmarkId::new(name, instruments), |b| {
+                b.iter_custom(|iters| feed.run_batches(iters))
+            });
+        }
     }
 
     let set = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();

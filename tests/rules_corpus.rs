@@ -45,7 +45,10 @@ fn bundled_default_rules_compile() {
     assert!(set.rule("btc-flash-crash").is_some());
     assert!(set.rule("drawdown-catch-all").is_some());
     assert!(set.len() >= 10, "{} rules", set.len());
-    assert_eq!(set.sources.len(), 6);
+    assert_eq!(set.sources.len(), 7);
+    for id in ["repeated-velocity-halt", "halt-without-resume"] {
+        assert!(set.rule(id).is_some(), "the bundled pattern rule {id}");
+    }
     assert_eq!(
         set.refdata.of_underlying("BTC").len(),
         3,

@@ -206,6 +206,7 @@ impl GroupPartition {
             reference: None,
             group: Some(view),
             lookback_from_ns: None,
+            bound: None,
         }
     }
 
@@ -318,6 +319,7 @@ impl GroupPartition {
                 reference: None,
                 group: Some(&view),
                 lookback_from_ns: None,
+                bound: None,
             };
             let mut fan = GroupOut::new(out, &bound.rule, key, refdata, known, trigger);
             match kind {

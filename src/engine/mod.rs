@@ -15,7 +15,7 @@
 //! every tick is evaluated by exactly one ruleset, and a rule whose
 //! definition did not change keeps its state and windows.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -28,6 +28,7 @@ use crate::state::{InstrumentState, Instruments, StateStore};
 
 pub mod group;
 pub mod partition;
+mod relay;
 mod snapshot;
 pub mod status;
 
@@ -84,12 +85,22 @@ pub struct Engine {
     /// scan until then. See `check_timers` for why this holds.
     earliest_deadline_ns: AtomicI64,
     allowed_lateness_ns: i64,
+    /// Whether a rule in force reads alerts: then alerts raised for an
+    /// instrument outside its own evaluation are relayed to it
+    /// ([`relay`]).
+    relays: AtomicBool,
+}
+
+/// Whether alerts must be relayed between partitions for `ruleset`.
+fn reads_alerts(ruleset: &RuleSet) -> bool {
+    ruleset.rules.iter().any(|r| r.logic.watches_alerts())
 }
 
 impl Engine {
     /// An engine running `ruleset` as version 1.
     pub fn new(config: EngineConfig, mut ruleset: RuleSet) -> Self {
         ruleset.version = 1;
+        let relays = AtomicBool::new(reads_alerts(&ruleset));
         let max_instruments = config.max_instruments.min(MAX_INSTRUMENTS_LIMIT);
         Engine {
             instruments: Instruments::new(max_instruments),
@@ -101,6 +112,7 @@ impl Engine {
             current_version: AtomicU64::new(1),
             earliest_deadline_ns: AtomicI64::new(i64::MAX),
             allowed_lateness_ns: config.allowed_lateness_ns.max(0),
+            relays,
         }
     }
 
@@ -176,6 +188,7 @@ impl Engine {
             Some(cell) => cell,
             None => self.create_state(tick.instrument, received_ns)?,
         };
+        let mut relayed = Vec::new();
         let mut guard = cell.lock();
         let partition = &mut *guard;
         let state = &partition.instrument;
@@ -185,7 +198,7 @@ impl Engine {
             }
         }
         let lateness = self.allowed_lateness_ns;
-        if lateness == 0 {
+        let result = if lateness == 0 {
             if let Some(newest_ns) = state.last_event_ns {
                 if tick.event_time_ns < newest_ns {
                     return Err(TickError::Late {
@@ -195,10 +208,31 @@ impl Engine {
                     });
                 }
             }
-            self.apply_in_order(partition, tick, received_ns, out);
-            return Ok(());
+            self.apply_in_order(partition, tick, received_ns, out, &mut relayed);
+            Ok(())
+        } else {
+            self.hold_and_release(partition, tick, received_ns, out, &mut relayed)
+        };
+        drop(guard);
+        self.relay(&relayed, received_ns, out);
+        result
+    }
+
+    /// Gives alerts raised outside their instruments' own evaluation to
+    /// those instruments' patterns ([`relay`]), once: what the patterns
+    /// raise goes to `out`, not round again.
+    #[cold]
+    fn relay_all(&self, relayed: &[crate::model::Alert], received_ns: i64, out: &mut impl AlertSink) {
+        for alert in relayed {
+            self.feed_alert(alert, received_ns, out);
         }
-        self.hold_and_release(partition, tick, received_ns, out)
+    }
+
+    #[inline(always)]
+    fn relay(&self, relayed: &[crate::model::Alert], received_ns: i64, out: &mut impl AlertSink) {
+        if !relayed.is_empty() {
+            self.relay_all(relayed, received_ns, out);
+        }
     }
 
     /// The state of an instrument's first tick.
@@ -219,6 +253,7 @@ impl Engine {
         tick: &Tick,
         received_ns: i64,
         out: &mut impl AlertSink,
+        relayed: &mut Vec<crate::model::Alert>,
     ) -> Result<(), TickError> {
         let lateness = self.allowed_lateness_ns;
         let state = &mut partition.instrument;
@@ -252,7 +287,7 @@ impl Engine {
             .as_mut()
             .and_then(|b| b.release_passed(lateness))
         {
-            self.apply_in_order(partition, &next.tick, next.received_ns, out);
+            self.apply_in_order(partition, &next.tick, next.received_ns, out, relayed);
         }
         self.note_held_deadline(partition);
         Ok(())
@@ -277,7 +312,14 @@ impl Engine {
     /// evaluates the rules that watch it (re-binding the partition first
     /// if a newer ruleset was installed).
     #[inline]
-    fn apply_in_order(&self, partition: &mut Partition, tick: &Tick, received_ns: i64, out: &mut impl AlertSink) {
+    fn apply_in_order(
+        &self,
+        partition: &mut Partition,
+        tick: &Tick,
+        received_ns: i64,
+        out: &mut impl AlertSink,
+        relayed: &mut Vec<crate::model::Alert>,
+    ) {
         // Read under the partition's lock: see `install`.
         if self.current_version.load(Ordering::Acquire) > partition.ruleset_version {
             partition.rebind(
@@ -289,6 +331,20 @@ impl Engine {
             );
         }
         let held_due = self.held_due(&partition.instrument);
+        if self.relays.load(Ordering::Relaxed) {
+            let mut relay = relay::Relay {
+                out,
+                all: false,
+                held: relayed,
+            };
+            let deadline = partition.on_tick(tick, received_ns, &mut relay, held_due, &self.instruments);
+            self.note_deadline(deadline);
+            if !partition.groups.is_empty() {
+                relay.all = true;
+                self.feed_groups(partition, tick, received_ns, &mut relay);
+            }
+            return;
+        }
         let deadline = partition.on_tick(tick, received_ns, out, held_due, &self.instruments);
         self.note_deadline(deadline);
         if !partition.groups.is_empty() {
@@ -317,11 +373,15 @@ impl Engine {
         if self.allowed_lateness_ns == 0 {
             return;
         }
+        let mut relayed = Vec::new();
+        let mut last_received = i64::MIN;
         self.states.for_each(|partition| {
             while let Some(next) = partition.instrument.held.as_mut().and_then(|b| b.release_any()) {
-                self.apply_in_order(partition, &next.tick, next.received_ns, out);
+                last_received = last_received.max(next.received_ns);
+                self.apply_in_order(partition, &next.tick, next.received_ns, out, &mut relayed);
             }
         });
+        self.relay(&relayed, last_received, out);
     }
 
     /// Sequence gaps and reordering seen so far.
@@ -333,6 +393,44 @@ impl Engine {
         let mut total = SequenceStats::default();
         self.states.for_each(|p| total.add(&p.instrument.sequence));
         total
+    }
+
+    /// What pattern rules did, summed over every instrument (locking each
+    /// in turn: for a metrics scrape, not for every tick).
+    pub fn pattern_counts(&self) -> crate::rules::kinds::PatternCounts {
+        let mut total = crate::rules::kinds::PatternCounts::default();
+        self.states.for_each(|p| {
+            for bound in &p.rules {
+                if let Some(c) = crate::rules::kinds::pattern::counts(&bound.state) {
+                    total.add(c);
+                }
+            }
+        });
+        total
+    }
+
+    /// Gives `alert` to the pattern rules on its instrument that read
+    /// alerts, as an event at its event time (see [`Partition::on_alert`]):
+    /// for alerts raised outside the instrument's own evaluation, and for
+    /// rule tests. Their alerts go to `out`. Returns whether the
+    /// instrument exists.
+    pub fn feed_alert(&self, alert: &crate::model::Alert, received_ns: i64, out: &mut impl AlertSink) -> bool {
+        let Some(id) = self.instruments.get(&alert.instrument) else {
+            return false;
+        };
+        let Some(cell) = self.states.get(id) else {
+            return false;
+        };
+        let mut guard = cell.lock();
+        let partition = &mut *guard;
+        if self.current_version.load(Ordering::Acquire) > partition.ruleset_version {
+            let event_now = partition.instrument.event_time_at(received_ns);
+            partition.rebind(&self.ruleset.load(), event_now, out, &self.instruments, &self.groups);
+        }
+        let held_due = self.held_due(&partition.instrument);
+        let deadline = partition.on_alert(alert, out, held_due, &self.instruments);
+        self.note_deadline(deadline);
+        true
     }
 
     /// The allowed lateness this engine runs with, ns.
@@ -406,6 +504,8 @@ impl Engine {
         // scan ends it is at or below every instrument's deadline.
         self.earliest_deadline_ns.store(i64::MAX, Ordering::Release);
         let ruleset = self.ruleset.load();
+        let relays = self.relays.load(Ordering::Relaxed);
+        let mut relayed = Vec::new();
         self.states.for_each(|partition| {
             if partition.next_deadline_ns > now_ns {
                 self.note_deadline(partition.next_deadline_ns);
@@ -421,10 +521,19 @@ impl Engine {
                 .as_mut()
                 .and_then(|b| b.release_due(now_ns, self.allowed_lateness_ns))
             {
-                self.apply_in_order(partition, &next.tick, next.received_ns, out);
+                self.apply_in_order(partition, &next.tick, next.received_ns, out, &mut relayed);
             }
             let held_due = self.held_due(&partition.instrument);
-            let deadline = partition.on_timer(now_ns, out, held_due, &self.instruments);
+            let deadline = if relays {
+                let mut relay = relay::Relay {
+                    out: &mut *out,
+                    all: false,
+                    held: &mut relayed,
+                };
+                partition.on_timer(now_ns, &mut relay, held_due, &self.instruments)
+            } else {
+                partition.on_timer(now_ns, out, held_due, &self.instruments)
+            };
             self.note_deadline(deadline);
         });
         for cell in self.groups.all() {
@@ -436,9 +545,19 @@ impl Engine {
             if group.ruleset_version < ruleset.version {
                 group.rebind(&ruleset, now_ns, out, &self.instruments);
             }
-            let due = group.on_timer(now_ns, out, &self.instruments);
+            let due = if relays {
+                let mut relay = relay::Relay {
+                    out: &mut *out,
+                    all: true,
+                    held: &mut relayed,
+                };
+                group.on_timer(now_ns, &mut relay, &self.instruments)
+            } else {
+                group.on_timer(now_ns, out, &self.instruments)
+            };
             self.note_deadline(due);
         }
+        self.relay(&relayed, now_ns, out);
     }
 
     /// Lowers the earliest-deadline hint to `deadline_ns` if that is
@@ -459,6 +578,7 @@ impl Engine {
         let _serial = self.install_lock.lock().unwrap_or_else(|p| p.into_inner());
         ruleset.version = self.last_version.fetch_add(1, Ordering::SeqCst) + 1;
         let ruleset = Arc::new(ruleset);
+        self.relays.store(reads_alerts(&ruleset), Ordering::Relaxed);
         // Published before re-binding: a tick that takes an instrument's
         // lock after its re-bind sees this version, so it never re-binds
         // back; a tick that takes it before may re-bind it itself.

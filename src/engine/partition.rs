@@ -59,6 +59,10 @@ pub struct Partition {
     /// Earliest time a timer-driven transition is due (a halt ending, a
     /// hold period, a silent feed, a held tick); `i64::MAX` when none is.
     pub next_deadline_ns: i64,
+    /// Whether a bound rule reads the alerts of the others (a pattern with
+    /// `alert(...)` steps): then the partition's alerts pass through
+    /// `scratch` on their way out (see [`evaluate_fed`]).
+    pub feeds_alerts: bool,
     /// The instrument's reference data in the ruleset it is bound to, if
     /// any (kept here, on the line a tick reads, for rules that read
     /// reference prices).
@@ -71,6 +75,9 @@ pub struct Partition {
     /// The reference data of the ruleset the partition is bound to: where
     /// the alerts of rules with `targets` go.
     pub refdata: Arc<RefData>,
+    /// The alerts of one evaluation, while rules that watch alerts read
+    /// them; empty between evaluations (its capacity is kept).
+    pub scratch: Vec<Alert>,
 }
 
 impl HotPrefix for Partition {
@@ -94,11 +101,13 @@ impl Partition {
         Partition {
             ruleset_version: 0,
             next_deadline_ns: i64::MAX,
+            feeds_alerts: false,
             reference: None,
             groups: SmallVec::new(),
             rules: SmallVec::new(),
             instrument: InstrumentState::new(id, symbol, received_ns),
             refdata: Arc::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -153,9 +162,28 @@ impl Partition {
             reference: self.reference.as_deref(),
             group: None,
             lookback_from_ns: None,
+            bound: None,
         };
         let kind = tick.kind();
         let mut deadline = held_due.unwrap_or(i64::MAX);
+        if self.feeds_alerts {
+            evaluate_fed(
+                &mut self.rules,
+                &mut self.scratch,
+                &ctx,
+                Some(kind),
+                &self.refdata,
+                known,
+                out,
+            );
+            for bound in &self.rules {
+                if let Some(due) = bound.rule.deadline(tick.event_time_ns, &bound.state) {
+                    deadline = deadline.min(state.server_time_of(due));
+                }
+            }
+            self.next_deadline_ns = deadline;
+            return deadline;
+        }
         for bound in self.rules.iter_mut() {
             if bound.rule.triggers.contains(kind) {
                 match &bound.rule.targets {
@@ -199,8 +227,27 @@ impl Partition {
             reference: self.reference.as_deref(),
             group: None,
             lookback_from_ns: None,
+            bound: None,
         };
         let mut deadline = held_due.unwrap_or(i64::MAX);
+        if self.feeds_alerts {
+            evaluate_fed(
+                &mut self.rules,
+                &mut self.scratch,
+                &ctx,
+                None,
+                &self.refdata,
+                known,
+                out,
+            );
+            for bound in &self.rules {
+                if let Some(due) = bound.rule.deadline(last_tick_ns, &bound.state) {
+                    deadline = deadline.min(state.server_time_of(due));
+                }
+            }
+            self.next_deadline_ns = deadline;
+            return deadline;
+        }
         for bound in self.rules.iter_mut() {
             match &bound.rule.targets {
                 None => bound.rule.on_timer(&ctx, &mut bound.state, out),
@@ -249,6 +296,7 @@ impl Partition {
             reference: self.reference.as_deref(),
             group: None,
             lookback_from_ns: None,
+            bound: None,
         };
         let mut closed = 0;
         for bound in &self.rules {
@@ -326,6 +374,7 @@ impl Partition {
             reference: self.reference.as_deref(),
             group: None,
             lookback_from_ns: None,
+            bound: None,
         };
         for (bound, kept) in old_rules.iter().zip(carried) {
             if !kept {
@@ -344,10 +393,133 @@ impl Partition {
             .map(|key| groups.get_or_create(key))
             .collect();
         self.refdata = ruleset.refdata.clone();
+        self.feeds_alerts = rules.iter().any(|b: &BoundRule| b.rule.logic.watches_alerts());
         self.rules = rules;
         state.windows = windows;
         self.ruleset_version = ruleset.version;
         self.next_deadline_ns = self.earliest_rule_deadline();
+    }
+}
+
+impl Partition {
+    /// Gives `alert`, raised on this instrument outside the partition's
+    /// own evaluation (by a group rule, another partition, or a rule
+    /// test), to the bound rules that watch alerts, as if at its event
+    /// time; their alerts go to `out`. Sets the next deadline and returns
+    /// it.
+    pub fn on_alert(
+        &mut self,
+        alert: &Alert,
+        out: &mut impl AlertSink,
+        held_due: Option<i64>,
+        known: &Instruments,
+    ) -> i64 {
+        let state = &self.instrument;
+        let last_tick_ns = state.last_tick_ns();
+        let ctx = EvalCtx {
+            now_ns: alert.event_time_ns,
+            tick: None,
+            last: &state.last,
+            windows: &state.windows,
+            symbol: &state.symbol,
+            ruleset_version: self.ruleset_version,
+            last_tick_ns,
+            reference: self.reference.as_deref(),
+            group: None,
+            lookback_from_ns: None,
+            bound: None,
+        };
+        let mut deadline = held_due.unwrap_or(i64::MAX);
+        if self.feeds_alerts {
+            let scratch = &mut self.scratch;
+            scratch.push(alert.clone());
+            feed_watchers(&mut self.rules, scratch, &ctx, &self.refdata, known);
+            for a in scratch.drain(..).skip(1) {
+                out.emit(a);
+            }
+        }
+        for bound in &self.rules {
+            if let Some(due) = bound.rule.deadline(last_tick_ns, &bound.state) {
+                deadline = deadline.min(state.server_time_of(due));
+            }
+        }
+        self.next_deadline_ns = deadline;
+        deadline
+    }
+}
+
+/// Evaluates a tick (`kind`) or a timer (`None`) when some bound rules
+/// watch alerts: the other rules first, then those that do, in rule order,
+/// each seeing every alert raised before it in this evaluation (other
+/// rules', and earlier patterns'). Alerts collect in `scratch` and go to
+/// `out` in that order at the end. Allocates only when a pattern that reads
+/// alerts raises one of its own.
+#[inline(never)]
+fn evaluate_fed(
+    rules: &mut BoundRules,
+    scratch: &mut Vec<Alert>,
+    ctx: &EvalCtx<'_>,
+    kind: Option<crate::model::TickKind>,
+    refdata: &RefData,
+    known: &Instruments,
+    out: &mut impl AlertSink,
+) {
+    for bound in rules.iter_mut().filter(|b| !b.rule.logic.watches_alerts()) {
+        evaluate_one(bound, ctx, kind, refdata, known, scratch);
+    }
+    for bound in rules.iter_mut().filter(|b| b.rule.logic.watches_alerts()) {
+        evaluate_one(bound, ctx, kind, refdata, known, scratch);
+    }
+    feed_watchers(rules, scratch, ctx, refdata, known);
+    for a in scratch.drain(..) {
+        out.emit(a);
+    }
+}
+
+/// Gives each alert in `scratch` to every rule that watches alerts, in
+/// rule order; a watcher's own alerts are appended, for the watchers after
+/// it.
+fn feed_watchers(
+    rules: &mut BoundRules,
+    scratch: &mut Vec<Alert>,
+    ctx: &EvalCtx<'_>,
+    refdata: &RefData,
+    known: &Instruments,
+) {
+    for bound in rules.iter_mut().filter(|b| b.rule.logic.watches_alerts()) {
+        let mut spill: Vec<Alert> = Vec::new();
+        for alert in scratch.iter() {
+            match &bound.rule.targets {
+                None => bound.rule.on_alert(ctx, alert, &mut bound.state, &mut spill),
+                Some(targets) => {
+                    let mut fan = FanOut::new(&mut spill, targets, refdata, known);
+                    bound.rule.on_alert(ctx, alert, &mut bound.state, &mut fan);
+                }
+            }
+        }
+        scratch.append(&mut spill);
+    }
+}
+
+/// One rule's evaluation of a tick (`kind`) or a timer (`None`).
+#[inline]
+fn evaluate_one(
+    bound: &mut BoundRule,
+    ctx: &EvalCtx<'_>,
+    kind: Option<crate::model::TickKind>,
+    refdata: &RefData,
+    known: &Instruments,
+    out: &mut impl AlertSink,
+) {
+    if kind.is_some_and(|k| !bound.rule.triggers.contains(k)) {
+        return;
+    }
+    let (rule, state) = (&bound.rule, &mut bound.state);
+    match (&rule.targets, kind) {
+        (None, Some(_)) => rule.on_tick(ctx, state, out),
+        (None, None) => rule.on_timer(ctx, state, out),
+        (Some(targets), Some(_)) => rule.on_tick(ctx, state, &mut FanOut::new(out, targets, refdata, known)),
+        (Some(targets), None) => rule.on_timer(ctx, state, &mut FanOut::new(out, targets, refdata, known)),
     }
 }
 

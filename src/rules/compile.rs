@@ -220,7 +220,7 @@ pub fn compile_rule(
 /// string. Exact when the TOML string has no escapes (its text is the
 /// expression between one or three quote characters on each side);
 /// otherwise the start of the string.
-pub(crate) fn expression_offset(when: &Spanned<String>, column: usize) -> usize {
+pub(crate) fn source_offset(when: &Spanned<String>, column: usize) -> usize {
     let span = when.span();
     let text = when.get_ref();
     let quotes = (span.len().saturating_sub(text.len())) / 2;
@@ -516,6 +516,18 @@ impl KindCompiler<'_> {
                 None
             }
         }
+    }
+
+    /// Compiles an expression the kind evaluates per instrument, asking
+    /// for its windows.
+    pub(crate) fn expression(
+        &mut self,
+        text: &str,
+        binder: Option<expr::Binder<'_>>,
+    ) -> Result<expr::CompiledExpr, expr::ExprError> {
+        let e = expr::compile_bound(text, self.registry, expr::ExprScope::Instrument, binder)?;
+        self.slots.extend_from_slice(e.slots());
+        Ok(e)
     }
 
     pub(crate) fn slot(&mut self, field: Field, span_ns: i64, needs: WindowNeeds) -> WindowSlot {

@@ -33,6 +33,48 @@ pub struct EvalCtx<'a> {
     /// with `lookback = "resume"`, after a resume): max and min read only
     /// the samples seen from then on.
     pub lookback_from_ns: Option<i64>,
+    /// When a pattern step is evaluated for one partial match: the values
+    /// its earlier steps bound (`a.price`).
+    pub bound: Option<&'a Bound>,
+}
+
+/// Most values a pattern's steps may bind.
+pub const MAX_BOUND: usize = 16;
+
+/// The values the steps of one partial match bound, by the index the
+/// pattern gave each (step, field) at compile time; unknown where the
+/// field had no value at the step's event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bound {
+    pub raw: [i64; MAX_BOUND],
+    /// Bit `i` set when `raw[i]` is known.
+    pub known: u16,
+}
+
+impl Bound {
+    #[inline]
+    pub fn get(&self, i: u8) -> Option<Fixed> {
+        let i = usize::from(i);
+        (i < MAX_BOUND && self.known & (1 << i) != 0).then(|| Fixed::from_raw(self.raw[i]))
+    }
+
+    #[inline]
+    pub fn set(&mut self, i: u8, value: Option<Fixed>) {
+        let i = usize::from(i);
+        if i >= MAX_BOUND {
+            return;
+        }
+        match value {
+            Some(v) => {
+                self.raw[i] = v.raw();
+                self.known |= 1 << i;
+            }
+            None => {
+                self.raw[i] = 0;
+                self.known &= !(1 << i);
+            }
+        }
+    }
 }
 
 /// A value an expression reads from a group member: a market-data field

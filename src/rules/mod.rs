@@ -179,6 +179,18 @@ impl CompiledRule {
         self.logic.on_timer(self, ctx, state, out);
     }
 
+    /// Takes an alert raised on the instrument by another rule (only rules
+    /// that [watch alerts](RuleLogic::watches_alerts) do anything).
+    pub fn on_alert(
+        &self,
+        ctx: &EvalCtx<'_>,
+        alert: &crate::model::Alert,
+        state: &mut RuleState,
+        out: &mut impl AlertSink,
+    ) {
+        self.logic.on_alert(self, ctx, alert, state, out);
+    }
+
     /// When `on_timer` next has something to do, if ever.
     #[inline]
     pub fn deadline(&self, last_tick_ns: i64, state: &RuleState) -> Option<i64> {

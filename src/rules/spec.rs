@@ -131,6 +131,12 @@ pub struct RuleSpec {
     pub limit_for: Option<Spanned<String>>,
     pub pause: Option<Spanned<String>>,
     pub min_missing: Option<Spanned<i64>>,
+    /// A pattern (`kind = "pattern"`), in the pattern language.
+    pub pattern: Option<Spanned<String>>,
+    /// Most partial-match slots a pattern may keep per instrument.
+    pub max_partials: Option<Spanned<i64>>,
+    /// What a pattern does with its other partial matches after a match.
+    pub after_match: Option<Spanned<String>>,
 
     // Expression rules: named sub-expressions, a trading session, and
     // the halt state (`pause`, `limit_for`, `latch`, `reopen`,
@@ -168,8 +174,9 @@ pub struct RuleTestSpec {
     pub expect: Vec<Spanned<ExpectSpec>>,
 }
 
-/// One step of a rule test: a tick at a time offset, or, with no values,
-/// only the timers run at that time.
+/// One step of a rule test: a tick at a time offset, an alert of another
+/// rule (`alert = "rule-id"`, for patterns that read alerts), or, with no
+/// values, only the timers run at that time.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestTickSpec {
@@ -181,6 +188,12 @@ pub struct TestTickSpec {
     pub ask: Option<Spanned<NumberSpec>>,
     pub mark: Option<Spanned<NumberSpec>>,
     pub index: Option<Spanned<NumberSpec>>,
+    /// An alert of rule `alert` on the test's instrument, at `at`.
+    pub alert: Option<Spanned<String>>,
+    /// Its kind (default `fired`).
+    pub kind: Option<Spanned<String>>,
+    /// Its severity (default `warning`).
+    pub severity: Option<Spanned<String>>,
 }
 
 /// One alert a rule test expects, in order.
@@ -240,6 +253,9 @@ impl RuleSpec {
             at("session", &self.session),
             at("reopen", &self.reopen),
             at("lookback", &self.lookback),
+            at("pattern", &self.pattern),
+            at("max_partials", &self.max_partials),
+            at("after_match", &self.after_match),
             at("for", &self.hold),
             at("clear_for", &self.clear_for),
         ]

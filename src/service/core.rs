@@ -285,6 +285,22 @@ impl Core {
             "Ticks that arrived behind their instrument's newest, within the allowed lateness, and were applied in their place.",
             sequence.reordered,
         );
+        let p = self.engine.pattern_counts();
+        let outcomes = [
+            ("started", p.started),
+            ("superseded", p.superseded),
+            ("dropped", p.dropped),
+            ("expired", p.expired),
+            ("cancelled", p.cancelled),
+            ("matched", p.matched),
+            ("suppressed", p.suppressed),
+        ];
+        let outcome_labels: Vec<[(&str, &str); 1]> = outcomes.iter().map(|(o, _)| [("outcome", *o)]).collect();
+        e.counter_family(
+            "airbag_pattern_partials_total",
+            "What pattern rules did with partial matches, summed over the instruments' states in force (a changed rule starts its own from zero): started, superseded (same future, kept one), dropped (max_partials reached), expired (within ran out), cancelled (absence ended by its event), matched, suppressed (cooldown).",
+            outcome_labels.iter().zip(&outcomes).map(|(l, (_, n))| (&l[..], *n)),
+        );
         e.counter(
             "airbag_batches_total",
             "Tick batches evaluated.",

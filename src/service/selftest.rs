@@ -5,14 +5,17 @@
 //! Each test runs the rule alone in a fresh engine, from a fixed start time,
 //! in event time: before each step the timers due by its time run, then its
 //! tick (if it has values) goes through the service's batch [`Pipeline`],
-//! as a tick from any source does. The alerts raised must match `expect` in
+//! as a tick from any source does. A step `alert = "rule-id"` is another
+//! rule's alert instead, given to the rule under test as the engine gives
+//! it alerts raised elsewhere ([`Engine::feed_alert`]): so a pattern over
+//! alerts is tested alone, like every rule. The alerts raised must match `expect` in
 //! order: same kind, same time when `at` is given, and the listed values
 //! exactly.
 
 use std::sync::Arc;
 
 use crate::engine::{Engine, EngineConfig};
-use crate::model::{Alert, Fixed, TickValues};
+use crate::model::{Alert, AlertKind, Fixed, Mode, Severity, TickValues};
 use crate::refdata::RefData;
 use crate::rules::spec::{NumberSpec, TestTickSpec};
 use crate::rules::units::{format_duration, parse_duration};
@@ -90,6 +93,15 @@ pub fn run_test(case: RuleTestCase, refdata: &Arc<RefData>) -> Result<(), RuleEr
             .and_then(|offset_ns| after_start(at.get_ref(), offset_ns))
             .map_err(|e| fail(at.span().start, format!("`at`: {e}")))?;
         engine.check_timers(now, &mut alerts);
+        if let Some(alert) = test_alert(step.get_ref(), &instrument, now).map_err(|m| fail(step.span().start, m))? {
+            // Only the rule under test's own alerts are recorded: the input
+            // alert is the event, as another rule's alert would be.
+            engine
+                .resolve(&instrument, now)
+                .map_err(|e| fail(step.span().start, format!("alert rejected: {e}")))?;
+            engine.feed_alert(&alert, now, &mut alerts);
+            continue;
+        }
         if let Some(values) = tick_values(step.get_ref()).map_err(|m| fail(step.span().start, m))? {
             pipeline.clear();
             pipeline.push(&instrument, now, seq as u64 + 1, Ok(values));
@@ -224,6 +236,48 @@ fn field(value: &Option<toml::Spanned<NumberSpec>>, name: &str) -> Result<Option
         .as_ref()
         .map(|v| number(v.get_ref()).map_err(|e| format!("`{name}`: {e}")))
         .transpose()
+}
+
+/// The alert a step gives the rule (`alert = "rule-id"`), if it is one.
+fn test_alert(step: &TestTickSpec, instrument: &str, now: i64) -> Result<Option<Alert>, String> {
+    let Some(rule) = &step.alert else {
+        if step.kind.is_some() || step.severity.is_some() {
+            return Err("`kind` and `severity` describe an alert step: add `alert = \"rule-id\"`".into());
+        }
+        return Ok(None);
+    };
+    let values = [&step.price, &step.size, &step.bid, &step.ask, &step.mark, &step.index];
+    if values.iter().any(|v| v.is_some()) {
+        return Err("a step is a tick or an alert (`alert`, `kind`, `severity`), not both".into());
+    }
+    let kind = match &step.kind {
+        None => AlertKind::Fired,
+        Some(k) => AlertKind::from_name(k.get_ref()).ok_or_else(|| {
+            format!(
+                "`kind`: `{}` is not an alert kind (fired, resolved, tripped, resumed, rearmed, limit, paused)",
+                k.get_ref()
+            )
+        })?,
+    };
+    let severity = match &step.severity {
+        None => Severity::Warning,
+        Some(s) => Severity::from_name(s.get_ref())
+            .ok_or_else(|| format!("`severity`: `{}` is not info, warning or critical", s.get_ref()))?,
+    };
+    Ok(Some(Alert {
+        rule_id: Arc::from(rule.get_ref().as_str()),
+        ruleset_version: 0,
+        instrument: Arc::from(instrument),
+        kind,
+        severity,
+        actions: Arc::from(Vec::new()),
+        mode: Mode::Active,
+        values: Vec::new(),
+        event_time_ns: now,
+        tick_seq: None,
+        reason: None,
+        trigger_instrument: None,
+    }))
 }
 
 fn tick_values(step: &TestTickSpec) -> Result<Option<TickValues>, String> {

@@ -59,11 +59,16 @@ pub(super) struct Compiled {
     pub explain: Vec<(String, Num)>,
 }
 
+/// Resolves `step.field` in a pattern step's condition to the index of the
+/// bound value, or says why it cannot be read.
+pub type Binder<'b> = &'b mut dyn FnMut(&str, &str) -> Result<u8, String>;
+
 pub(super) fn compile(
     root: &Node<'_>,
     scope: ExprScope,
     env: &ExprEnv,
     lets: &[(&str, Node<'_>)],
+    binder: Option<Binder<'_>>,
 ) -> Result<Compiled, ExprError> {
     let mut c = Compiler {
         scope,
@@ -71,6 +76,7 @@ pub(super) fn compile(
         lets,
         expanding: Vec::new(),
         durations_ok: false,
+        binder,
         windows: Vec::new(),
         triggers: KindMask::NONE,
         explain: Vec::new(),
@@ -115,6 +121,7 @@ pub(super) fn check_let(
         lets,
         expanding: Vec::new(),
         durations_ok: false,
+        binder: None,
         windows: Vec::new(),
         triggers: KindMask::NONE,
         explain: Vec::new(),
@@ -126,7 +133,7 @@ pub(super) fn check_let(
     }
 }
 
-pub(super) struct Compiler<'s> {
+pub(super) struct Compiler<'s, 'b> {
     scope: ExprScope,
     pub(super) env: &'s ExprEnv,
     /// The rule's `let` definitions, parsed.
@@ -137,6 +144,8 @@ pub(super) struct Compiler<'s> {
     /// Within a comparison with a clock (`since_open() < 15m`): durations
     /// are numbers of seconds.
     durations_ok: bool,
+    /// Names of earlier pattern steps (`a.price`), when compiling a step.
+    binder: Option<Binder<'b>>,
     windows: Vec<(WindowKey, WindowNeeds)>,
     triggers: KindMask,
     explain: Vec<(String, Num)>,
@@ -159,7 +168,7 @@ fn is_zero(n: &Num) -> bool {
     matches!(n, Num::Lit(v) if v.compare(Ratio::ZERO).is_eq())
 }
 
-impl<'s> Compiler<'s> {
+impl<'s> Compiler<'s, '_> {
     /// Source text of a node, whitespace runs collapsed to one space.
     fn text(&self, node: &Node<'_>) -> String {
         node.src[node.start..node.end]
@@ -382,6 +391,16 @@ impl<'s> Compiler<'s> {
                     "a group rule reads its members: name the member whose `{name}` is meant, as in `{name}(spot)`, or aggregate them, as in `group_median({name})`"
                 ),
             )),
+            NodeKind::Ident(name) if name.contains('.') => {
+                let (step, field) = name.split_once('.').unwrap_or((name, ""));
+                match self.binder.as_mut() {
+                    Some(bind) => bind(step, field).map(Num::Bound).map_err(|m| err(node.col, m)),
+                    None => Err(err(
+                        node.col,
+                        format!("`{name}` reads a step of a pattern (`step.field`): only a pattern's steps have names"),
+                    )),
+                }
+            }
             NodeKind::Ident(name) if RefField::from_name(name).is_some() => {
                 Ok(Num::Reference(RefField::from_name(name).unwrap_or(RefField::PriorClose)))
             }

@@ -223,6 +223,9 @@ pub(super) enum Num {
     Rel(Rel, Field, WindowSlot),
     /// A reference price of the instrument itself.
     Reference(RefField),
+    /// A value bound by an earlier step of a pattern (`a.price`): index
+    /// into [`crate::rules::context::Bound`].
+    Bound(u8),
     /// A group member's value: `price(spot)`.
     Member(Source, Product),
     /// An aggregate over a group's fresh members (of one product, if
@@ -290,6 +293,7 @@ impl Num {
             Num::PeriodMean { slot, per } => Ratio::raw_fixed(filled(ctx, *slot)?.sum_raw()).mul(*per),
             Num::Rel(rel, f, s) => rel.value(*f, *s, ctx),
             Num::Reference(f) => f.of(ctx.reference?).map(Ratio::fixed),
+            Num::Bound(i) => ctx.bound?.get(*i).map(Ratio::fixed),
             Num::Member(source, product) => ctx
                 .group?
                 .member(*product, ctx.now_ns)?
@@ -322,7 +326,12 @@ impl Num {
     /// Replaces every window slot by `map(slot)`.
     pub(super) fn map_slots(&mut self, map: &impl Fn(WindowSlot) -> WindowSlot) {
         match self {
-            Num::Lit(_) | Num::Last(_) | Num::Reference(_) | Num::Member(..) | Num::Aggregate { .. } => {}
+            Num::Lit(_)
+            | Num::Last(_)
+            | Num::Reference(_)
+            | Num::Bound(_)
+            | Num::Member(..)
+            | Num::Aggregate { .. } => {}
             Num::Max(s)
             | Num::Min(s)
             | Num::Sum(s)

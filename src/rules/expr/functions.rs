@@ -161,7 +161,7 @@ fn err(column: usize, message: impl Into<String>) -> ExprError {
     }
 }
 
-impl Compiler<'_> {
+impl Compiler<'_, '_> {
     fn session(&self, node: &Node<'_>, name: &str) -> Result<Arc<Calendar>, ExprError> {
         self.env.session.clone().ok_or_else(|| {
             err(

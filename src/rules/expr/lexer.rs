@@ -126,7 +126,12 @@ pub(super) fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
             }
             c if c.is_alphabetic() || c == '_' => {
                 let mut j = i;
-                while j < chars.len() && (chars[j].1.is_alphanumeric() || chars[j].1 == '_') {
+                // A dot joins two names (`a.price`: a pattern step's field).
+                while j < chars.len()
+                    && (chars[j].1.is_alphanumeric()
+                        || chars[j].1 == '_'
+                        || (chars[j].1 == '.' && chars.get(j + 1).is_some_and(|c| c.1.is_alphabetic())))
+                {
                     j += 1;
                 }
                 let tok = match &src[start..byte_at(j)] {

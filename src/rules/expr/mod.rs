@@ -68,7 +68,7 @@ use crate::state::WindowSlot;
 
 use self::eval::{Cond, Num};
 
-pub use self::compile::ExprScope;
+pub use self::compile::{Binder, ExprScope};
 
 /// Most syntax-tree nodes (values, operators, calls) one expression may
 /// have.
@@ -148,6 +148,30 @@ pub fn compile_with(
     scope: ExprScope,
     env: &ExprEnv,
 ) -> Result<CompiledExpr, (ErrorIn, ExprError)> {
+    compile_full(text, registry, scope, env, None)
+}
+
+/// As [`compile_in`], for a pattern step whose condition may read values
+/// earlier steps bound (`a.price`), resolved by `binder`.
+///
+/// # Errors
+/// The first error found, with its column.
+pub fn compile_bound(
+    text: &str,
+    registry: &mut WindowRegistry,
+    scope: ExprScope,
+    binder: Option<Binder<'_>>,
+) -> Result<CompiledExpr, ExprError> {
+    compile_full(text, registry, scope, &ExprEnv::default(), binder).map_err(|(_, e)| e)
+}
+
+fn compile_full(
+    text: &str,
+    registry: &mut WindowRegistry,
+    scope: ExprScope,
+    env: &ExprEnv,
+    binder: Option<Binder<'_>>,
+) -> Result<CompiledExpr, (ErrorIn, ExprError)> {
     let mut lets = Vec::with_capacity(env.lets.len());
     for (i, (name, body)) in env.lets.iter().enumerate() {
         let tokens = lexer::lex(body).map_err(|e| (ErrorIn::Let(i), e))?;
@@ -160,7 +184,7 @@ pub fn compile_with(
     let at = |e| (ErrorIn::Expression, e);
     let tokens = lexer::lex(text).map_err(at)?;
     let tree = parser::parse(text, &tokens).map_err(at)?;
-    let compiled = compile::compile(&tree, scope, env, &lets).map_err(at)?;
+    let compiled = compile::compile(&tree, scope, env, &lets, binder).map_err(at)?;
     let slots: Vec<WindowSlot> = compiled
         .windows
         .iter()

@@ -78,6 +78,7 @@ impl Market {
             reference: None,
             group: None,
             lookback_from_ns: None,
+            bound: None,
         }
     }
 }

@@ -45,7 +45,7 @@ use toml::Spanned;
 
 use crate::model::{Action, AlertKind, AlertSink, AlertValue, Fixed, KindMask, Severity};
 use crate::rules::calendar::Calendar;
-use crate::rules::compile::{duration, expression_offset, Errors};
+use crate::rules::compile::{duration, source_offset, Errors};
 use crate::rules::context::{EvalCtx, RefField, WindowRegistry};
 use crate::rules::expr::{self, CompiledExpr, ErrorIn, ExprEnv, ExprScope};
 use crate::rules::spec::RuleSpec;
@@ -428,13 +428,13 @@ pub(crate) fn compile_when(
         match expr::compile_with(when.get_ref(), registry, scope, &env) {
             Ok(e) => Some(e),
             Err((ErrorIn::Expression, e)) => {
-                errors.at(expression_offset(when, e.column), format!("in `when`: {}", e.message));
+                errors.at(source_offset(when, e.column), format!("in `when`: {}", e.message));
                 None
             }
             Err((ErrorIn::Let(i), e)) => {
                 let (name, value) = lets[i];
                 errors.at(
-                    expression_offset(value, e.column),
+                    source_offset(value, e.column),
                     format!("in `let.{name}`: {}", e.message),
                 );
                 None

@@ -21,6 +21,7 @@
 //! - [`gap`]: feeds that skipped sequence numbers.
 //! - [`halt`]: expression rules with a halt state (`when` with `pause`:
 //!   limit state, pause or halt, resume, latches per session).
+//! - [`pattern`]: sequences, counts and absences over ticks and alerts.
 
 pub mod band;
 pub mod breaker;
@@ -28,6 +29,7 @@ pub mod condition;
 pub mod gap;
 pub mod halt;
 pub mod measures;
+pub mod pattern;
 pub mod stale;
 
 use std::fmt;
@@ -35,7 +37,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{Action, AlertKind, AlertSink, KindMask, Severity};
+use crate::model::{Action, Alert, AlertKind, AlertSink, KindMask, Severity};
 
 use super::compile::KindCompiler;
 use super::context::EvalCtx;
@@ -47,6 +49,7 @@ pub use condition::{Condition, ConditionState};
 pub use gap::{FeedGap, GapState};
 pub use halt::{HaltRule, HaltState};
 pub use measures::Measure;
+pub use pattern::{Pattern, PatternCounts, PatternMore, PatternState};
 pub use stale::{StaleFeed, StaleState};
 
 /// What a kind of rule computes: its parameters, compiled once, and what
@@ -71,6 +74,23 @@ pub trait RuleKind: fmt::Debug + Send + Sync + 'static {
 
     /// Runs transitions due at `ctx.now_ns` without a tick.
     fn on_timer(&self, _rule: &CompiledRule, _ctx: &EvalCtx<'_>, _state: &mut Self::State, _out: &mut impl AlertSink) {}
+
+    /// Whether the rule reads other rules' alerts ([`RuleKind::on_alert`]).
+    fn watches_alerts(&self) -> bool {
+        false
+    }
+
+    /// Takes an alert raised on the instrument by another rule, in the
+    /// evaluation `ctx` (a tick's or a timer's).
+    fn on_alert(
+        &self,
+        _rule: &CompiledRule,
+        _ctx: &EvalCtx<'_>,
+        _alert: &Alert,
+        _state: &mut Self::State,
+        _out: &mut impl AlertSink,
+    ) {
+    }
 
     /// When [`RuleKind::on_timer`] next has something to do, if ever.
     fn deadline(&self, _rule: &CompiledRule, _last_tick_ns: i64, _state: &Self::State) -> Option<i64> {
@@ -143,6 +163,7 @@ pub const KINDS: &[KindEntry] = &[
     gap::KIND,
     breaker::KIND,
     band::KIND,
+    pattern::KIND,
 ];
 
 /// The entry of the kind named `name`.
@@ -206,6 +227,20 @@ macro_rules! rule_kinds {
                 }
             }
 
+            pub fn watches_alerts(&self) -> bool {
+                match self {
+                    $(RuleLogic::$variant(k) => k.watches_alerts(),)+
+                }
+            }
+
+            pub(crate) fn on_alert(&self, rule: &CompiledRule, ctx: &EvalCtx<'_>, alert: &Alert, state: &mut RuleState, out: &mut impl AlertSink) {
+                match (self, &mut *state) {
+                    $((RuleLogic::$variant(k), RuleState::$variant(s)) => k.on_alert(rule, ctx, alert, s, out),)+
+                    #[allow(unreachable_patterns)]
+                    _ => *state = self.initial_state(),
+                }
+            }
+
             #[inline]
             pub(crate) fn deadline(&self, rule: &CompiledRule, last_tick_ns: i64, state: &RuleState) -> Option<i64> {
                 match (self, state) {
@@ -252,6 +287,7 @@ rule_kinds! {
     Stale(StaleFeed),
     Gap(FeedGap),
     Halt(HaltRule),
+    Pattern(Pattern),
 }
 
 /// Closes what `rule` has open on an instrument because the rule was
