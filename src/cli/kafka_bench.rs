@@ -359,7 +359,14 @@ async fn latency(args: &BenchArgs, topic: &str, alerts_topic: &str) -> anyhow::R
         let wait = args.fetch_wait_ms;
         std::thread::spawn(move || read_alerts(&brokers, &topic, wait, &sent, &stop))
     };
-    // Give the service's consumer and the reader time to be assigned.
+    // The baseline: a bare consumer of the tick topic, in the same run,
+    // timing the crash ticks themselves.
+    let baseline = {
+        let (brokers, topic, sent, stop) = (args.brokers.clone(), topic.to_string(), sent.clone(), stop.clone());
+        let (wait, partitions) = (args.fetch_wait_ms, args.partitions);
+        std::thread::spawn(move || read_ticks(&brokers, &topic, partitions, wait, &sent, &stop))
+    };
+    // Give the service's consumer and the readers time to be assigned.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let producing = {
         let (args, topic, sent) = (args.clone(), topic.to_string(), sent.clone());
@@ -371,6 +378,9 @@ async fn latency(args: &BenchArgs, topic: &str, alerts_topic: &str) -> anyhow::R
     let histogram = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the alert reader panicked"))??;
+    let baseline = baseline
+        .join()
+        .map_err(|_| anyhow::anyhow!("the tick reader panicked"))??;
     running.shutdown().await.context("stopping the service")?;
     let line = |h: &Histogram<u64>| {
         let ms = |ns: u64| ns as f64 / 1e6;
@@ -395,6 +405,11 @@ async fn latency(args: &BenchArgs, topic: &str, alerts_topic: &str) -> anyhow::R
     println!(
         "  alert published -> read from the alert topic: {}",
         line(&histogram.to_reader)
+    );
+    println!(
+        "  baseline, crash tick produced -> read by a bare consumer of the tick topic ({} read): {}",
+        baseline.len(),
+        line(&baseline)
     );
     anyhow::ensure!(!histogram.total.is_empty(), "no alert came back from the alert topic");
     Ok(())
@@ -495,7 +510,7 @@ fn read_alerts(
             alert["instrument"].as_str().unwrap_or_default().to_string(),
             alert["tick_seq"].as_u64().unwrap_or(0),
         );
-        let sent_at = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(&key);
+        let sent_at = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get(&key).copied();
         if let Some(sent_at) = sent_at {
             histogram.total.saturating_record((read_at - sent_at).as_nanos() as u64);
             // The tick's event time is when it was made, the alert's
@@ -507,6 +522,49 @@ fn read_alerts(
             histogram
                 .to_reader
                 .saturating_record((now_ns - emitted_ns).max(0) as u64);
+        }
+    }
+    Ok(histogram)
+}
+
+/// The baseline: a bare consumer of the tick topic (every partition, from
+/// the start) times each crash tick from its hand-over to the producer.
+fn read_ticks(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    fetch_wait_ms: u64,
+    sent: &Sent,
+    stop: &AtomicBool,
+) -> anyhow::Result<Histogram<u64>> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("airbag-bench-ticks-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()
+        .context("tick consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let read_at = Instant::now();
+        let message = message?;
+        let Ok(tick) = proto::Tick::decode(message.payload().unwrap_or_default()) else {
+            continue;
+        };
+        let sent_at = sent
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(&(tick.instrument, tick.seq))
+            .copied();
+        if let Some(sent_at) = sent_at {
+            histogram.saturating_record((read_at - sent_at).as_nanos() as u64);
         }
     }
     Ok(histogram)
