@@ -9,7 +9,14 @@
 //! airbag replay --compare rules/ rules-edited/ a.csv b.csv   # what the edit changes
 //! airbag replay --generate ticks.csv --ticks 10000000 --instruments 1000 --seed 1
 //! airbag replay --parse-only ticks.csv                       # read+parse baseline
+//! airbag replay --rules rules/ --threads 1 ticks.csv          # one engine thread
 //! ```
+//!
+//! With `--threads N` (default: every core) instruments are split over N
+//! workers, each with its own engines ([`crate::replay::threads`]); the
+//! alerts are byte for byte those of one thread. Rules that reach every
+//! instrument seen (`targets = "market"`, `"group:NAME"`) and `--speed`
+//! run on one thread; the summary says so.
 //!
 //! Alerts go to stdout (or `--out`), one per line: the object `airbag
 //! subscribe` prints, numbered 1, 2, 3... in emission order, with receive
@@ -24,6 +31,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
@@ -34,7 +42,10 @@ use crate::cli::columns::ColumnArgs;
 use crate::cli::wire::thousands;
 use crate::model::{Alert, Mode};
 use crate::replay::compare::Seen;
-use crate::replay::{drive, generate, BadRows, DiffSide, Hooks, Matcher, Merge, Options, Progress, Runner, Totals};
+use crate::replay::{
+    drive, drive_threads, generate, BadRows, DiffSide, Hooks, Matcher, Merge, Options, Plan, Progress, Rejections,
+    ReplayError, Runner, Side, Totals,
+};
 use crate::rules::RuleSet;
 use crate::service::rulebook::load_dir;
 use crate::tick_file::time::format_iso;
@@ -80,6 +91,10 @@ pub struct ReplayArgs {
     /// Only read and parse the files (a baseline for throughput).
     #[arg(long, conflicts_with_all = ["rules", "compare"])]
     pub parse_only: bool,
+    /// Engine threads: instruments are split over this many workers, the
+    /// output is the same [default: every core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 
     #[command(flatten)]
     pub columns: ColumnArgs,
@@ -154,7 +169,11 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         BadRows::Stop
     };
     let mut merge = Merge::open(&args.files, &mapping, bad_rows)?;
-    let mut runners: Vec<Runner> = rulesets.into_iter().map(|set| Runner::new(set, &merge)).collect();
+    let rulesets: Vec<Arc<RuleSet>> = rulesets.into_iter().map(Arc::new).collect();
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
     let mut out = output(args.out.as_deref())?;
     let mut hooks = ProgressLine::new(io::stderr().is_terminal());
     let start = Instant::now();
@@ -162,9 +181,10 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut report = String::new();
     let written = if args.compare.is_some() {
         let mut matcher = Matcher::new();
-        let totals = drive(
+        let (totals, sides, note) = run_engines(
             &mut merge,
-            &mut runners,
+            &rulesets,
+            threads,
             &options,
             &mut hooks,
             &mut |side, seq, alert, rx| {
@@ -193,19 +213,21 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         hooks.clear();
         let dirs = args.compare.as_deref().unwrap_or_default();
         describe_input(&mut report, &merge, &totals);
-        compare_report(&mut report, dirs, &runners, &diffs, same, raised);
+        report.push_str(&note);
+        compare_report(&mut report, dirs, &sides, &diffs, same, raised);
         (diffs.len() as u64, totals, elapsed)
     } else {
         let format = args.format;
         let mut line = Vec::with_capacity(1024);
-        if format == OutputFormat::Csv && !runners.is_empty() {
+        if format == OutputFormat::Csv && !rulesets.is_empty() {
             out.write_all(AlertJson::CSV_HEADER.as_bytes())
                 .and_then(|()| out.write_all(b"\n"))
                 .context("cannot write alerts")?;
         }
-        let totals = drive(
+        let (totals, sides, note) = run_engines(
             &mut merge,
-            &mut runners,
+            &rulesets,
+            threads,
             &options,
             &mut hooks,
             &mut |_, seq, alert, rx| {
@@ -219,10 +241,11 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         let elapsed = start.elapsed().as_secs_f64();
         hooks.clear();
         describe_input(&mut report, &merge, &totals);
-        if let Some(runner) = runners.first() {
-            replay_report(&mut report, runner);
+        report.push_str(&note);
+        if let Some(side) = sides.first() {
+            replay_report(&mut report, side);
         }
-        (runners.first().map_or(0, |r| r.emitted), totals, elapsed)
+        (sides.first().map_or(0, |s| s.emitted), totals, elapsed)
     };
     let (alerts, totals, seconds) = written;
     let rate = if seconds > 0.0 {
@@ -237,6 +260,51 @@ pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     );
     eprint!("{report}");
     Ok(())
+}
+
+/// Runs the rulesets over `merge` on `threads` threads when the rules and
+/// options allow it, else on one; the line saying which (empty when only
+/// reading).
+fn run_engines(
+    merge: &mut Merge,
+    rulesets: &[Arc<RuleSet>],
+    threads: usize,
+    options: &Options,
+    hooks: &mut ProgressLine,
+    deliver: &mut impl FnMut(usize, u64, &Alert, i64) -> io::Result<()>,
+) -> Result<(Totals, Vec<Side>, String), ReplayError> {
+    let single = |merge: &mut Merge, hooks: &mut ProgressLine, deliver: &mut _, note: String| {
+        let mut runners: Vec<Runner> = rulesets
+            .iter()
+            .map(|set| Runner::new(RuleSet::clone(set), merge))
+            .collect();
+        let totals = drive(merge, &mut runners, options, hooks, deliver)?;
+        let sides = runners
+            .into_iter()
+            .map(|r| Side {
+                emitted: r.emitted,
+                rejections: r.rejections,
+                stats: r.stats,
+            })
+            .collect();
+        Ok((totals, sides, note))
+    };
+    if rulesets.is_empty() {
+        return single(merge, hooks, deliver, String::new());
+    }
+    if threads <= 1 {
+        return single(merge, hooks, deliver, "threads: 1\n".into());
+    }
+    if options.speed.is_some() {
+        return single(merge, hooks, deliver, "threads: 1 (paced by --speed)\n".into());
+    }
+    match Plan::new(rulesets, threads) {
+        Plan::Single(why) => single(merge, hooks, deliver, format!("threads: 1 ({why})\n")),
+        Plan::Partitioned(partitioner) => {
+            let (totals, sides) = drive_threads(merge, rulesets, partitioner, threads, options, hooks, deliver)?;
+            Ok((totals, sides, format!("threads: {threads}\n")))
+        }
+    }
 }
 
 fn load_rules(dir: &Path) -> anyhow::Result<RuleSet> {
@@ -347,8 +415,7 @@ fn describe_input(report: &mut String, merge: &Merge, totals: &Totals) {
     }
 }
 
-fn rejections(report: &mut String, label: &str, runner: &Runner) {
-    let r = &runner.rejections;
+fn rejections(report: &mut String, label: &str, r: &Rejections) {
     if r.total() == 0 {
         let _ = writeln!(report, "{label}ticks rejected by the engine: 0");
         return;
@@ -365,9 +432,9 @@ fn rejections(report: &mut String, label: &str, runner: &Runner) {
     }
 }
 
-fn replay_report(report: &mut String, runner: &Runner) {
-    rejections(report, "", runner);
-    let stats = &runner.stats;
+fn replay_report(report: &mut String, side: &Side) {
+    rejections(report, "", &side.rejections);
+    let stats = &side.stats;
     let (active, shadow) = (stats.total(Mode::Active), stats.total(Mode::Shadow));
     let _ = writeln!(
         report,
@@ -396,16 +463,16 @@ fn replay_report(report: &mut String, runner: &Runner) {
 fn compare_report(
     report: &mut String,
     dirs: &[PathBuf],
-    runners: &[Runner],
+    sides: &[Side],
     diffs: &[crate::replay::Diff],
     same: u64,
     raised: [u64; 2],
 ) {
-    for (i, runner) in runners.iter().enumerate() {
+    for (i, side) in sides.iter().enumerate() {
         let name = if i == 0 { "A" } else { "B" };
         let dir = dirs.get(i).map(|d| d.display().to_string()).unwrap_or_default();
         let _ = writeln!(report, "{name} = {dir}: {} alerts", thousands(raised[i]));
-        rejections(report, &format!("  {name}: "), runner);
+        rejections(report, &format!("  {name}: "), &side.rejections);
     }
     let count = |side: DiffSide| diffs.iter().filter(|d| d.side == side).count();
     let _ = writeln!(

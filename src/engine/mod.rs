@@ -35,6 +35,23 @@ pub mod status;
 pub use partition::{BoundRule, BoundRules, Partition, PartitionReset};
 pub use status::InstrumentStatus;
 
+/// An evaluation run by [`Engine::check_timers_marked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimerSource {
+    Instrument(InstrumentId),
+    Group(group::GroupKey),
+}
+
+/// What raises the alerts that follow, in [`Engine::check_timers_marked`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimerMark {
+    /// The timers of an instrument or a group.
+    Eval(TimerSource),
+    /// The patterns given the `n`-th alert (from 0) that the timers of
+    /// the source relayed.
+    Relay(TimerSource, u32),
+}
+
 type StateCell = crate::state::StateCell<Partition>;
 pub use snapshot::{EngineSnapshot, InstrumentSnapshot, RestoreError, RestoreReport, RuleStamp, SkippedInstrument};
 
@@ -496,6 +513,18 @@ impl Engine {
     /// feed's timestamps are. In a replay receive time is event time, so
     /// the two coincide.
     pub fn check_timers(&self, now_ns: i64, out: &mut impl AlertSink) {
+        self.check_timers_marked(now_ns, out, |_, _| {});
+    }
+
+    /// As [`Engine::check_timers`], calling `mark` before each evaluation
+    /// whose alerts follow in `out`: an instrument's or a group's timers
+    /// ([`TimerMark::Eval`]), then the patterns given each alert those
+    /// relayed ([`TimerMark::Relay`]). Evaluations with nothing due are
+    /// not marked. A replay on several engines uses the marks to merge
+    /// their timer alerts back into the order of one engine: instruments
+    /// in id order, then groups in key order, then the relayed alerts in
+    /// the order they were raised.
+    pub fn check_timers_marked<S: AlertSink>(&self, now_ns: i64, out: &mut S, mut mark: impl FnMut(&mut S, TimerMark)) {
         if now_ns < self.earliest_deadline_ns.load(Ordering::Acquire) {
             return;
         }
@@ -506,11 +535,18 @@ impl Engine {
         let ruleset = self.ruleset.load();
         let relays = self.relays.load(Ordering::Relaxed);
         let mut relayed = Vec::new();
+        // Where each marked evaluation's relayed alerts start.
+        let mut origins: Vec<(usize, TimerSource)> = Vec::new();
         self.states.for_each(|partition| {
             if partition.next_deadline_ns > now_ns {
                 self.note_deadline(partition.next_deadline_ns);
                 return;
             }
+            let source = TimerSource::Instrument(partition.instrument.id);
+            if relays {
+                origins.push((relayed.len(), source.clone()));
+            }
+            mark(out, TimerMark::Eval(source));
             if partition.ruleset_version < ruleset.version {
                 let event_now = partition.instrument.event_time_at(now_ns);
                 partition.rebind(&ruleset, event_now, out, &self.instruments, &self.groups);
@@ -542,6 +578,11 @@ impl Engine {
                 self.note_deadline(group.next_deadline_ns);
                 continue;
             }
+            let source = TimerSource::Group(group.key.clone());
+            if relays {
+                origins.push((relayed.len(), source.clone()));
+            }
+            mark(out, TimerMark::Eval(source));
             if group.ruleset_version < ruleset.version {
                 group.rebind(&ruleset, now_ns, out, &self.instruments);
             }
@@ -557,7 +598,19 @@ impl Engine {
             };
             self.note_deadline(due);
         }
-        self.relay(&relayed, now_ns, out);
+        if relayed.is_empty() {
+            return;
+        }
+        let mut origin = 0;
+        for (i, alert) in relayed.iter().enumerate() {
+            while origin + 1 < origins.len() && origins[origin + 1].0 <= i {
+                origin += 1;
+            }
+            if let Some((start, source)) = origins.get(origin) {
+                mark(out, TimerMark::Relay(source.clone(), (i - start) as u32));
+            }
+            self.feed_alert(alert, now_ns, out);
+        }
     }
 
     /// Lowers the earliest-deadline hint to `deadline_ns` if that is

@@ -11,7 +11,7 @@ use crate::model::Alert;
 use crate::tick_file::TickRow;
 
 /// How often (in ticks) [`Hooks::progress`] is called.
-const PROGRESS_EVERY: u64 = 1 << 16;
+pub(super) const PROGRESS_EVERY: u64 = 1 << 16;
 
 /// How a replay runs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -206,7 +206,7 @@ fn read_only(rows: &[TickRow], totals: &mut Totals, merge: &Merge, hooks: &mut i
 }
 
 /// The first multiple of `step` after `t`.
-fn boundary_after(t: i64, step: i64) -> i64 {
+pub(super) fn boundary_after(t: i64, step: i64) -> i64 {
     (t.div_euclid(step) + 1).saturating_mul(step)
 }
 

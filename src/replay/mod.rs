@@ -16,6 +16,9 @@
 //!   ticks counted by reason, alerts stamped with event time.
 //! - [`drive`]: the loop both commands share: timers in event time,
 //!   optional pacing, progress.
+//! - [`threads`]: the same on several threads, instruments split across
+//!   workers ([`partition`] keeps those that rules couple together), the
+//!   alerts merged back into one thread's order.
 //! - [`stats`]: per-rule counts, first and last alert, and the summary
 //!   people read.
 //! - [`compare`]: two rulesets over one pass of the data, and what differs.
@@ -43,8 +46,10 @@ pub mod compare;
 pub mod drive;
 pub mod generate;
 pub mod merge;
+pub mod partition;
 pub mod runner;
 pub mod stats;
+pub mod threads;
 
 use std::io;
 
@@ -53,8 +58,10 @@ use crate::tick_file::TickFileError;
 pub use compare::{Diff, DiffSide, Matcher};
 pub use drive::{drive, Hooks, NoHooks, Options, Progress, Totals};
 pub use merge::{BadRows, Merge};
-pub use runner::{Rejections, Runner};
+pub use partition::{Partitioner, Plan};
+pub use runner::{Rejections, Runner, Sources};
 pub use stats::RuleStats;
+pub use threads::{drive_threads, Side};
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@
 //! are counted by [`RejectCode`] with the first few quoted: a replay never
 //! drops a tick silently.
 
+use crate::engine::TimerMark;
 use crate::ingest::{RejectCounts, TickError};
 use crate::model::{Alert, InstrumentId};
 use crate::rules::RuleSet;
@@ -24,12 +25,34 @@ use super::stats::RuleStats;
 /// How many rejected ticks are quoted in the summary.
 pub const REJECTED_EXAMPLES: usize = 5;
 
+/// The files a [`Runner`] reads from: their names and instruments.
+pub trait Sources {
+    /// The name of file `source`, for messages.
+    fn name(&self, source: u32) -> &str;
+    /// The symbol of instrument `index` of file `source`.
+    fn symbol(&self, source: u32, index: u32) -> &str;
+}
+
+impl Sources for Merge {
+    fn name(&self, source: u32) -> &str {
+        Merge::name(self, source)
+    }
+
+    fn symbol(&self, source: u32, index: u32) -> &str {
+        Merge::symbol(self, source, index)
+    }
+}
+
 /// Ticks the engine refused, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rejections {
     pub by_code: RejectCounts,
     /// `file:line: reason` of the first rejected ticks.
     pub examples: Vec<String>,
+    /// Where each example's tick is in the merged stream, when the runner
+    /// is told ([`Runner::ticks_at`]): to keep the first few of several
+    /// runners.
+    pub example_at: Vec<u64>,
 }
 
 impl Rejections {
@@ -42,10 +65,37 @@ impl Rejections {
         self.by_code.nonzero().map(|(code, n)| (code.as_str(), n))
     }
 
-    fn count(&mut self, error: &TickError, merge: &Merge, source: u32, line: u64) {
+    fn count(&mut self, error: &TickError, names: &impl Sources, source: u32, line: u64, at: u64) {
         self.by_code.add(error.code());
         if self.examples.len() < REJECTED_EXAMPLES {
-            self.examples.push(format!("{}:{line}: {error}", merge.name(source)));
+            self.examples.push(format!("{}:{line}: {error}", names.name(source)));
+            self.example_at.push(at);
+        }
+    }
+
+    /// The rejections of several runners over parts of one stream, as
+    /// one runner over all of it would count them: the counts summed, the
+    /// first examples by their place in the stream.
+    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Rejections>) -> Rejections {
+        let mut by_code = RejectCounts::default();
+        let mut examples: Vec<(u64, &str)> = Vec::new();
+        for part in parts {
+            for (total, n) in by_code.0.iter_mut().zip(part.by_code.0) {
+                *total += n;
+            }
+            examples.extend(
+                part.example_at
+                    .iter()
+                    .copied()
+                    .zip(part.examples.iter().map(String::as_str)),
+            );
+        }
+        examples.sort_by_key(|(at, _)| *at);
+        examples.truncate(REJECTED_EXAMPLES);
+        Rejections {
+            by_code,
+            examples: examples.iter().map(|(_, e)| (*e).to_owned()).collect(),
+            example_at: examples.iter().map(|(at, _)| *at).collect(),
         }
     }
 }
@@ -97,11 +147,17 @@ pub struct Runner {
 impl Runner {
     /// A fresh engine with `ruleset`, for the files of `merge`.
     pub fn new(ruleset: RuleSet, merge: &Merge) -> Self {
+        Runner::for_files(ruleset, (0..merge.len() as u32).map(|i| merge.has_seq(i)).collect())
+    }
+
+    /// A fresh engine with `ruleset`, for files of which `has_seq` says
+    /// whether each numbers its own ticks.
+    pub fn for_files(ruleset: RuleSet, has_seq: Vec<bool>) -> Self {
         Runner {
             engine: Engine::new(EngineConfig::default(), ruleset),
             pipeline: Pipeline::new(),
-            ids: vec![Vec::new(); merge.len()],
-            has_seq: (0..merge.len() as u32).map(|i| merge.has_seq(i)).collect(),
+            ids: vec![Vec::new(); has_seq.len()],
+            has_seq,
             next_seq: Vec::new(),
             pushed: Vec::new(),
             alerts: Vec::new(),
@@ -123,12 +179,12 @@ impl Runner {
     #[inline]
     pub fn tick<E>(
         &mut self,
-        merge: &Merge,
+        names: &impl Sources,
         source: u32,
         row: &TickRow,
         deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.ticks(merge, source, std::slice::from_ref(row), deliver)
+        self.ticks(names, source, std::slice::from_ref(row), deliver)
     }
 
     /// Applies rows of file `source` in order, as a batch through the
@@ -140,21 +196,43 @@ impl Runner {
     /// refused are not applied.
     pub fn ticks<E>(
         &mut self,
-        merge: &Merge,
+        names: &impl Sources,
         source: u32,
         rows: &[TickRow],
         deliver: &mut impl FnMut(u64, &Alert, i64) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.ticks_at(names, source, rows, &[], &mut |_, seq, alert, rx| {
+            deliver(seq, alert, rx)
+        })
+    }
+
+    /// As [`Runner::ticks`], with each row's place in the merged stream
+    /// (`at`, parallel to `rows`, or empty when unknown), kept with the
+    /// rejected ticks' examples; `deliver` is also given the index in
+    /// `rows` of the tick that raised the alert.
+    ///
+    /// # Errors
+    /// As [`Runner::ticks`].
+    pub fn ticks_at<E>(
+        &mut self,
+        names: &impl Sources,
+        source: u32,
+        rows: &[TickRow],
+        at: &[u64],
+        deliver: &mut impl FnMut(usize, u64, &Alert, i64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let place = |k: usize| at.get(k).copied().unwrap_or(0);
         let has_seq = self.has_seq[source as usize];
         let mut rest = rows;
         while !rest.is_empty() {
+            let offset = rows.len() - rest.len();
             // Number the rows up to the first whose instrument is refused.
             self.pipeline.clear();
             self.pushed.clear();
             let mut unresolved = None;
             for row in rest {
                 let t = row.event_time_ns;
-                let instrument = match self.id(merge, source, row.instrument, t) {
+                let instrument = match self.id(names, source, row.instrument, t) {
                     Ok(id) => id,
                     Err(e) => {
                         unresolved = Some(e);
@@ -191,9 +269,11 @@ impl Runner {
                     if !has_seq {
                         next_seq[pushed[i].0 as usize] -= 1;
                     }
-                    rejections.count(e, merge, source, rest[i].line);
+                    rejections.count(e, names, source, rest[i].line, place(offset + i));
                 }
-                result = flush(alerts, emitted, stats, rest[i].event_time_ns, deliver);
+                result = flush(alerts, emitted, stats, rest[i].event_time_ns, &mut |seq, alert, rx| {
+                    deliver(offset + i, seq, alert, rx)
+                });
                 !refused && result.is_ok()
             });
             if !has_seq {
@@ -207,7 +287,8 @@ impl Runner {
                 continue;
             }
             if let Some(e) = unresolved {
-                self.rejections.count(&e, merge, source, rest[done].line);
+                self.rejections
+                    .count(&e, names, source, rest[done].line, place(offset + done));
                 rest = &rest[done + 1..];
             } else {
                 rest = &[];
@@ -229,6 +310,43 @@ impl Runner {
         self.flush(now_ns, deliver)
     }
 
+    /// As [`Runner::timers`], giving `deliver` also what raised each alert
+    /// ([`Engine::check_timers_marked`]).
+    ///
+    /// # Errors
+    /// Whatever `deliver` returns.
+    pub fn timers_marked<E>(
+        &mut self,
+        now_ns: i64,
+        marks: &mut Vec<(usize, TimerMark)>,
+        deliver: &mut impl FnMut(Option<&TimerMark>, u64, &Alert, i64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        marks.clear();
+        self.engine
+            .check_timers_marked(now_ns, &mut self.alerts, |alerts, mark| {
+                marks.push((alerts.len(), mark))
+            });
+        let mut k = 0;
+        let mut i = 0;
+        let mut result = Ok(());
+        let Runner {
+            alerts, emitted, stats, ..
+        } = self;
+        for alert in alerts.drain(..) {
+            while k + 1 < marks.len() && marks[k + 1].0 <= i {
+                k += 1;
+            }
+            i += 1;
+            *emitted += 1;
+            stats.record(&alert);
+            if result.is_ok() {
+                let mark = marks.get(k).filter(|(at, _)| *at < i).map(|(_, m)| m);
+                result = deliver(mark, *emitted, &alert, now_ns);
+            }
+        }
+        result
+    }
+
     #[inline]
     fn flush<E>(
         &mut self,
@@ -246,14 +364,14 @@ impl Runner {
 
     /// The engine id of instrument `index` of file `source`.
     #[inline]
-    fn id(&mut self, merge: &Merge, source: u32, index: u32, now_ns: i64) -> Result<InstrumentId, TickError> {
+    fn id(&mut self, names: &impl Sources, source: u32, index: u32, now_ns: i64) -> Result<InstrumentId, TickError> {
         let ids = &mut self.ids[source as usize];
         if let Some(Some(id)) = ids.get(index as usize) {
             return Ok(*id);
         }
         let id = self
             .pipeline
-            .resolve(&self.engine, merge.symbol(source, index), now_ns)?;
+            .resolve(&self.engine, names.symbol(source, index), now_ns)?;
         if ids.len() <= index as usize {
             ids.resize(index as usize + 1, None);
         }

@@ -17,7 +17,7 @@ pub struct SourceFile {
 }
 
 /// Every rule of a rules folder, compiled; swapped in as a whole.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RuleSet {
     /// Set by the engine when the ruleset is installed (1, 2, ...); 0 before.
     pub version: u64,
