@@ -151,7 +151,7 @@ actions = ["notify"]
 [[rule]]
 id = "perps-median"
 group = "group:perps"
-when = "group_median(price) < 400"
+when = "group_median(price) > 1"
 severity = "warning"
 actions = ["notify"]
 
@@ -294,7 +294,8 @@ fn real_recordings_replay_the_same_on_any_thread_count() {
 fn bad_thread_counts_are_refused_with_the_flag_named() {
     let flash = data("flash_sell_sequence.csv");
     for bad in ["0", "two", "-1", "5000"] {
-        let out = airbag(&["--rules", "rules", "--threads", bad, flash.to_str().unwrap()]);
+        let flag = format!("--threads={bad}");
+        let out = airbag(&["--rules", "rules", &flag, flash.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "--threads {bad}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--threads"), "--threads {bad}: {stderr}");
