@@ -101,7 +101,11 @@ fn write_market(dir: &Path) -> (PathBuf, PathBuf) {
         } else {
             *p *= 1.0 + ((r % 21) as f64 - 10.0) / 20_000.0;
         }
-        let file = if i % 2 == 0 || (i == 1 && n % 2 == 0) { 0 } else { 1 };
+        let file = if i.is_multiple_of(2) || (i == 1 && n.is_multiple_of(2)) {
+            0
+        } else {
+            1
+        };
         let out = &mut files[file];
         match n % 7_919 {
             13 => out.push_str(&format!("{},{},{:.4},1\n", SYMBOLS[i], t - 5_000, *p)),

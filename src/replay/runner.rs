@@ -327,20 +327,18 @@ impl Runner {
                 marks.push((alerts.len(), mark))
             });
         let mut k = 0;
-        let mut i = 0;
         let mut result = Ok(());
         let Runner {
             alerts, emitted, stats, ..
         } = self;
-        for alert in alerts.drain(..) {
+        for (i, alert) in alerts.drain(..).enumerate() {
             while k + 1 < marks.len() && marks[k + 1].0 <= i {
                 k += 1;
             }
-            i += 1;
             *emitted += 1;
             stats.record(&alert);
             if result.is_ok() {
-                let mark = marks.get(k).filter(|(at, _)| *at < i).map(|(_, m)| m);
+                let mark = marks.get(k).filter(|(at, _)| *at <= i).map(|(_, m)| m);
                 result = deliver(mark, *emitted, &alert, now_ns);
             }
         }
