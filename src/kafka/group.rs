@@ -55,6 +55,7 @@ use crate::alerts::replayed::AlertIdentity;
 use crate::checkpoint::{format, Checkpoint};
 use crate::config::kafka::{KafkaSinkConfig, KafkaSourceConfig, SinkFormat};
 use crate::model::AlertKind;
+use crate::service::shared::{OwnedPartition, SharedPartitions, SharedStatus};
 use crate::service::{Core, Pipeline};
 
 /// Magic bytes in front of a state record.
@@ -66,6 +67,8 @@ const RECORD_VERSION: u32 = 1;
 const SINK_WAIT: Duration = Duration::from_secs(10);
 /// Longest a read of the state or alert topic may take.
 const READ_LIMIT: Duration = Duration::from_secs(15);
+/// Longest the request for a partition's end offset (for the lag) may take.
+const WATERMARK_LIMIT: Duration = Duration::from_millis(200);
 /// Longest a state record's delivery may take.
 const PRODUCE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -83,13 +86,27 @@ struct RecordHead {
 }
 
 /// What this instance knows of one partition it owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Owned {
     instruments: FxHashSet<Arc<str>>,
     /// The newest offset applied.
     applied: Option<i64>,
     /// The newest offset a written state record holds.
     written: Option<i64>,
+    /// Messages behind the partition's end at the last state write (-1:
+    /// not known).
+    lag: i64,
+}
+
+impl Default for Owned {
+    fn default() -> Self {
+        Owned {
+            instruments: FxHashSet::default(),
+            applied: None,
+            written: None,
+            lag: -1,
+        }
+    }
 }
 
 /// The alert topic read on take-over: the first sink's.
@@ -138,16 +155,6 @@ impl std::fmt::Debug for Group {
             .field("state_topic", &self.state_topic)
             .finish_non_exhaustive()
     }
-}
-
-/// A partition owned now, as `Status` and the metrics show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnedPartition {
-    pub topic: String,
-    pub partition: i32,
-    pub instruments: usize,
-    pub applied_offset: Option<i64>,
-    pub written_offset: Option<i64>,
 }
 
 impl Group {
@@ -220,16 +227,17 @@ impl Group {
     }
 
     /// The partitions owned now.
-    pub fn owned(&self) -> Vec<OwnedPartition> {
+    fn owned(&self) -> Vec<OwnedPartition> {
         self.parts
             .lock()
             .iter()
             .map(|(&partition, owned)| OwnedPartition {
                 topic: self.tick_topic.clone(),
                 partition,
-                instruments: owned.instruments.len(),
-                applied_offset: owned.applied,
-                written_offset: owned.written,
+                instruments: owned.instruments.len() as u64,
+                applied_offset: owned.applied.unwrap_or(-1),
+                written_offset: owned.written.unwrap_or(-1),
+                lag: owned.lag,
             })
             .collect()
     }
@@ -257,6 +265,19 @@ impl Group {
     /// Writes the state of every owned partition that applied messages
     /// since its last record, and commits their offsets.
     pub fn write_due<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) {
+        let owned: Vec<i32> = self.parts.lock().keys().copied().collect();
+        for partition in owned {
+            // One short request per partition (a metric: the state write
+            // does not wait on it beyond this).
+            let high = consumer
+                .fetch_watermarks(&self.tick_topic, partition, WATERMARK_LIMIT)
+                .map(|(_, high)| high);
+            if let (Ok(high), Some(owned)) = (high, self.parts.lock().get_mut(&partition)) {
+                if let Some(applied) = owned.applied {
+                    owned.lag = (high - applied - 1).max(0);
+                }
+            }
+        }
         let due: Vec<i32> = self
             .parts
             .lock()
@@ -573,6 +594,25 @@ impl Group {
             }
         }
         out
+    }
+}
+
+impl SharedPartitions for Group {
+    fn status(&self) -> SharedStatus {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        SharedStatus {
+            partitions: self.owned(),
+            rebalances: load(&s.rebalances),
+            last_rebalance_ns: load(&s.last_rebalance_ns),
+            states_written: load(&s.states_written),
+            state_write_failures: load(&s.state_write_failures),
+            last_state_bytes: load(&s.last_state_bytes),
+            restores: load(&s.restores),
+            last_restore_ns: load(&s.last_restore_ns),
+            last_restore_bytes: load(&s.last_restore_bytes),
+            handed_over_dropped: self.core.bus().handed_over_counts().0,
+        }
     }
 }
 

@@ -109,6 +109,7 @@ impl Source {
         let context = GroupContext::default();
         if let Some(group) = &group {
             let _ = context.group.set(group.clone());
+            core.set_shared(group.clone());
         }
         let consumer: StreamConsumer<GroupContext> =
             client
