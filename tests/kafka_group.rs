@@ -275,7 +275,18 @@ fn stream(broker: &Broker, produced: Arc<AtomicU64>) -> tokio::task::JoinHandle<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_together_raise_what_one_instance_raises() {
+    run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_hands_its_partitions_over_without_losing_or_repeating_an_alert() {
+    run(true).await;
+}
+
+/// Three members and a reference over the same stream; with `kill`, the
+/// breaker's owner is killed mid-stream and a fourth member started.
+async fn run(kill: bool) {
     let started = Instant::now();
     let broker = Broker::start();
     broker.create_topic("group-ticks", TICK_PARTITIONS).await;
@@ -321,6 +332,21 @@ async fn a_killed_member_hands_its_partitions_over_without_losing_or_repeating_a
 
     let produced = Arc::new(AtomicU64::new(0));
     let producer = stream(&broker, produced.clone());
+    if !kill {
+        producer.await.expect("producer");
+        let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+        wait_applied_all(&[reference.port], Duration::from_secs(60), || reference.log_text()).await;
+        wait_applied_all(&ports, Duration::from_secs(60), || logs(&members)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (got, _, held, repeats) = compare(&broker, &reference, || logs(&members)).await;
+        eprintln!(
+            "group of 3, all alive: {} alerts as a single instance's; the topic held {held} messages, {repeats} \
+             repeats by identity; {:.1} s",
+            got.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
 
     // The breaker trips at round 60 and stays halted to round 120: kill
     // its owner in between, once every member is applying.
@@ -383,29 +409,9 @@ async fn a_killed_member_hands_its_partitions_over_without_losing_or_repeating_a
     // The breaker's resume after the stream: wait for the last timers.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let published = published_alerts(reference.port).await;
-    let reference_alerts = read_alerts(&broker, "group-alerts-ref", published).await;
-    let (expected, reference_repeats) = by_identity(&reference_alerts);
-    assert_eq!(reference_repeats, 0, "a single instance raises each alert once");
+    let (got, expected, held, repeats) = compare(&broker, &reference, || logs(&members)).await;
     let crashes = expected.values().filter(|a| a.contains(r#""kind":"fired""#)).count();
-    assert!(
-        crashes >= INSTRUMENTS * 3,
-        "the stream crashes each instrument three times: {crashes} fired"
-    );
     let shared = read_alerts(&broker, "group-alerts", expected.len()).await;
-    let held = shared.len();
-    let (got, repeats) = by_identity(&shared);
-    let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "the group's alerts differ from a single instance's: {} against {}\nmissing (first 5): {missing:#?}\n\
-         extra (first 5): {extra:#?}\n{}",
-        got.len(),
-        expected.len(),
-        logs(&members)
-    );
-    assert_eq!(got, expected, "same identities, same alerts");
     let breaker: Vec<&Value> = shared.iter().filter(|a| a["instrument"] == BREAKER).collect();
     let tripped = breaker.iter().filter(|a| a["kind"] == "tripped").count();
     assert_eq!(
@@ -446,4 +452,38 @@ async fn published_alerts(port: u16) -> usize {
         count += 1;
     }
     count
+}
+
+/// The group's alert topic and the reference's, each by identity: (group,
+/// reference, messages the group's topic held, its repeats). Fails the
+/// test when they differ.
+async fn compare(
+    broker: &Broker,
+    reference: &Serve,
+    logs: impl Fn() -> String,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>, usize, usize) {
+    let published = published_alerts(reference.port).await;
+    let reference_alerts = read_alerts(broker, "group-alerts-ref", published).await;
+    let (expected, reference_repeats) = by_identity(&reference_alerts);
+    assert_eq!(reference_repeats, 0, "a single instance raises each alert once");
+    let crashes = expected.values().filter(|a| a.contains(r#""kind":"fired""#)).count();
+    assert!(
+        crashes >= INSTRUMENTS * 3,
+        "the stream crashes each instrument three times: {crashes} fired"
+    );
+    let shared = read_alerts(broker, "group-alerts", expected.len()).await;
+    let held = shared.len();
+    let (got, repeats) = by_identity(&shared);
+    let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the group's alerts differ from a single instance's: {} against {}\nmissing (first 5): {missing:#?}\n\
+         extra (first 5): {extra:#?}\n{}",
+        got.len(),
+        expected.len(),
+        logs()
+    );
+    assert_eq!(got, expected, "same identities, same alerts");
+    (got, expected, held, repeats)
 }
