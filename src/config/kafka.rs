@@ -365,6 +365,12 @@ impl KafkaConfig {
                         "only the first source may share its partitions with other instances".into(),
                     );
                 }
+                if source.topics.len() > 1 {
+                    problem(
+                        at("state_topic"),
+                        "a source that shares its partitions reads one topic".into(),
+                    );
+                }
             }
             if !(50..=3_600_000).contains(&source.state_interval_ms) {
                 problem(
@@ -482,6 +488,24 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
             Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_state_topic_is_for_one_group_topic_of_the_first_source() {
+        let base = "[[kafka.source]]\nbrokers = [\"b:1\"]\ngroup_id = \"g\"\n";
+        assert!(problems(&format!("{base}topics = [\"t\"]\nstate_topic = \"s\"\n")).is_empty());
+        let found = problems(&format!(
+            "{base}topics = [\"t\", \"u\"]\nstate_topic = \"s s\"\npartitions = \"all\"\nstate_interval_ms = 1\n"
+        ));
+        let joined = found.join("\n");
+        for expected in [
+            "source[0].state_topic: must be a Kafka topic name",
+            "source[0].state_topic: only with partitions = \"group\"",
+            "source[0].state_topic: a source that shares its partitions reads one topic",
+            "source[0].state_interval_ms: must be between 50 and 3600000, got 1",
+        ] {
+            assert!(joined.contains(expected), "{expected} not in:\n{joined}");
         }
     }
 
