@@ -67,6 +67,9 @@ const RECORD_VERSION: u32 = 1;
 const SINK_WAIT: Duration = Duration::from_secs(10);
 /// Longest a read of the state or alert topic may take.
 const READ_LIMIT: Duration = Duration::from_secs(15);
+/// A read of the state or alert topic that gets no message for this long
+/// is over.
+const READ_IDLE: Duration = Duration::from_secs(2);
 /// Longest the request for a partition's end offset (for the lag) may take.
 const WATERMARK_LIMIT: Duration = Duration::from_millis(200);
 /// Longest a state record's delivery may take.
@@ -507,39 +510,23 @@ impl Group {
                 return found;
             }
         };
-        let mut assignment = TopicPartitionList::new();
-        for &target in &targets {
-            let _ = assignment.add_partition_offset(&self.state_topic, target, Offset::Beginning);
-        }
-        if let Err(error) = consumer.assign(&assignment) {
-            warn!(source = %self.name, %error, "Cannot read the state topic.");
-            return found;
-        }
-        let mut open = targets.len();
-        let deadline = Instant::now() + READ_LIMIT;
-        while open > 0 && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                    if let Some(&partition) = key.and_then(|k| wanted.get(k)) {
-                        let payload = message.payload().unwrap_or_default();
-                        match decode_record(payload) {
-                            Ok((head, checkpoint)) => {
-                                found.insert(partition, Some((head, checkpoint, payload.len())));
-                            }
-                            Err(error) => {
-                                warn!(source = %self.name, partition, offset = message.offset(), %error, "A state record does not decode; passed over.")
-                            }
-                        }
+        let from: Vec<(i32, Offset)> = targets.iter().map(|&t| (t, Offset::Beginning)).collect();
+        let whole = read_to_end(&consumer, &self.state_topic, &from, |message| {
+            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+            if let Some(&partition) = key.and_then(|k| wanted.get(k)) {
+                let payload = message.payload().unwrap_or_default();
+                match decode_record(payload) {
+                    Ok((head, checkpoint)) => {
+                        found.insert(partition, Some((head, checkpoint, payload.len())));
+                    }
+                    Err(error) => {
+                        warn!(source = %self.name, partition, offset = message.offset(), %error, "A state record does not decode; passed over.")
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(error)) => debug!(source = %self.name, %error, "State topic read."),
-                None => {}
             }
-        }
-        if open > 0 {
-            warn!(source = %self.name, "The state topic was not read to its end within {READ_LIMIT:?}: the newest records found are used.");
+        });
+        if !whole {
+            warn!(source = %self.name, "The state topic was not read to its end: the newest records found are used.");
         }
         wanted.clear();
         found
@@ -564,34 +551,25 @@ impl Group {
             .ok()
             .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
             .unwrap_or(0);
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..partitions {
-            let from = head
-                .alert_from
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map_or(Offset::Beginning, |&(_, o)| Offset::Offset(o));
-            let _ = assignment.add_partition_offset(&side.topic, p, from);
-        }
-        if partitions == 0 || consumer.assign(&assignment).is_err() {
-            warn!(source = %self.name, topic = %side.topic, "Cannot read the alert topic: alerts raised again may be published twice.");
-            return out;
-        }
-        let mut open = partitions;
-        let deadline = Instant::now() + READ_LIMIT;
-        while open > 0 && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    if let Some(identity) = identity_of(side.format, message.payload().unwrap_or_default()) {
-                        if instruments.contains(&*identity.instrument) {
-                            out.push(identity);
-                        }
-                    }
+        let from: Vec<(i32, Offset)> = (0..partitions)
+            .map(|p| {
+                let from = head
+                    .alert_from
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or(Offset::Beginning, |&(_, o)| Offset::Offset(o));
+                (p, from)
+            })
+            .collect();
+        let whole = read_to_end(&consumer, &side.topic, &from, |message| {
+            if let Some(identity) = identity_of(side.format, message.payload().unwrap_or_default()) {
+                if instruments.contains(&*identity.instrument) {
+                    out.push(identity);
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(error)) => debug!(source = %self.name, %error, "Alert topic read."),
-                None => {}
             }
+        });
+        if partitions == 0 || !whole {
+            warn!(source = %self.name, topic = %side.topic, "The alert topic was not read to its end: alerts raised again may be published twice.");
         }
         out
     }
@@ -614,6 +592,68 @@ impl SharedPartitions for Group {
             handed_over_dropped: self.core.bus().handed_over_counts().0,
         }
     }
+}
+
+/// Reads `topic`'s partitions from their offsets in `from` to their ends
+/// (the end each had when the read began), giving each message to `each`.
+/// A partition is done at its end offset or at the client's end-of-
+/// partition event, whichever comes first; the read gives up after
+/// [`READ_LIMIT`], or after [`READ_IDLE`] without a message. Whether every
+/// partition reached its end.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: &[(i32, Offset)],
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> bool {
+    let mut open: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for &(partition, start) in from {
+        let end = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(2))
+            .ok()
+            .map(|(low, high)| (low, high));
+        let empty = match (end, start) {
+            (Some((low, high)), Offset::Beginning) => high <= low,
+            (Some((_, high)), Offset::Offset(o)) => high <= o,
+            _ => false,
+        };
+        if empty {
+            continue;
+        }
+        open.insert(partition, end.map(|(_, high)| high));
+        if assignment.add_partition_offset(topic, partition, start).is_err() {
+            return false;
+        }
+    }
+    if open.is_empty() {
+        return true;
+    }
+    if consumer.assign(&assignment).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + READ_LIMIT;
+    let mut last_seen = Instant::now();
+    while !open.is_empty() && Instant::now() < deadline && last_seen.elapsed() < READ_IDLE {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(message)) => {
+                last_seen = Instant::now();
+                each(&message);
+                let partition = message.partition();
+                if let Some(Some(end)) = open.get(&partition) {
+                    if message.offset() + 1 >= *end {
+                        open.remove(&partition);
+                    }
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(error)) => debug!(topic, %error, "Reading to the end."),
+            None => {}
+        }
+    }
+    open.is_empty()
 }
 
 /// The identity of an alert as a sink wrote it.
