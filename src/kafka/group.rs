@@ -609,10 +609,7 @@ fn read_to_end(
     let mut open: BTreeMap<i32, Option<i64>> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
     for &(partition, start) in from {
-        let end = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(2))
-            .ok()
-            .map(|(low, high)| (low, high));
+        let end = consumer.fetch_watermarks(topic, partition, Duration::from_secs(2)).ok();
         let empty = match (end, start) {
             (Some((low, high)), Offset::Beginning) => high <= low,
             (Some((_, high)), Offset::Offset(o)) => high <= o,
