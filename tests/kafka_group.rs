@@ -14,6 +14,8 @@
 mod common;
 #[path = "support/airbag_process.rs"]
 mod process;
+#[path = "support/rng.rs"]
+mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -31,7 +33,12 @@ use serde_json::Value;
 const INSTRUMENTS: usize = 200;
 /// The instrument with a circuit breaker.
 const BREAKER: &str = "BRK";
+/// Rounds of a run with at most one kill; each further kill adds
+/// [`ROUNDS_PER_KILL`].
 const ROUNDS: u64 = 400;
+const ROUNDS_PER_KILL: u64 = 200;
+/// One run at a time in this binary: each takes a broker and five servers.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// One round of one tick per instrument every this long.
 const EVERY: Duration = Duration::from_millis(50);
 const TICK_PARTITIONS: i32 = 6;
@@ -148,17 +155,17 @@ fn every_instrument() -> Vec<String> {
 
 /// Waits until the servers on `ports` together applied every round of
 /// every instrument.
-async fn wait_applied_all(ports: &[u16], limit: Duration, logs: impl Fn() -> String) {
+async fn wait_applied_all(ports: &[u16], rounds: u64, limit: Duration, logs: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     loop {
         let applied = applied_over(ports).await;
-        if every_instrument().iter().all(|i| applied.get(i) == Some(&ROUNDS)) {
+        if every_instrument().iter().all(|i| applied.get(i) == Some(&rounds)) {
             return;
         }
         if Instant::now() >= deadline {
             let behind: Vec<_> = every_instrument()
                 .into_iter()
-                .filter(|i| applied.get(i) != Some(&ROUNDS))
+                .filter(|i| applied.get(i) != Some(&rounds))
                 .map(|i| (applied.get(&i).copied(), i))
                 .take(10)
                 .collect();
@@ -227,11 +234,11 @@ async fn read_alerts(broker: &Broker, topic: &str, want: usize) -> Vec<Value> {
 
 /// Produces the stream: a round every [`EVERY`], each tick keyed by its
 /// instrument; counts the rounds produced in `produced`.
-fn stream(broker: &Broker, produced: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+fn stream(broker: &Broker, rounds: u64, produced: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
     let producer = broker.producer();
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             next += EVERY;
             tokio::time::sleep_until(next).await;
             let mut sends = Vec::with_capacity(INSTRUMENTS + 1);
@@ -276,17 +283,26 @@ fn stream(broker: &Broker, produced: Arc<AtomicU64>) -> tokio::task::JoinHandle<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_together_raise_what_one_instance_raises() {
-    run(false).await;
+    run(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_hands_its_partitions_over_without_losing_or_repeating_an_alert() {
-    run(true).await;
+    run(1).await;
 }
 
-/// Three members and a reference over the same stream; with `kill`, the
-/// breaker's owner is killed mid-stream and a fourth member started.
-async fn run(kill: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_kills_at_random_moments_lose_no_alert_and_repeat_none() {
+    run(5).await;
+}
+
+/// Three members and a reference over the same stream; with `kills` > 0,
+/// the breaker's owner is killed mid-stream and a new member started, then
+/// (for each further kill) a random member every session timeout and a
+/// bit, each replaced by a new one.
+async fn run(kills: usize) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let rounds = ROUNDS + ROUNDS_PER_KILL * kills.saturating_sub(1) as u64;
     let started = Instant::now();
     let broker = Broker::start();
     broker.create_topic("group-ticks", TICK_PARTITIONS).await;
@@ -331,12 +347,15 @@ async fn run(kill: bool) {
     };
 
     let produced = Arc::new(AtomicU64::new(0));
-    let producer = stream(&broker, produced.clone());
-    if !kill {
+    let producer = stream(&broker, rounds, produced.clone());
+    if kills == 0 {
         producer.await.expect("producer");
         let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
-        wait_applied_all(&[reference.port], Duration::from_secs(60), || reference.log_text()).await;
-        wait_applied_all(&ports, Duration::from_secs(60), || logs(&members)).await;
+        wait_applied_all(&[reference.port], rounds, Duration::from_secs(60), || {
+            reference.log_text()
+        })
+        .await;
+        wait_applied_all(&ports, rounds, Duration::from_secs(60), || logs(&members)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (got, _, held, repeats) = compare(&broker, &reference, || logs(&members)).await;
         eprintln!(
@@ -380,6 +399,7 @@ async fn run(kill: bool) {
     let round_at_kill = produced.load(Ordering::SeqCst);
     let fourth = start_member(3);
     members.push(fourth);
+    let mut dead = vec![victim];
     let survivors: Vec<u16> = (0..members.len())
         .filter(|&n| n != victim)
         .map(|n| members[n].port)
@@ -399,13 +419,37 @@ async fn run(kill: bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Further kills: a random live member, each replaced by a new one.
+    let mut rng = rng::Rng(u64::from(pid) | 1);
+    let mut last_kill_round = round_at_kill;
+    for _ in 1..kills {
+        tokio::time::sleep(Duration::from_millis(SESSION_MS + 2_000 + rng.below(2_000))).await;
+        let alive: Vec<usize> = (0..members.len()).filter(|n| !dead.contains(n)).collect();
+        let pick = alive[rng.below(alive.len() as u64) as usize];
+        members[pick].process.kill();
+        dead.push(pick);
+        last_kill_round = produced.load(Ordering::SeqCst);
+        let next = start_member(members.len());
+        members.push(next);
+    }
+    let survivors: Vec<u16> = (0..members.len())
+        .filter(|n| !dead.contains(n))
+        .map(|n| members[n].port)
+        .collect();
     producer.await.expect("producer");
     assert!(
-        round_at_kill < ROUNDS,
+        last_kill_round < rounds,
+        "the last kill came after the last round: nothing streamed meanwhile"
+    );
+    assert!(
+        round_at_kill < rounds,
         "the kill came after the last round: nothing streamed meanwhile"
     );
-    wait_applied_all(&[reference.port], Duration::from_secs(60), || reference.log_text()).await;
-    wait_applied_all(&survivors, Duration::from_secs(90), || logs(&members)).await;
+    wait_applied_all(&[reference.port], rounds, Duration::from_secs(60), || {
+        reference.log_text()
+    })
+    .await;
+    wait_applied_all(&survivors, rounds, Duration::from_secs(90), || logs(&members)).await;
     // The breaker's resume after the stream: wait for the last timers.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -423,7 +467,8 @@ async fn run(kill: bool) {
         "the breaker resumes after the move: {breaker:#?}"
     );
     eprintln!(
-        "group of 3, member {victim} killed at round {round_at_kill}, a fourth started: {} alerts as a single \
+        "group of 3, {kills} kill(s), the first (member {victim}) at round {round_at_kill}, each followed by a new \
+         member: {} alerts as a single \
          instance's ({crashes} crash alerts); the topic held {held} messages, {repeats} repeats by identity; a \
          survivor applied the dead member's partitions {:.2} s after the SIGKILL (session.timeout.ms {SESSION_MS}); \
          {:.1} s in all",
