@@ -5,9 +5,10 @@
 //! as a bare rdkafka consumer, see [`member`]) share a 6-partition topic;
 //! one is killed with SIGKILL; the survivor must be assigned every
 //! partition within the session timeout plus a rebalance, and a member
-//! joining afterwards must get a share. Run for each assignor librdkafka
-//! offers over the classic group protocol. Each prints the time from the
-//! kill to the survivor's assignment.
+//! joining afterwards must get a share. It prints the time from the kill
+//! to the survivor's assignment. With tansu 0.6.0 this holds for the
+//! cooperative-sticky assignor only (what shared sources use); the eager
+//! ones (range, roundrobin) are kept, ignored, to check a newer broker.
 #![cfg(feature = "kafka")]
 
 mod common;
@@ -206,12 +207,19 @@ async fn killed_members_partitions_move(strategy: &str) {
     .expect("failover thread");
 }
 
+/// tansu 0.6.0 with an eager assignor: after the session timeout the
+/// survivor is revoked and assigned its own partitions again, and the dead
+/// member's stay unassigned (seen: `assign 0,1,2`, kill, `revoke` at +6 s,
+/// `assign 0,1,2` at +9 s, nothing more within 34 s). Shared sources use
+/// `cooperative-sticky`, below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6.0 leaves a killed member's partitions unassigned with eager assignors"]
 async fn range_assignor_moves_a_killed_members_partitions() {
     killed_members_partitions_move("range").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6.0 leaves a killed member's partitions unassigned with eager assignors"]
 async fn roundrobin_assignor_moves_a_killed_members_partitions() {
     killed_members_partitions_move("roundrobin").await;
 }

@@ -70,8 +70,6 @@ const READ_LIMIT: Duration = Duration::from_secs(15);
 /// A read of the state or alert topic that gets no message for this long
 /// is over.
 const READ_IDLE: Duration = Duration::from_secs(2);
-/// Longest the request for a partition's end offset (for the lag) may take.
-const WATERMARK_LIMIT: Duration = Duration::from_millis(200);
 /// Longest a state record's delivery may take.
 const PRODUCE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -268,19 +266,6 @@ impl Group {
     /// Writes the state of every owned partition that applied messages
     /// since its last record, and commits their offsets.
     pub fn write_due<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) {
-        let owned: Vec<i32> = self.parts.lock().keys().copied().collect();
-        for partition in owned {
-            // One short request per partition (a metric: the state write
-            // does not wait on it beyond this).
-            let high = consumer
-                .fetch_watermarks(&self.tick_topic, partition, WATERMARK_LIMIT)
-                .map(|(_, high)| high);
-            if let (Ok(high), Some(owned)) = (high, self.parts.lock().get_mut(&partition)) {
-                if let Some(applied) = owned.applied {
-                    owned.lag = (high - applied - 1).max(0);
-                }
-            }
-        }
         let due: Vec<i32> = self
             .parts
             .lock()
@@ -462,7 +447,8 @@ impl Group {
                 owned.instruments.insert(Arc::from(instrument.symbol.as_str()));
             }
             owned.written = Some(head.next_offset - 1);
-            match self.core.engine().restore_share(snapshot, i64::MIN) {
+            // The time the partition had no owner is not silence of its feed.
+            match self.core.engine().restore_share(snapshot, self.core.clock().now_ns()) {
                 Ok(report) => {
                     for skipped in &report.instruments_skipped {
                         warn!(symbol = %skipped.symbol, reason = %skipped.reason, "Instrument not restored.");

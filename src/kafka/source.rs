@@ -96,6 +96,13 @@ impl Source {
             Some(state_topic) => {
                 // Offsets are committed with the state records only.
                 client.set("enable.auto.commit", "false");
+                // Incremental rebalances: only the partitions that move are
+                // handed over. (tansu 0.6.0 also needs it: with an eager
+                // assignor it leaves a killed member's partitions
+                // unassigned, see tests/kafka_group_failover.rs.)
+                if !config.properties.contains_key("partition.assignment.strategy") {
+                    client.set("partition.assignment.strategy", "cooperative-sticky");
+                }
                 Some(Arc::new(Group::new(
                     core.clone(),
                     config,
