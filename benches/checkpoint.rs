@@ -180,6 +180,35 @@ fn measure(name: &str, everywhere: bool, tmp: &Path) {
         })
         .collect();
 
+    // One partition's share of six (a consumer group's hand-over): the
+    // share's snapshot and encoding, and its restore into a running engine.
+    let share_of = |symbol: &str| symbol.bytes().map(u32::from).sum::<u32>() % 6 == 0;
+    let share_times: Vec<(Duration, usize, Duration)> = (0..REPEAT)
+        .map(|_| {
+            let t = Instant::now();
+            let share = Checkpoint {
+                alert_seq: 0,
+                written_at_ns: T0,
+                engine: engine.snapshot_where(share_of, false),
+            };
+            let bytes = format::encode(&share).unwrap();
+            let written = t.elapsed();
+            let receiver = Engine::new(EngineConfig::default(), rules(everywhere));
+            let t = Instant::now();
+            let back = format::decode(&bytes).unwrap();
+            let report = receiver.restore_share(back.engine, i64::MIN).unwrap();
+            assert!(report.instruments_restored > INSTRUMENTS / 10);
+            (written, bytes.len(), t.elapsed())
+        })
+        .collect();
+    let share_bytes = share_times[0].1;
+    let share_instruments = checkpoint
+        .engine
+        .instruments
+        .iter()
+        .filter(|i| share_of(&i.symbol))
+        .count();
+
     println!(
         "{name}: {INSTRUMENTS} instruments, {rule_states} rule states, {windows} windows; file {:.2} MB ({} bytes/instrument)",
         bytes.len() as f64 / 1e6,
@@ -191,6 +220,13 @@ fn measure(name: &str, everywhere: bool, tmp: &Path) {
         ms(median(encode_times)),
         ms(median(write_times)),
         ms(median(restore_times)),
+    );
+
+    println!(
+        "  one partition of six ({share_instruments} instruments): state record {:.2} MB; snapshot + encode {} | decode + restore into a running engine {}   (median of {REPEAT})",
+        share_bytes as f64 / 1e6,
+        ms(median(share_times.iter().map(|t| t.0).collect())),
+        ms(median(share_times.iter().map(|t| t.2).collect())),
     );
 
     // Ingest latency per 100-tick batch, without and with a checkpoint

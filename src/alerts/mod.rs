@@ -200,6 +200,11 @@ struct Inner {
     replayed: Option<replayed::ReplayedAlerts>,
     /// Alerts recognised as raised again and dropped.
     replayed_dropped: u64,
+    /// Alerts another instance published for instruments handed over to
+    /// this one ([`AlertBus::expect_handed_over`]): identity to (how many
+    /// times, the share it came with).
+    handed_over: HashMap<replayed::AlertIdentity, (u32, u64)>,
+    handed_over_dropped: u64,
 }
 
 impl Inner {
@@ -381,6 +386,8 @@ impl AlertBus {
                 journal: side,
                 replayed: None,
                 replayed_dropped: 0,
+                handed_over: HashMap::new(),
+                handed_over_dropped: 0,
             }),
             work: Condvar::new(),
             released_cv: Condvar::new(),
@@ -428,6 +435,11 @@ impl AlertBus {
                 inner.replayed_dropped += 1;
                 return 0;
             }
+        }
+        if !inner.handed_over.is_empty() && take_handed_over(&mut inner.handed_over, &alert) {
+            // Published by the instance that owned the instrument before.
+            inner.handed_over_dropped += 1;
+            return 0;
         }
         let capacity = self.config.ring_capacity;
         let mut waited = false;
@@ -642,6 +654,31 @@ impl AlertBus {
     pub fn recognise_replayed(&self, replayed: replayed::ReplayedAlerts) {
         let mut inner = self.lock();
         inner.replayed = (replayed.remaining() > 0).then_some(replayed);
+    }
+
+    /// Alerts another instance already published for instruments handed
+    /// over to this one, as share `share` (a Kafka partition): the first
+    /// alert raised here with each identity (as many times as listed) is
+    /// dropped instead of published. Replaces what share `share` expected
+    /// before.
+    pub fn expect_handed_over(&self, share: u64, alerts: impl IntoIterator<Item = replayed::AlertIdentity>) {
+        let mut inner = self.lock();
+        inner.handed_over.retain(|_, (_, s)| *s != share);
+        for identity in alerts {
+            inner.handed_over.entry(identity).or_insert((0, share)).0 += 1;
+        }
+    }
+
+    /// Forgets the alerts share `share` still expected (it moved on).
+    pub fn forget_handed_over(&self, share: u64) {
+        self.lock().handed_over.retain(|_, (_, s)| *s != share);
+    }
+
+    /// Alerts dropped as already published by another instance, and those
+    /// still expected.
+    pub fn handed_over_counts(&self) -> (u64, usize) {
+        let inner = self.lock();
+        (inner.handed_over_dropped, inner.handed_over.len())
     }
 
     /// The alert sequence number a checkpoint taken now must record: the
@@ -866,3 +903,16 @@ impl AlertSink for PublishSink<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Counts `alert` off the handed-over identities: whether it was there.
+fn take_handed_over(expected: &mut HashMap<replayed::AlertIdentity, (u32, u64)>, alert: &Alert) -> bool {
+    let identity = replayed::AlertIdentity::of(alert);
+    let Some((count, _)) = expected.get_mut(&identity) else {
+        return false;
+    };
+    *count -= 1;
+    if *count == 0 {
+        expected.remove(&identity);
+    }
+    true
+}

@@ -691,3 +691,17 @@ fn a_catch_up_reader_falls_behind_and_catches_up_from_the_ring() {
         )
     );
 }
+
+#[test]
+fn alerts_another_instance_published_are_dropped_once_and_forgotten_with_their_share() {
+    let bus = bus(16, 16);
+    let a = alert("dd", "A");
+    let b = alert("dd", "B");
+    bus.expect_handed_over(3, [replayed::AlertIdentity::of(&a)]);
+    bus.expect_handed_over(4, [replayed::AlertIdentity::of(&b)]);
+    assert_eq!(bus.publish(a.clone(), 0), 0, "published before the hand-over");
+    assert_eq!(bus.publish(a.clone(), 0), 1, "raised a second time here: new");
+    bus.forget_handed_over(4);
+    assert_eq!(bus.publish(b, 0), 2, "its share moved on: nothing expected");
+    assert_eq!(bus.handed_over_counts(), (1, 0));
+}

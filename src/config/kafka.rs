@@ -12,6 +12,10 @@
 //!                                      # "protobuf_tick" (a Tick per message) or "json"
 //! instrument_from = "message"          # or "key": the message key names the instrument
 //! max_batch_messages = 1000            # messages applied together, at most
+//! state_topic = "airbag.state"         # partitions = "group" only: several instances share
+//!                                      # the partitions and hand their state over through
+//!                                      # this (compacted) topic; see crate::kafka::group
+//! state_interval_ms = 1000             # how often each owned partition's state is written
 //! [kafka.source.json]                  # json only: which field plays which role
 //! instrument = "s"
 //! time = "T"
@@ -129,6 +133,13 @@ pub struct KafkaSourceConfig {
     /// Most messages applied as one batch (those already fetched; a source
     /// never waits to fill a batch).
     pub max_batch_messages: usize,
+    /// With `partitions = "group"`: the compacted topic each partition's
+    /// state is written to (keyed `<tick topic>/<partition>`), every
+    /// `state_interval_ms` and when the partition is revoked, and read by
+    /// its next owner ([`crate::kafka`], "Several instances").
+    pub state_topic: Option<String>,
+    /// How often each owned partition's state is written, ms.
+    pub state_interval_ms: u64,
     /// librdkafka properties, passed as they are (`security.protocol`,
     /// `sasl.*`, `ssl.*`, ...). The ones the source sets itself
     /// ([`SOURCE_OWNED_PROPERTIES`]) may not be given.
@@ -147,6 +158,8 @@ impl Default for KafkaSourceConfig {
             instrument_from: InstrumentFrom::default(),
             json: None,
             max_batch_messages: 1000,
+            state_topic: None,
+            state_interval_ms: 1000,
             properties: BTreeMap::new(),
         }
     }
@@ -336,6 +349,35 @@ impl KafkaConfig {
                     ),
                 );
             }
+            if let Some(topic) = &source.state_topic {
+                if let Err(why) = topic_problem(topic) {
+                    problem(at("state_topic"), why);
+                }
+                if source.partitions != SourcePartitions::Group {
+                    problem(
+                        at("state_topic"),
+                        "only with partitions = \"group\": state is handed over between the members of a group".into(),
+                    );
+                }
+                if i > 0 {
+                    problem(
+                        at("state_topic"),
+                        "only the first source may share its partitions with other instances".into(),
+                    );
+                }
+                if source.topics.len() > 1 {
+                    problem(
+                        at("state_topic"),
+                        "a source that shares its partitions reads one topic".into(),
+                    );
+                }
+            }
+            if !(50..=3_600_000).contains(&source.state_interval_ms) {
+                problem(
+                    at("state_interval_ms"),
+                    format!("must be between 50 and 3600000, got {}", source.state_interval_ms),
+                );
+            }
             owned_problems(
                 &source.properties,
                 SOURCE_OWNED_PROPERTIES,
@@ -446,6 +488,24 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
             Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_state_topic_is_for_one_group_topic_of_the_first_source() {
+        let base = "[[kafka.source]]\nbrokers = [\"b:1\"]\ngroup_id = \"g\"\n";
+        assert!(problems(&format!("{base}topics = [\"t\"]\nstate_topic = \"s\"\n")).is_empty());
+        let found = problems(&format!(
+            "{base}topics = [\"t\", \"u\"]\nstate_topic = \"s s\"\npartitions = \"all\"\nstate_interval_ms = 1\n"
+        ));
+        let joined = found.join("\n");
+        for expected in [
+            "source[0].state_topic: must be a Kafka topic name",
+            "source[0].state_topic: only with partitions = \"group\"",
+            "source[0].state_topic: a source that shares its partitions reads one topic",
+            "source[0].state_interval_ms: must be between 50 and 3600000, got 1",
+        ] {
+            assert!(joined.contains(expected), "{expected} not in:\n{joined}");
         }
     }
 

@@ -817,6 +817,45 @@ mod tests {
     }
 
     #[test]
+    fn a_share_of_instruments_moves_to_a_running_engine_and_is_forgotten_where_it_was() {
+        let (from, to) = (engine(), engine());
+        let ticks = ticks(&from);
+        from.apply_batch(&ticks, 0, &mut Vec::new(), |_, _| {});
+        // The receiver already holds a stale A and its own C.
+        let stale = to.resolve("A", 0).unwrap();
+        let c = to.resolve("C", 0).unwrap();
+        let price = |p: &str| TickValues::Trade {
+            price: Fixed::parse(p).unwrap(),
+            size: Fixed::ONE,
+            side: None,
+        };
+        for (id, seq) in [(stale, 9), (c, 1)] {
+            let tick = Tick {
+                instrument: id,
+                event_time_ns: 1,
+                seq,
+                values: price("5"),
+            };
+            to.apply(&tick, 0, &mut Vec::new()).unwrap();
+        }
+        let share = from.snapshot_where(|s| s == "A" || s == "B", false);
+        assert_eq!(share.instruments.len(), 2);
+        let report = to.restore_share(share, i64::MIN).unwrap();
+        assert_eq!(report.instruments_restored, 2);
+        let state = |e: &Engine, s: &str| e.with_state(s, |s| (s.last_seq, s.last_event_ns, s.last));
+        for symbol in ["A", "B"] {
+            assert_eq!(state(&to, symbol), state(&from, symbol), "{symbol}");
+        }
+        assert_eq!(to.with_state("C", |s| s.last_seq), Some(Some(1)), "C untouched");
+        // Bound to the rules again: the next tick of A is evaluated.
+        assert!(to.with_partition("A", |p| p.rules.len()).unwrap() > 0);
+        assert_eq!(from.forget_instruments(["A", "B", "Z"], 0), 2);
+        assert_eq!(from.with_state("A", |s| s.last_seq), Some(None));
+        assert_eq!(from.with_partition("B", |p| p.rules.len()), Some(0));
+        assert_eq!(from.with_state("C", |s| s.last_seq), Some(Some(2)));
+    }
+
+    #[test]
     fn a_cap_above_the_limit_counts_as_the_limit() {
         let e = engine_with(EngineConfig {
             max_instruments: u32::MAX,

@@ -203,6 +203,14 @@ impl Engine {
     /// instruments goes on and no instrument waits longer than one clone.
     /// Blocking (it allocates the copy): call off the async workers.
     pub fn snapshot(&self) -> EngineSnapshot {
+        self.snapshot_where(|_| true, true)
+    }
+
+    /// As [`Engine::snapshot`], of the instruments whose symbol `wanted`
+    /// takes only (each checked before its state is cloned), with the
+    /// group partitions when `groups`: the state of a share of the
+    /// instruments, handed to another instance ([`crate::kafka`]).
+    pub fn snapshot_where(&self, mut wanted: impl FnMut(&str) -> bool, groups: bool) -> EngineSnapshot {
         let ruleset = self.ruleset.load_full();
         let mut table = RuleTable::default();
         for rule in &ruleset.rules {
@@ -224,6 +232,9 @@ impl Engine {
         let mut copied = Vec::with_capacity(self.instruments.len());
         self.states.for_each(|partition| {
             let state = &partition.instrument;
+            if !wanted(&state.symbol) {
+                return;
+            }
             copied.push(Copied {
                 symbol: state.symbol.clone(),
                 last_seq: state.last_seq,
@@ -251,9 +262,8 @@ impl Engine {
                 next_deadline_ns: c.next_deadline_ns,
             })
             .collect();
-        let groups = self
-            .groups
-            .all()
+        let cells = if groups { self.groups.all() } else { Vec::new() };
+        let groups = cells
             .into_iter()
             .map(|cell| {
                 let group = cell.lock();
@@ -330,18 +340,8 @@ impl Engine {
                 });
                 continue;
             }
-            let mut partition = Partition::new(id, symbol, saved.last_received_ns.max(resume_ns));
-            let state = &mut partition.instrument;
-            state.last_seq = saved.last_seq;
-            state.last_event_ns = saved.last_event_ns;
-            state.last = saved.last;
-            if saved.bound {
-                bind_saved(&mut partition, &ruleset, &snapshot.rules, saved, &mut report);
-            }
-            partition.groups = groups_of(&partition.instrument.symbol, &ruleset)
-                .iter()
-                .map(|key| self.groups.get_or_create(key))
-                .collect();
+            let partition =
+                self.restored_partition(id, symbol, saved, &snapshot.rules, &ruleset, resume_ns, &mut report);
             let deadline = partition.next_deadline_ns;
             if self.states.get_or_insert(id, || partition).is_none() {
                 report.instruments_skipped.push(SkippedInstrument {
@@ -358,6 +358,109 @@ impl Engine {
         }
         Ok(report)
     }
+}
+
+impl Engine {
+    /// One saved instrument as a partition bound to `ruleset`.
+    #[allow(clippy::too_many_arguments)]
+    fn restored_partition(
+        &self,
+        id: crate::model::InstrumentId,
+        symbol: Arc<str>,
+        saved: InstrumentSnapshot,
+        stamps: &[RuleStamp],
+        ruleset: &RuleSet,
+        resume_ns: i64,
+        report: &mut RestoreReport,
+    ) -> Partition {
+        let mut partition = Partition::new(id, symbol, saved.last_received_ns.max(resume_ns));
+        let state = &mut partition.instrument;
+        state.last_seq = saved.last_seq;
+        state.last_event_ns = saved.last_event_ns;
+        state.last = saved.last;
+        if saved.bound {
+            bind_saved(&mut partition, ruleset, stamps, saved, report);
+        }
+        partition.groups = groups_of(&partition.instrument.symbol, ruleset)
+            .iter()
+            .map(|key| self.groups.get_or_create(key))
+            .collect();
+        partition
+    }
+
+    /// Puts the instruments of `snapshot` (a share of another engine's, see
+    /// [`Engine::snapshot_where`]) into this running engine, each in place
+    /// of whatever state it had here, bound to this engine's ruleset as
+    /// [`Engine::restore`] binds. The ruleset's version is left alone, and
+    /// the snapshot's group partitions are not restored.
+    ///
+    /// # Errors
+    /// The snapshot refers to a rule it does not list; nothing is restored.
+    pub fn restore_share(&self, snapshot: EngineSnapshot, resume_ns: i64) -> Result<RestoreReport, RestoreError> {
+        snapshot.check_references()?;
+        let ruleset = self.ruleset.load_full();
+        let mut report = RestoreReport {
+            ruleset_version: ruleset.version,
+            ..RestoreReport::default()
+        };
+        for saved in snapshot.instruments {
+            let (id, symbol, _) = match self.instruments.intern(&saved.symbol) {
+                Ok(interned) => interned,
+                Err(error) => {
+                    report.instruments_skipped.push(SkippedInstrument {
+                        symbol: saved.symbol,
+                        reason: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let partition =
+                self.restored_partition(id, symbol, saved, &snapshot.rules, &ruleset, resume_ns, &mut report);
+            let deadline = partition.next_deadline_ns;
+            let mut fresh = Some(partition);
+            match self.states.get_or_insert(id, || fresh.take().expect("taken once")) {
+                Some(cell) => {
+                    if let Some(partition) = fresh.take() {
+                        *cell.lock() = partition;
+                    }
+                }
+                None => {
+                    report.instruments_skipped.push(SkippedInstrument {
+                        symbol: saved_symbol(self, id),
+                        reason: SymbolError::Unknown(id.0).to_string(),
+                    });
+                    continue;
+                }
+            }
+            self.note_deadline(deadline);
+            report.instruments_restored += 1;
+        }
+        Ok(report)
+    }
+
+    /// Drops the state of the instruments `symbols` (handed to another
+    /// instance): each starts afresh, bound to no rule, with no timer,
+    /// until a tick or a restored share brings it back. Returns how many
+    /// it found.
+    pub fn forget_instruments<'a>(&self, symbols: impl IntoIterator<Item = &'a str>, now_ns: i64) -> usize {
+        let mut found = 0;
+        for symbol in symbols {
+            let Some(id) = self.instruments.get(symbol) else {
+                continue;
+            };
+            if let Some(cell) = self.states.get(id) {
+                let mut partition = cell.lock();
+                let symbol = partition.instrument.symbol.clone();
+                *partition = Partition::new(id, symbol, now_ns);
+                found += 1;
+            }
+        }
+        found
+    }
+}
+
+fn saved_symbol(engine: &Engine, id: crate::model::InstrumentId) -> String {
+    engine.instruments.symbol(id).map(|s| s.to_string()).unwrap_or_default()
 }
 
 impl Engine {

@@ -30,6 +30,9 @@ pub struct SinkMetrics {
     pub failed: AtomicU64,
     /// The last alert sequence number delivered with every one before it.
     pub delivered_seq: AtomicU64,
+    /// The newest offset acknowledged in each partition of the topic: an
+    /// alert delivered later lands after it.
+    pub acked_offsets: parking_lot::Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
 impl KafkaMetrics {

@@ -37,6 +37,8 @@
 //! configuration with Kafka tables is refused at start.
 
 pub mod decode;
+#[cfg(feature = "kafka")]
+pub mod group;
 pub mod metrics;
 #[cfg(feature = "kafka")]
 mod progress;
@@ -103,7 +105,7 @@ pub fn start(core: &Arc<Core>) -> Result<Kafka, KafkaError> {
             kafka.sinks.push(tokio::spawn(sink.run(core.clone(), metrics.clone())));
         }
         for source in &config.source {
-            let source = source::Source::new(source, core.config().max_batch_ticks)?;
+            let source = source::Source::new(source, core, &config.sink, &metrics)?;
             kafka
                 .sources
                 .push(tokio::spawn(source.run(core.clone(), metrics.clone())));

@@ -300,7 +300,11 @@ impl Sink {
     /// Takes one delivery's outcome: whether it was delivered.
     fn delivered(&self, result: Delivered, seq: u64, delivered: &mut u64, m: &super::metrics::SinkMetrics) -> bool {
         match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(delivery)) => {
+                let mut acked = m.acked_offsets.lock();
+                let newest = acked.entry(delivery.partition).or_insert(delivery.offset);
+                *newest = (*newest).max(delivery.offset);
+                drop(acked);
                 *delivered = (*delivered).max(seq);
                 m.delivered_seq.store(*delivered, Ordering::Relaxed);
                 m.produced.fetch_add(1, Ordering::Relaxed);

@@ -25,10 +25,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::decode::Decoder;
+use super::group::{Group, GroupContext};
 use super::metrics::KafkaMetrics;
 use super::progress::Progress;
 use super::KafkaError;
-use crate::config::kafka::{KafkaSourceConfig, SourcePartitions};
+use crate::config::kafka::{KafkaSinkConfig, KafkaSourceConfig, SourcePartitions};
 use crate::service::{Core, IngestSession};
 
 /// Pause after a consumer error before reading on (the client reconnects
@@ -54,7 +55,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 /// `partitions = "all"`, to be assigned every partition when it runs).
 pub struct Source {
     name: String,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// With a state topic: the partitions shared with other instances.
+    group: Option<Arc<Group>>,
+    state_every: Duration,
     /// `partitions = "all"`: the topics to assign in full.
     assign_all: Option<Vec<String>>,
     assigned_itself: bool,
@@ -68,7 +72,13 @@ impl Source {
     /// # Errors
     /// librdkafka refuses the configuration (a bad passed-through
     /// property) or the subscription.
-    pub fn new(config: &KafkaSourceConfig, max_batch_ticks: usize) -> Result<Self, KafkaError> {
+    pub fn new(
+        config: &KafkaSourceConfig,
+        core: &Arc<Core>,
+        sinks: &[KafkaSinkConfig],
+        metrics: &Arc<KafkaMetrics>,
+    ) -> Result<Self, KafkaError> {
+        let max_batch_ticks = core.config().max_batch_ticks;
         let name = config.display_name().to_string();
         let mut client = ClientConfig::new();
         client
@@ -82,10 +92,39 @@ impl Source {
             .set("group.id", &config.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let consumer: StreamConsumer = client.create().map_err(|source| KafkaError::Client {
-            what: format!("source `{name}`"),
-            source,
-        })?;
+        let group = match &config.state_topic {
+            Some(state_topic) => {
+                // Offsets are committed with the state records only.
+                client.set("enable.auto.commit", "false");
+                // Incremental rebalances: only the partitions that move are
+                // handed over. (tansu 0.6.0 also needs it: with an eager
+                // assignor it leaves a killed member's partitions
+                // unassigned, see tests/kafka_group_failover.rs.)
+                if !config.properties.contains_key("partition.assignment.strategy") {
+                    client.set("partition.assignment.strategy", "cooperative-sticky");
+                }
+                Some(Arc::new(Group::new(
+                    core.clone(),
+                    config,
+                    state_topic,
+                    sinks,
+                    metrics.clone(),
+                )?))
+            }
+            None => None,
+        };
+        let context = GroupContext::default();
+        if let Some(group) = &group {
+            let _ = context.group.set(group.clone());
+            core.set_shared(group.clone());
+        }
+        let consumer: StreamConsumer<GroupContext> =
+            client
+                .create_with_context(context)
+                .map_err(|source| KafkaError::Client {
+                    what: format!("source `{name}`"),
+                    source,
+                })?;
         let assign_all = match config.partitions {
             SourcePartitions::Group => {
                 let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -100,6 +139,8 @@ impl Source {
         Ok(Source {
             name,
             consumer: Arc::new(consumer),
+            group,
+            state_every: Duration::from_millis(config.state_interval_ms.max(1)),
             assigned_itself: assign_all.is_some(),
             assign_all,
             decoder: Decoder::new(
@@ -186,10 +227,18 @@ impl Source {
             }
         }
         info!(source = %self.name, "Kafka source consuming.");
+        let mut state_timer = tokio::time::interval(self.state_every);
+        state_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                _ = state_timer.tick(), if self.group.is_some() => {
+                    if let Some(group) = &self.group {
+                        super::group::write_due_blocking(group, &*self.consumer);
+                    }
+                    continue;
+                }
                 Some(round) = checkpoint_written(&mut written) => {
                     self.store_covered(&mut progress, round);
                     continue;
@@ -262,6 +311,12 @@ impl Source {
                 std::future::poll_fn(|cx| durable.poll_durable(applied.last_alert_seq, cx)).await;
             }
             match &rounds {
+                // The state records hold the offsets.
+                _ if self.group.is_some() => {
+                    if let Some(group) = &self.group {
+                        group.note_batch(&batch, &starts, session.pipeline());
+                    }
+                }
                 // Applied before this read: held by the next round to begin.
                 Some(rounds) => {
                     let round = rounds.begun() + 1;
@@ -284,6 +339,14 @@ impl Source {
         }
         drop(batch);
         session.release();
+        if let Some(group) = self.group.take() {
+            // The last state of every partition, once the sink delivered
+            // the alerts it raised; the group hands them over on close.
+            super::group::write_due_blocking(&group, &*self.consumer);
+            self.consumer.unsubscribe();
+            info!(source = %self.name, "Kafka source stopped; the state of its partitions written and their offsets committed.");
+            return;
+        }
         // The checkpoint written at shutdown holds everything applied: its
         // offsets are committed with the final commit (bounded by the grace).
         if let Some(written) = &mut written {

@@ -134,6 +134,19 @@ impl Exposition {
         }
     }
 
+    /// A gauge family, as [`Exposition::counter_family`].
+    pub fn gauge_family<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], f64)>,
+    ) {
+        self.header(name, help, "gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(self.out, "{name}{} {value}", label_set(labels));
+        }
+    }
+
     /// A summary in seconds from a histogram in nanoseconds, with the
     /// count of clamped outliers as `<name>_outliers_total`.
     pub fn summary_seconds(&mut self, name: &str, help: &str, latency: &Latency) {

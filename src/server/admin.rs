@@ -200,6 +200,29 @@ impl proto::rule_admin_server::RuleAdmin for AdminService {
             last_reload_ok_time_ns: reload.last_ok_ns,
             reload_failures: reload.failures,
             started_time_ns: core.started_ns(),
+            shared: core.shared_status().map(|s| proto::SharedPartitions {
+                partitions: s
+                    .partitions
+                    .into_iter()
+                    .map(|p| proto::OwnedPartition {
+                        topic: p.topic,
+                        partition: p.partition,
+                        instruments: p.instruments,
+                        applied_offset: p.applied_offset,
+                        written_offset: p.written_offset,
+                        lag: p.lag,
+                    })
+                    .collect(),
+                rebalances: s.rebalances,
+                last_rebalance_ns: s.last_rebalance_ns,
+                states_written: s.states_written,
+                state_write_failures: s.state_write_failures,
+                last_state_bytes: s.last_state_bytes,
+                restores: s.restores,
+                last_restore_ns: s.last_restore_ns,
+                last_restore_bytes: s.last_restore_bytes,
+                handed_over_dropped: s.handed_over_dropped,
+            }),
         }))
     }
 }

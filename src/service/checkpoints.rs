@@ -61,6 +61,12 @@ pub async fn open_and_restore(mut core: Core) -> Result<Core, ServiceError> {
     let Some(data_dir) = core.config.data_dir.clone() else {
         return Ok(core);
     };
+    if core.config.kafka.source.iter().any(|s| s.state_topic.is_some()) {
+        // The state of a shared source's partitions lives in its state
+        // topic, written and read as they move ([`crate::kafka::group`]).
+        info!("A Kafka source shares its partitions through a state topic: no local checkpoints.");
+        return Ok(core);
+    }
     let keep = core.config.checkpoint.keep;
     tokio::task::spawn_blocking(move || {
         let store = CheckpointStore::open(data_dir.join("checkpoints"), keep)?;
@@ -134,6 +140,11 @@ pub const MAX_RECOGNISED_ALERTS: u64 = 1_000_000;
 /// (or, with no checkpoint, every journaled alert) are recognised when the
 /// ticks resent since raise them again, and not published twice.
 pub async fn recognise_replayed(core: &Arc<Core>) {
+    if core.config.kafka.source.iter().any(|s| s.state_topic.is_some()) {
+        // Alerts raised again after a take-over are recognised from the
+        // alert topic instead ([`crate::kafka::group`]).
+        return;
+    }
     let bus = core.bus().clone();
     let Some((first, next)) = bus.journal_range() else {
         return;

@@ -46,6 +46,9 @@ pub struct Core {
     pub(super) instrument_resets: AtomicU64,
     /// Requests and connections the transports refused, by reason.
     pub(super) refusals: Arc<Refusals>,
+    /// The partitions shared with other instances, when a Kafka source
+    /// shares them.
+    pub(super) shared: std::sync::OnceLock<Arc<dyn super::shared::SharedPartitions>>,
 }
 
 /// What resetting an instrument did.
@@ -121,6 +124,7 @@ impl Core {
             restored_alert_seq: None,
             instrument_resets: AtomicU64::new(0),
             refusals: Arc::new(Refusals::default()),
+            shared: std::sync::OnceLock::new(),
         }
     }
 
@@ -158,6 +162,17 @@ impl Core {
             report,
             last_alert_seq: sink.last_seq(),
         })
+    }
+
+    /// Registers what reports the partitions shared with other instances
+    /// (once; a second is ignored).
+    pub fn set_shared(&self, shared: Arc<dyn super::shared::SharedPartitions>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The partitions shared with other instances, if a source shares them.
+    pub fn shared_status(&self) -> Option<super::shared::SharedStatus> {
+        self.shared.get().map(|s| s.status())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -401,6 +416,9 @@ impl Core {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.render(&mut e);
         }
+        if let Some(shared) = self.shared_status() {
+            render_shared(&shared, &mut e);
+        }
         e.finish()
     }
 }
@@ -475,5 +493,81 @@ fn render_journal(e: &mut Exposition, j: &BusJournalStats) {
         "airbag_journal_fsync_seconds",
         "fdatasync of the alert journal.",
         &s.fsync,
+    );
+}
+
+/// The metrics of the partitions shared with other instances.
+fn render_shared(shared: &super::shared::SharedStatus, e: &mut Exposition) {
+    e.gauge(
+        "airbag_kafka_owned_partitions",
+        "Tick partitions this instance owns in its consumer group.",
+        shared.partitions.len() as f64,
+    );
+    e.gauge(
+        "airbag_kafka_owned_instruments",
+        "Instruments of the owned partitions whose state this instance holds.",
+        shared.partitions.iter().map(|p| p.instruments).sum::<u64>() as f64,
+    );
+    let names: Vec<(String, String)> = shared
+        .partitions
+        .iter()
+        .map(|p| (p.topic.clone(), p.partition.to_string()))
+        .collect();
+    let labels: Vec<[(&str, &str); 2]> = names
+        .iter()
+        .map(|(t, p)| [("topic", t.as_str()), ("partition", p.as_str())])
+        .collect();
+    e.gauge_family(
+        "airbag_kafka_partition_lag_messages",
+        "Messages behind the end of each owned partition, by the client's latest fetch (-1: not known yet).",
+        labels
+            .iter()
+            .zip(&shared.partitions)
+            .map(|(l, p)| (&l[..], p.lag as f64)),
+    );
+    e.counter(
+        "airbag_kafka_rebalances_total",
+        "Rebalance callbacks run: partitions revoked (state written) or assigned (state restored).",
+        shared.rebalances,
+    );
+    e.gauge(
+        "airbag_kafka_last_rebalance_seconds",
+        "How long the last rebalance callback took.",
+        shared.last_rebalance_ns as f64 / 1e9,
+    );
+    e.counter(
+        "airbag_kafka_state_records_written_total",
+        "Partition state records written to the state topic.",
+        shared.states_written,
+    );
+    e.counter(
+        "airbag_kafka_state_record_failures_total",
+        "Partition state records that could not be written (their offsets are not committed).",
+        shared.state_write_failures,
+    );
+    e.gauge(
+        "airbag_kafka_state_record_last_bytes",
+        "Size of the last partition state record written.",
+        shared.last_state_bytes as f64,
+    );
+    e.counter(
+        "airbag_kafka_state_restores_total",
+        "Assignments whose partitions' state was read and restored.",
+        shared.restores,
+    );
+    e.gauge(
+        "airbag_kafka_state_restore_last_seconds",
+        "How long the last restore took (state topic read, state restored, alert topic read).",
+        shared.last_restore_ns as f64 / 1e9,
+    );
+    e.gauge(
+        "airbag_kafka_state_restore_last_bytes",
+        "Size of the last partition state record restored.",
+        shared.last_restore_bytes as f64,
+    );
+    e.counter(
+        "airbag_kafka_handed_over_alerts_dropped_total",
+        "Alerts raised again after a take-over and dropped: the previous owner had published them.",
+        shared.handed_over_dropped,
     );
 }

@@ -32,6 +32,7 @@ pub mod reload;
 pub mod rulebook;
 pub mod selftest;
 pub mod session;
+pub mod shared;
 pub mod symbols;
 pub mod timers;
 

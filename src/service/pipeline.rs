@@ -200,6 +200,16 @@ impl Pipeline {
         self.read.push(ReadTick { seq, checked });
     }
 
+    /// The symbol of the `index`th tick pushed to the batch, if it was
+    /// pushed by symbol and its values were good.
+    #[inline]
+    pub fn symbol_at(&self, index: usize) -> Option<&str> {
+        match self.read.get(index)?.checked {
+            Ok((_, Instrument::Symbol { span, .. })) => self.text.get(span.range()),
+            _ => None,
+        }
+    }
+
     /// Adds the next tick of the batch for an instrument the source
     /// resolved itself with [`Pipeline::resolve`] (a replay resolves each
     /// of a file's symbols once).
