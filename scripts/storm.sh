@@ -6,7 +6,7 @@
 #
 #   scripts/storm.sh [N] [RUNS] [BIN] [BASE_BIN]     (default 10000, 3, target/release/airbag)
 #
-# BASE_BIN, if given, is another build (e.g. main's) run the same way beside
+# Needs gcc (for the shim) and python3. BASE_BIN, if given, is another build (e.g. main's) run the same way beside
 # BIN, alternating, for a same-run comparison.
 #
 # The server runs under an LD_PRELOAD shim (scripts/slow_sync.c, compiled
