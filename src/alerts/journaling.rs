@@ -199,7 +199,9 @@ impl AlertBus {
             }
         }
         inner.next_seq = next;
+        inner.sealed = next - 1;
         inner.released = next - 1;
+        self.shared.sealed.store(next - 1, std::sync::atomic::Ordering::Release);
         self.shared
             .released
             .store(next - 1, std::sync::atomic::Ordering::Release);

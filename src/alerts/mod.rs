@@ -13,6 +13,11 @@
 //!   and appends every alert to the on-disk journal in sequence order, as
 //!   many as are waiting in one go, then syncs by the policy: with
 //!   `fsync = "always"` one `fdatasync` for the whole group (group commit).
+//!   A group is what is sealed: the alerts one [`PublishSink`] publishes
+//!   (an ingest batch, a timer run, a reload) are sealed together when it
+//!   is dropped, so a batch's alerts are never split over two syncs, and
+//!   every batch sealed while a sync is in flight joins the next group.
+//!   [`AlertBus::publish`] alone seals its alert at once.
 //!   Numbering goes on from the journal's last record after a restart
 //!   ([`encoding`]: the bytes of a journaled alert; [`journaling`]: health,
 //!   failures, retention).
@@ -180,6 +185,9 @@ struct Slot {
 /// Everything under the bus lock.
 struct Inner {
     next_seq: u64,
+    /// Alerts up to this one are sealed: complete groups the journal writer
+    /// may take (see [`PublishSink`]).
+    sealed: u64,
     /// Every alert up to this one has been handed to the live readers (0:
     /// none yet). With a journal it follows the writer; without, it is the
     /// last published.
@@ -235,11 +243,28 @@ struct Shared {
     released: AtomicU64,
     /// `Inner::released` for async waiters (with a journal only).
     released_tx: watch::Sender<u64>,
+    /// `Inner::sealed`, readable without the lock.
+    sealed: AtomicU64,
+    /// The journal's synced watermark (with a journal).
+    synced: Option<crate::journal::SyncedSeq>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock()
+    }
+
+    /// Seals the alerts published up to `through` (see [`PublishSink`]):
+    /// the writer may take them. Wakes it when that is news.
+    fn seal(&self, through: u64) {
+        if self.journal.is_none() || self.sealed.load(Ordering::Acquire) >= through {
+            return;
+        }
+        let mut inner = self.lock();
+        if seal_in(self, &mut inner, through) {
+            drop(inner);
+            self.work.notify_one();
+        }
     }
 
     /// Hands the alerts after `inner.released` up to `through` to the live
@@ -329,6 +354,18 @@ impl Shared {
     }
 }
 
+/// Seals up to `through` (at most the last published) with the lock held;
+/// returns whether the seal moved (the caller wakes the writer).
+fn seal_in(shared: &Shared, inner: &mut Inner, through: u64) -> bool {
+    let through = through.min(inner.next_seq - 1);
+    if through <= inner.sealed {
+        return false;
+    }
+    inner.sealed = through;
+    shared.sealed.store(through, Ordering::Release);
+    true
+}
+
 /// Sequences alerts, has them journaled and hands them to readers. Share
 /// it as `Arc<AlertBus>`.
 pub struct AlertBus {
@@ -370,10 +407,12 @@ impl AlertBus {
         };
         let next_seq = journal.as_ref().map_or(1, Journal::next_seq);
         let side = journal.as_ref().map(|j| journaling::JournalSide::new(j.extent()));
+        let synced = journal.as_ref().map(Journal::synced_watch);
         let shared = Shared {
             config,
             inner: Mutex::new(Inner {
                 next_seq,
+                sealed: next_seq - 1,
                 released: next_seq - 1,
                 ring: VecDeque::with_capacity(config.ring_capacity.min(4096)),
                 live: Vec::new(),
@@ -394,6 +433,8 @@ impl AlertBus {
             journal: journal.map(Mutex::new),
             released: AtomicU64::new(next_seq - 1),
             released_tx: watch::Sender::new(next_seq - 1),
+            sealed: AtomicU64::new(next_seq - 1),
+            synced,
         };
         AlertBus {
             config,
@@ -421,7 +462,17 @@ impl AlertBus {
     /// Memory work only, under the bus lock: never any I/O, never blocks on
     /// a reader. It waits only when the ring is full of alerts the journal
     /// writer has not written yet, until the writer has written the oldest.
+    ///
+    /// The alert is sealed at once: a group of its own unless others are
+    /// waiting. Alerts raised together go through a [`PublishSink`]
+    /// instead, which seals them together.
     pub fn publish(&self, alert: Alert, received_ns: i64) -> u64 {
+        self.publish_as(alert, received_ns, true)
+    }
+
+    /// [`AlertBus::publish`]; `seal`: whether the alert is sealed at once
+    /// (else its [`PublishSink`] seals it).
+    fn publish_as(&self, alert: Alert, received_ns: i64, seal: bool) -> u64 {
         let shared = &*self.shared;
         let mut inner = shared.lock();
         if let Some(replayed) = &mut inner.replayed {
@@ -445,7 +496,12 @@ impl AlertBus {
         let mut waited = false;
         while inner.ring.len() >= capacity && inner.ring.front().is_some_and(|a| a.seq > inner.released) {
             // The writer is a whole ring behind: an alert may leave the
-            // ring only once it is released.
+            // ring only once it is released. What is published is sealed,
+            // or a sink filling the ring by itself would wait for ever.
+            let through = inner.next_seq - 1;
+            if seal_in(shared, &mut inner, through) {
+                shared.work.notify_one();
+            }
             waited = true;
             shared.released_cv.wait(&mut inner);
         }
@@ -476,11 +532,31 @@ impl AlertBus {
             if journaled {
                 shared.announce();
             }
-        } else {
+        } else if seal {
+            seal_in(shared, &mut inner, seq);
             drop(inner);
             shared.work.notify_one();
         }
         seq
+    }
+
+    /// Seals the alerts published up to `through`: the journal writer may
+    /// take them as a group ([`PublishSink`] does this when dropped).
+    pub fn seal(&self, through: u64) {
+        self.shared.seal(through);
+    }
+
+    /// The journal's synced watermark: every alert up to it is on stable
+    /// storage (0: none synced since the journal was opened); `None`
+    /// without a journal. Lock-free: never waits for the writer.
+    pub fn synced_seq(&self) -> Option<u64> {
+        self.shared.synced.as_ref().map(crate::journal::SyncedSeq::get)
+    }
+
+    /// Tests: the journal's synced watermark, whose syncs a test may hold.
+    #[cfg(test)]
+    pub(crate) fn synced_watch(&self) -> Option<&crate::journal::SyncedSeq> {
+        self.shared.synced.as_ref()
     }
 
     /// Opens a subscription: live alerts matching `filter` from now on, or,
@@ -625,6 +701,7 @@ impl AlertBus {
         let mut inner = shared.lock();
         inner.closed = true;
         let through = inner.next_seq - 1;
+        seal_in(shared, &mut inner, through);
         let ticket = match &mut inner.journal {
             Some(journal) if !journal.writer_gone => Some(journal.request_sync()),
             _ => None,
@@ -729,6 +806,8 @@ impl AlertBus {
         if self.durable_seq() >= seq || self.shared.journal.is_none() {
             return;
         }
+        // Waiting for it: it is complete.
+        self.shared.seal(seq);
         let mut released = self.shared.released_tx.subscribe();
         // An error means the bus is gone: nothing more will be released.
         let _ = released.wait_for(|&through| through >= seq).await;
@@ -744,6 +823,9 @@ impl AlertBus {
         }
         let mut inner = shared.lock();
         let seq = seq.min(inner.next_seq - 1);
+        if seal_in(shared, &mut inner, seq) {
+            shared.work.notify_one();
+        }
         while inner.released < seq && !inner.journal.as_ref().is_some_and(|j| j.writer_gone) {
             shared.released_cv.wait(&mut inner);
         }
@@ -783,8 +865,13 @@ impl Drop for AlertBus {
         let Some(writer) = self.writer.take() else {
             return;
         };
-        if let Some(journal) = &mut self.shared.lock().journal {
-            journal.stop = true;
+        {
+            let mut inner = self.shared.lock();
+            let through = inner.next_seq - 1;
+            seal_in(&self.shared, &mut inner, through);
+            if let Some(journal) = &mut inner.journal {
+                journal.stop = true;
+            }
         }
         self.shared.work.notify_one();
         if writer.join().is_err() {
@@ -817,6 +904,8 @@ impl DurableWait {
         if self.shared.journal.is_none() {
             return Poll::Ready(());
         }
+        // Waiting for it: it is complete (a no-op once its sink sealed it).
+        self.shared.seal(seq);
         loop {
             if self.shared.released.load(Ordering::Acquire) >= seq {
                 return Poll::Ready(());
@@ -863,6 +952,13 @@ enum CatchUp {
 /// remembers the last sequence number it published (what an
 /// acknowledgement of the batch must wait for, see
 /// [`AlertBus::wait_durable`]).
+///
+/// Its alerts are one group for the journal: numbered and in the ring as
+/// they are raised, but sealed (handed to the journal writer) only when
+/// the sink is dropped, so with `fsync = "always"` a batch's alerts share
+/// one `fdatasync` and none is released before it. Keep a sink for one
+/// batch, timer run or reload: its alerts reach no reader until it is
+/// dropped (or something waits for them, which seals them).
 pub struct PublishSink<'a> {
     bus: &'a AlertBus,
     received_ns: i64,
@@ -895,9 +991,18 @@ impl<'a> PublishSink<'a> {
 
 impl AlertSink for PublishSink<'_> {
     fn emit(&mut self, alert: Alert) {
-        let seq = self.bus.publish(alert, self.received_ns);
+        let seq = self.bus.publish_as(alert, self.received_ns, false);
         self.last_seq = self.last_seq.max(seq);
         self.published += 1;
+    }
+}
+
+impl Drop for PublishSink<'_> {
+    /// Seals the sink's alerts: the journal writer takes them as a group.
+    fn drop(&mut self) {
+        if self.last_seq > 0 {
+            self.bus.seal(self.last_seq);
+        }
     }
 }
 

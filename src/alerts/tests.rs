@@ -545,6 +545,81 @@ mod journaled {
         assert_eq!(stats.journal.next_seq, 31);
     }
 
+    /// The group-commit guarantee, with a sync held in flight: a batch's
+    /// alerts (one sink) are one group and one `fdatasync`; while it runs
+    /// nothing is released (live, replay, acknowledgement), batches sealed
+    /// meanwhile wait for the next group; every alert a reader gets is at
+    /// or below the journal's synced watermark when it gets it.
+    #[test]
+    fn a_batch_is_one_fdatasync_and_no_reader_gets_an_alert_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = bus_with(dir.path(), 1_000, 1_000, always(1 << 20));
+        let synced = bus.synced_watch().unwrap().clone();
+        let mut live = bus.subscribe(SubscriptionFilter::all(), 0).unwrap();
+        let before = syncs(&bus);
+        let held = synced.hold_syncs();
+        {
+            let mut sink = PublishSink::new(&bus, 0);
+            for i in 1..=40 {
+                sink.emit(nth(i));
+            }
+            // Numbered, in the ring, not sealed: the writer leaves them.
+            assert_eq!(bus.last_seq(), 40);
+            assert!(
+                !synced.wait_for_held_sync(Duration::from_millis(50)),
+                "synced before the batch ended"
+            );
+        }
+        assert!(synced.wait_for_held_sync(WAIT), "the batch is written and synced");
+        // Its sync is in flight: written, but nothing is released.
+        assert_eq!((synced.get(), bus.durable_seq()), (0, 0));
+        assert_eq!(drain(&mut live), (vec![], None));
+        let mut replay = bus.subscribe(SubscriptionFilter::all(), 1).unwrap();
+        assert_eq!(drain(&mut replay), (vec![], None));
+        let mut ack = bus.durable_wait();
+        let waker = std::task::Waker::noop();
+        assert!(ack
+            .poll_durable(40, &mut std::task::Context::from_waker(waker))
+            .is_pending());
+        let segment = &std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        assert!(std::fs::metadata(segment).unwrap().len() > 40 * record::RECORD_HEAD as u64);
+        // Two more batches while the sync is in flight: the next group.
+        for batch in [41..=60, 61..=70] {
+            let mut sink = PublishSink::new(&bus, 0);
+            for i in batch {
+                sink.emit(nth(i));
+            }
+        }
+        let checker = {
+            let synced = synced.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                runtime.block_on(async {
+                    let mut got = Vec::new();
+                    while got.len() < 70 {
+                        let alert = live.next_alert().await.unwrap().unwrap();
+                        assert!(
+                            synced.get() >= alert.seq,
+                            "seq {} reached a reader before its sync",
+                            alert.seq
+                        );
+                        got.push(alert.seq);
+                    }
+                    got
+                })
+            })
+        };
+        drop(held);
+        assert_eq!(checker.join().unwrap(), (1..=70).collect::<Vec<_>>());
+        assert_eq!(synced.get(), 70);
+        assert_eq!(
+            syncs(&bus) - before,
+            2,
+            "the batch, then the two sealed during its sync"
+        );
+        assert_eq!(drain(&mut replay).0, (1..=70).collect::<Vec<_>>());
+    }
+
     #[test]
     fn wait_durable_completes_once_the_writer_has_synced() {
         let dir = tempfile::tempdir().unwrap();

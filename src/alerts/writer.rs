@@ -2,23 +2,27 @@
 //! follows the alert log from the journal's end and appends every alert,
 //! in sequence order, then releases them to readers.
 //!
-//! One round, a group:
+//! One round, a group: every alert sealed and not yet written (a sealed
+//! alert is one whose [`super::PublishSink`] is done: a batch's alerts are
+//! sealed together; every batch sealed while the writer was busy joins).
 //!
 //! 1. Under the journal's lock, then briefly the bus lock: take (`Arc`
-//!    clones of) every alert published and not yet written, at most
-//!    [`GROUP_MAX`], from the ring.
+//!    clones of) the group's alerts from the ring, [`GROUP_MAX`] at a time.
 //! 2. With the journal's lock only: encode them, append them in one
-//!    `write` per segment, then sync by the policy — with `always` one
-//!    `fdatasync` for the whole group (group commit), with `interval` the
-//!    journal's background thread syncs, with `never` nothing.
+//!    `write` per segment (and per [`GROUP_MAX`] alerts), back to 1 until
+//!    the whole group is written; then sync by the policy — with `always`
+//!    one `fdatasync` for the whole group (group commit), with `interval`
+//!    the journal's background thread syncs, with `never` nothing.
 //! 3. Under the bus lock again: record the outcome and release the group
-//!    to the live readers; then wake whoever
-//!    waits for the release (async waiters, `publish` waiting for room,
-//!    `close`).
+//!    to the live readers, only now that its sync has returned; then wake
+//!    whoever waits for the release (async waiters, `publish` waiting for
+//!    room, `close`).
 //!
 //! So a storm of alerts costs one `fdatasync` per group rather than per
-//! alert, and no disk I/O ever happens under the bus lock or a caller's
-//! lock. The writer takes the journal's lock before the bus lock, never the
+//! alert (per batch at most), and no disk I/O ever happens under the bus
+//! lock or a caller's lock. The journal's extent that readers replay from
+//! moves only at 3, so no replay reads a record before its sync either.
+//! The writer takes the journal's lock before the bus lock, never the
 //! other way round, and never an engine lock.
 //!
 //! Failures keep the bus's semantics ([`super::journaling`]): a group that
@@ -37,8 +41,8 @@ use super::encoding::encode_published;
 use super::journaling::JournalHealth;
 use super::{PublishedAlert, Shared};
 
-/// Most alerts written in one group: bounds how long the writer holds the
-/// journal's lock and the memory of one group.
+/// Most alerts encoded and written in one `write`: bounds the memory of a
+/// group in flight (a larger group is written in several, synced once).
 pub const GROUP_MAX: usize = 4096;
 
 /// Starts the writer of `shared`'s journal.
@@ -104,14 +108,15 @@ impl Writer {
     fn next_task(&self) -> Task {
         let mut inner = self.shared.lock();
         loop {
+            let sealed = inner.sealed;
             let Some(journal) = &inner.journal else {
                 return Task::Exit;
             };
             let written = journal.extent.next_seq();
             let writable = match journal.health {
-                JournalHealth::Healthy => inner.next_seq > written,
+                JournalHealth::Healthy => sealed >= written,
                 // Only once a new alert has come since the failure.
-                JournalHealth::Failing { .. } => inner.next_seq > written && inner.next_seq - 1 > journal.retry_after,
+                JournalHealth::Failing { .. } => sealed >= written && sealed > journal.retry_after,
                 JournalHealth::Stopped { .. } => false,
             };
             if writable || journal.synced_ticket < journal.sync_ticket {
@@ -133,16 +138,17 @@ impl Writer {
         let mut journal = journal.lock();
 
         // 1. What is waiting, and whether `close` asked for a sync.
-        let (published, sync_ticket) = {
+        let (published, sealed, sync_ticket) = {
             let mut inner = shared.lock();
             let published = inner.next_seq - 1;
+            let sealed = inner.sealed;
             let oldest = inner.oldest_seq();
             let Some(side) = &mut inner.journal else {
                 return;
             };
             let sync_ticket = (side.synced_ticket < side.sync_ticket).then_some(side.sync_ticket);
             let missing = journal.next_seq();
-            if side.takes_nothing() || missing > published {
+            if side.takes_nothing() || missing > sealed {
                 // Nothing to write: a sync only.
             } else if missing < oldest {
                 tracing::error!(
@@ -155,18 +161,30 @@ impl Writer {
                 side.health = JournalHealth::Stopped { since: missing };
                 shared.release(&mut inner, published);
             } else {
-                let start = usize::try_from(missing - oldest).unwrap_or(usize::MAX);
-                self.group.extend(inner.ring.range(start..).take(GROUP_MAX).cloned());
+                self.take(&inner, missing, sealed);
             }
-            (published, sync_ticket)
+            (published, sealed, sync_ticket)
         };
+        let wrote_nothing = self.group.is_empty();
 
-        // 2. The I/O, under the journal's lock only.
-        let outcome = self.append(&mut journal);
+        // 2. The I/O, under the journal's lock only: the whole group, then
+        // its one sync.
+        let mut outcome = self.append(&mut journal);
+        while outcome.failure.is_none() && !self.group.is_empty() && journal.next_seq() <= sealed {
+            // More of the group than one write takes.
+            self.group.clear();
+            self.take(&shared.lock(), journal.next_seq(), sealed);
+            let more = self.append(&mut journal);
+            outcome = Outcome {
+                appended: outcome.appended + more.appended,
+                failure: more.failure,
+            };
+        }
+        journal.commit();
         // The sync `close` asked for, once every alert published before it
         // asked is written (or cannot be).
-        let synced = sync_ticket
-            .filter(|_| outcome.failure.is_some() || journal.next_seq() > published || self.group.is_empty());
+        let synced =
+            sync_ticket.filter(|_| outcome.failure.is_some() || journal.next_seq() > published || wrote_nothing);
         if synced.is_some() {
             if let Err(error) = journal.sync() {
                 tracing::error!(%error, "Journal: sync at close failed.");
@@ -224,7 +242,23 @@ impl Writer {
         shared.released_cv.notify_all();
     }
 
-    /// Encodes and appends the group, then syncs it by the policy.
+    /// Takes from the ring the sealed alerts from `missing` on (up to
+    /// `sealed`, at most [`GROUP_MAX`]). Every alert not released is in
+    /// the ring, so they are all there.
+    fn take(&mut self, inner: &super::Inner, missing: u64, sealed: u64) {
+        let oldest = inner.oldest_seq();
+        if missing < oldest || missing > sealed {
+            return;
+        }
+        let start = usize::try_from(missing - oldest).unwrap_or(usize::MAX);
+        let count = usize::try_from(sealed - missing + 1)
+            .unwrap_or(usize::MAX)
+            .min(GROUP_MAX);
+        self.group.extend(inner.ring.range(start..).take(count).cloned());
+    }
+
+    /// Encodes and appends the alerts taken (not synced: the caller syncs
+    /// the whole group once).
     fn append(&mut self, journal: &mut crate::journal::Journal) -> Outcome {
         let Some(first) = self.group.first().map(|a| a.seq) else {
             return Outcome {
@@ -253,7 +287,6 @@ impl Writer {
                 e.appended
             }
         };
-        journal.commit();
         Outcome { appended, failure }
     }
 }

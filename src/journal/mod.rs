@@ -11,7 +11,10 @@
 //!   [`FsyncPolicy`]: `fdatasync` after every append (after a whole batch
 //!   with [`Journal::commit`]: group commit), at an interval from a
 //!   background thread, or when the OS decides. A segment is closed once
-//!   the next record would take it past `segment_bytes`.
+//!   the next record would take it past `segment_bytes`. The newest record
+//!   an `fdatasync` is known to cover is the synced watermark
+//!   ([`Journal::synced_seq`], [`SyncedSeq`] to watch it without the
+//!   journal).
 //! - Opening ([`Journal::open`], [`recover`]): every segment is verified;
 //!   a torn or corrupt tail is cut (the file truncated at the last good
 //!   record, later segments deleted) with a warning naming the file, the
@@ -225,8 +228,11 @@ pub struct JournalStats {
     pub write_errors: u64,
     /// `fdatasync` calls that failed.
     pub sync_errors: u64,
-    /// `fdatasync` latency, ns.
+    /// `fdatasync` latency, ns (its count is the number of syncs).
     pub fsync: Latency,
+    /// Every record up to this one is on stable storage: written before
+    /// an `fdatasync` that returned (0: none synced since open).
+    pub synced_seq: u64,
     /// Torn or corrupt tails cut when the journal was opened.
     pub repairs: u64,
     pub repaired_bytes: u64,
@@ -288,6 +294,46 @@ impl JournalExtent {
             from_seq,
             self.next_seq,
         ))
+    }
+}
+
+/// The journal's synced watermark, readable without the journal (and so
+/// without waiting for its writer): every record up to
+/// [`SyncedSeq::get`] was written before an `fdatasync` that returned.
+#[derive(Clone, Debug)]
+pub struct SyncedSeq(Arc<SyncMetrics>);
+
+impl SyncedSeq {
+    /// The newest record known to be on stable storage (0: none since the
+    /// journal was opened).
+    pub fn get(&self) -> u64 {
+        self.0.synced_seq()
+    }
+
+    /// Tests: from now on every `fdatasync` is held once it has returned
+    /// (before it counts as done), until the hold is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_syncs(&self) -> SyncHold {
+        self.0.gate.close();
+        SyncHold(self.0.clone())
+    }
+
+    /// Tests: waits (at most `within`) until a sync is held; whether one is.
+    #[cfg(test)]
+    pub(crate) fn wait_for_held_sync(&self, within: Duration) -> bool {
+        self.0.gate.wait_for_held(within)
+    }
+}
+
+/// Tests: syncs are held while this lives ([`SyncedSeq::hold_syncs`]), also
+/// when a test fails (so the writer is not left waiting).
+#[cfg(test)]
+pub(crate) struct SyncHold(Arc<SyncMetrics>);
+
+#[cfg(test)]
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        self.0.gate.open();
     }
 }
 
@@ -542,7 +588,7 @@ impl Journal {
         self.next_seq += records as u64;
         self.appends += records as u64;
         match &self.syncer {
-            Some(syncer) => syncer.mark_dirty(),
+            Some(syncer) => syncer.mark_dirty(self.next_seq - 1),
             None => self.unsynced = self.config.fsync == FsyncPolicy::Always,
         }
         Ok(())
@@ -558,8 +604,21 @@ impl Journal {
         }
         self.unsynced = false;
         let path = &self.segments.last().expect("a segment is active").path;
-        self.sync_metrics.sync(&self.active, path);
+        if self.sync_metrics.sync(&self.active, path) {
+            self.sync_metrics.mark_synced(self.next_seq - 1);
+        }
         true
+    }
+
+    /// The newest record known to be on stable storage (0: none synced
+    /// since open); see [`SyncedSeq`].
+    pub fn synced_seq(&self) -> u64 {
+        self.sync_metrics.synced_seq()
+    }
+
+    /// A handle on the synced watermark that does not need the journal.
+    pub fn synced_watch(&self) -> SyncedSeq {
+        SyncedSeq(self.sync_metrics.clone())
     }
 
     /// Forces what was appended to stable storage now, whatever the
@@ -579,6 +638,7 @@ impl Journal {
             }
         })?;
         self.sync_metrics.record(started.elapsed());
+        self.sync_metrics.mark_synced(self.next_seq - 1);
         self.unsynced = false;
         Ok(())
     }
@@ -705,6 +765,7 @@ impl Journal {
             write_errors: self.write_errors,
             sync_errors: self.sync_metrics.errors.load(Ordering::Relaxed),
             fsync: self.sync_metrics.latency(),
+            synced_seq: self.sync_metrics.synced_seq(),
             repairs: u64::from(self.recovery.cut.is_some()),
             repaired_bytes: self.recovery.cut.as_ref().map_or(0, |c| c.bytes_cut),
             segments_removed: self.segments_removed,
@@ -730,7 +791,9 @@ impl Journal {
         let durable = self.config.fsync != FsyncPolicy::Never;
         if durable {
             let path = &self.segments.last().expect("a segment is active").path;
-            self.sync_metrics.sync(&self.active, path);
+            if self.sync_metrics.sync(&self.active, path) {
+                self.sync_metrics.mark_synced(self.next_seq - 1);
+            }
             self.unsynced = false;
         }
         let path = record::segment_path(&self.dir, seq);

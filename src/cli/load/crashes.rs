@@ -37,6 +37,10 @@ pub(super) struct AlertStats {
     /// its `received_time_ns` (receive of the batch to hand-off to
     /// subscribers, the journal's sync included), µs.
     pub(super) server_us: Histogram<u64>,
+    /// From the server's receive of the batch (`received_time_ns`) to this
+    /// subscriber's receipt, by the wall clock both share (same machine):
+    /// the journal's sync and the way out included, µs.
+    pub(super) delivered_us: Histogram<u64>,
     pub(super) error: Option<String>,
 }
 
@@ -50,6 +54,7 @@ impl AlertStats {
             // 3 significant figures up to 60 s: about 200 KiB.
             latency_us: latency_histogram(),
             server_us: latency_histogram(),
+            delivered_us: latency_histogram(),
             error: None,
         }
     }
@@ -83,6 +88,14 @@ impl AlertStats {
                 let server_ns = alert.emitted_time_ns.saturating_sub(alert.received_time_ns).max(0);
                 let server_us = u64::try_from(server_ns / 1_000).unwrap_or(0).clamp(1, LATENCY_MAX_US);
                 let _ = self.server_us.record(server_us);
+                let now_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+                let delivered_ns = now_ns.saturating_sub(alert.received_time_ns).max(0);
+                let delivered_us = u64::try_from(delivered_ns / 1_000)
+                    .unwrap_or(0)
+                    .clamp(1, LATENCY_MAX_US);
+                let _ = self.delivered_us.record(delivered_us);
             }
             None => {
                 self.unexpected += 1;

@@ -66,6 +66,16 @@
 //! start time in microseconds, so runs against the same server never
 //! collide with an earlier run's numbers.
 //!
+//! # Alert storm
+//!
+//! `--storm N` is a market-wide crash: a 2 s run over `N` instruments, all
+//! of which crash at 1 s, so `N` alerts are raised together (the case the
+//! journal's group commit is for). Beside tick-to-alert it reports, per
+//! alert, the server's receive of the batch to the subscriber's receipt
+//! (`received_time_ns` against this machine's wall clock: same machine
+//! only), which includes the journal's sync; `scripts/storm.sh` runs it
+//! with each `fsync` policy and counts the server's `fdatasync` calls.
+//!
 //! # Reload storm
 //!
 //! `--reload-storm DIR --reload-every S` measures hot reload under load.
@@ -185,6 +195,11 @@ pub struct LoadArgs {
     /// `--crash-every 0`.
     #[arg(long, value_name = "SECONDS")]
     pub market_crash_at: Option<f64>,
+    /// A market-wide storm: a 2 s run over N instruments, every one of
+    /// which crashes at 1 s (as `--instruments N --crash-every 0
+    /// --market-crash-at 1 --duration 2`): N alerts raised together.
+    #[arg(long, value_name = "N", conflicts_with_all = ["instruments", "crash_every", "market_crash_at", "duration"])]
+    pub storm: Option<u32>,
     /// How far a crash takes the price down, in percent.
     #[arg(long, default_value_t = 12.0, value_name = "PCT")]
     pub crash_depth: f64,
@@ -230,6 +245,7 @@ impl Default for LoadArgs {
             batch: 100,
             crash_every: 1.0,
             market_crash_at: None,
+            storm: None,
             crash_depth: 12.0,
             seed: 1,
             expect_rule: DEFAULT_EXPECT_RULE.into(),
@@ -323,6 +339,18 @@ impl LoadArgs {
         }
     }
 
+    /// The flags `--storm N` stands for, in place of it.
+    pub fn with_storm(&self) -> LoadArgs {
+        let mut args = self.clone();
+        if let Some(n) = args.storm.take() {
+            args.instruments = n;
+            args.crash_every = 0.0;
+            args.market_crash_at = Some(1.0);
+            args.duration = 2.0;
+        }
+        args
+    }
+
     fn crashes_enabled(&self) -> bool {
         self.crash_every > 0.0
     }
@@ -373,7 +401,7 @@ pub enum LoadError {
 /// Bad flags, the server cannot be reached, lacks the expected rule, or
 /// refuses the subscription.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let report = run_load(&args).await?;
+    let report = run_load(&args.with_storm()).await?;
     print!("{}", report.table());
     println!("{}", report.summary_line());
     Ok(())
@@ -569,6 +597,7 @@ pub async fn run_load(args: &LoadArgs) -> Result<LoadReport, LoadError> {
         other_alerts: alerts.other,
         latency_us: alerts.latency_us,
         server_latency_us: alerts.server_us,
+        delivered_latency_us: alerts.delivered_us,
         ack_rtt_us: latency_histogram(),
         client_cpu_ns,
         server_cpu_ns,

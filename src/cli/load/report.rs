@@ -34,6 +34,9 @@ pub struct LoadReport {
     /// The server's part of tick-to-alert (receive to emit, from the
     /// alerts' own stamps), µs.
     pub server_latency_us: Histogram<u64>,
+    /// Server receive of the batch to this subscriber's receipt (the
+    /// journal's sync and the alert's way out included), µs.
+    pub delivered_latency_us: Histogram<u64>,
     /// Ingest round trip: from handing a batch to its stream to reading
     /// its acknowledgement, µs. The part of tick-to-alert spent getting a
     /// batch to the server and evaluated, without the alert's way back.
@@ -112,6 +115,14 @@ impl LoadReport {
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.max()
+            );
+            let d = &self.delivered_latency_us;
+            let _ = write!(
+                line,
+                " delivered_p50_us={} delivered_p99_us={} delivered_max_us={}",
+                d.value_at_quantile(0.5),
+                d.value_at_quantile(0.99),
+                d.max()
             );
         }
         if let Some(r) = &self.reloads {
@@ -238,6 +249,19 @@ impl LoadReport {
                 self.server_latency_us.len()
             ),
         );
+        let delivered = &self.delivered_latency_us;
+        if !delivered.is_empty() {
+            row(
+                "receive → subscriber (µs)",
+                format!(
+                    "p50 {}  p99 {}  max {}  (n={})",
+                    thousands(delivered.value_at_quantile(0.5)),
+                    thousands(delivered.value_at_quantile(0.99)),
+                    thousands(delivered.max()),
+                    delivered.len()
+                ),
+            );
+        }
         row(
             "ingest round trip (µs)",
             format!(

@@ -225,6 +225,7 @@ fn the_summary_line_has_every_field() {
         other_alerts: 0,
         latency_us: AlertStats::new().latency_us,
         server_latency_us: AlertStats::new().server_us,
+        delivered_latency_us: AlertStats::new().delivered_us,
         ack_rtt_us: latency_histogram(),
         client_cpu_ns: Some(400_000_000),
         server_cpu_ns: None,
