@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use airbag::wire::proto;
 use common::kafka::{json_of, Broker};
-use process::{free_port, Serve};
+use process::{free_port, last_applied, Serve};
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
@@ -116,26 +116,6 @@ brokers = ["{broker}"]
 topic = "{alerts}"
 "#,
         rules = rules.display(),
-    )
-}
-
-/// Every instrument's last applied sequence number, or `None` if the
-/// server does not answer.
-async fn last_applied(port: u16) -> Option<HashMap<String, u64>> {
-    let mut client = proto::ingest_client::IngestClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .ok()?;
-    let response = client
-        .last_applied(proto::LastAppliedRequest::default())
-        .await
-        .ok()?
-        .into_inner();
-    Some(
-        response
-            .last_applied
-            .into_iter()
-            .map(|p| (p.instrument, p.seq))
-            .collect(),
     )
 }
 

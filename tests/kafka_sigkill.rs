@@ -16,7 +16,7 @@ mod process;
 #[path = "support/rng.rs"]
 mod rng;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use airbag::wire::proto;
 use common::kafka::{json_of, Broker};
-use process::{free_port, Serve};
+use process::{free_port, last_applied, Serve};
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
@@ -114,26 +114,6 @@ topic = "{topic}"
 "#,
         rules = rules.display(),
         data = data.display(),
-    )
-}
-
-/// Every instrument's last applied sequence number, or `None` if the
-/// server does not answer.
-async fn last_applied(port: u16) -> Option<HashMap<String, u64>> {
-    let mut client = proto::ingest_client::IngestClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .ok()?;
-    let response = client
-        .last_applied(proto::LastAppliedRequest::default())
-        .await
-        .ok()?
-        .into_inner();
-    Some(
-        response
-            .last_applied
-            .into_iter()
-            .map(|p| (p.instrument, p.seq))
-            .collect(),
     )
 }
 

@@ -155,3 +155,23 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// Every instrument's last applied sequence number, or `None` if the
+/// server does not answer.
+pub async fn last_applied(port: u16) -> Option<std::collections::HashMap<String, u64>> {
+    let mut client = airbag::wire::proto::ingest_client::IngestClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    let response = client
+        .last_applied(airbag::wire::proto::LastAppliedRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    Some(
+        response
+            .last_applied
+            .into_iter()
+            .map(|p| (p.instrument, p.seq))
+            .collect(),
+    )
+}

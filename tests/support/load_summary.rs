@@ -4,7 +4,8 @@
 
 /// The summary line is exactly the contract's fields, in order, each with a
 /// number (or `n/a` where the contract allows none), then, when alerts were
-/// matched, the three `server_*_us` fields.
+/// matched, the three `server_*_us` fields and the three `delivered_*_us`
+/// fields.
 pub fn assert_summary_line(line: &str) {
     let rest = line.strip_prefix("summary: ").expect("summary prefix");
     let fields: Vec<(&str, &str)> = rest
@@ -12,10 +13,20 @@ pub fn assert_summary_line(line: &str) {
         .map(|kv| kv.split_once('=').expect("key=value"))
         .collect();
     let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
-    // Then, when alerts were matched, the server's receive-to-emit triple.
-    let (keys, server) = keys.split_at(keys.len().min(12));
+    // Then, when alerts were matched, the server's receive-to-emit triple
+    // and the receive-to-subscriber triple.
+    let (keys, matched) = keys.split_at(keys.len().min(12));
     assert!(
-        server.is_empty() || server == ["server_p50_us", "server_p99_us", "server_max_us"],
+        matched.is_empty()
+            || matched
+                == [
+                    "server_p50_us",
+                    "server_p99_us",
+                    "server_max_us",
+                    "delivered_p50_us",
+                    "delivered_p99_us",
+                    "delivered_max_us"
+                ],
         "{line}"
     );
     assert_eq!(

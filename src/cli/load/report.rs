@@ -85,7 +85,10 @@ impl LoadReport {
     /// The one-line summary scripts parse:
     /// `summary: ticks=N seconds=S ticks_per_s=R p50_us=.. p90_us=.. p99_us=.. p999_us=.. max_us=.. alerts=A missing=M unexpected=U server_cpu_ns_per_tick=..`,
     /// then, when alerts were matched, ` server_p50_us=.. server_p99_us=.. server_max_us=..`
-    /// (receive to emit by the alerts' own stamps), and with
+    /// (receive to emit by the alerts' own stamps) and
+    /// ` delivered_p50_us=.. delivered_p99_us=.. delivered_max_us=..` (receive
+    /// to the subscriber's read, by the server's receive stamp and this
+    /// machine's clock), and with
     /// `--reload-storm` ` reload_p50_ms=.. reload_max_ms=.. reloads=N`.
     /// Values without data are `n/a`.
     pub fn summary_line(&self) -> String {
