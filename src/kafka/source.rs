@@ -99,7 +99,7 @@ impl Source {
                 // Incremental rebalances: only the partitions that move are
                 // handed over. (tansu 0.6.0 also needs it: with an eager
                 // assignor it leaves a killed member's partitions
-                // unassigned, see tests/kafka_group_failover.rs.)
+                // unassigned: README "Running several instances".)
                 if !config.properties.contains_key("partition.assignment.strategy") {
                     client.set("partition.assignment.strategy", "cooperative-sticky");
                 }
