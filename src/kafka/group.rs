@@ -40,10 +40,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
@@ -94,8 +95,8 @@ struct Owned {
     applied: Option<i64>,
     /// The newest offset a written state record holds.
     written: Option<i64>,
-    /// Messages behind the partition's end at the last state write (-1:
-    /// not known).
+    /// Messages behind the partition's end, as of the consumer's last
+    /// statistics (-1: not known).
     lag: i64,
 }
 
@@ -145,6 +146,9 @@ pub struct Group {
     alerts: Option<AlertSide>,
     metrics: Arc<KafkaMetrics>,
     parts: Mutex<BTreeMap<i32, Owned>>,
+    /// Counts the revocations: a batch collected across one is sorted
+    /// again ([`Group::revocations`]).
+    revocations: AtomicU64,
     state_partitions: Mutex<Option<i32>>,
     pub stats: GroupStats,
 }
@@ -222,6 +226,7 @@ impl Group {
             alerts,
             metrics,
             parts: Mutex::new(BTreeMap::new()),
+            revocations: AtomicU64::new(0),
             state_partitions: Mutex::new(None),
             stats: GroupStats::default(),
         })
@@ -250,7 +255,10 @@ impl Group {
     pub fn note_batch(&self, batch: &[BorrowedMessage<'_>], starts: &[usize], pipeline: &Pipeline) {
         let mut parts = self.parts.lock();
         for (k, message) in batch.iter().enumerate() {
-            let owned = parts.entry(message.partition()).or_default();
+            // The source applies messages of owned partitions only.
+            let Some(owned) = parts.get_mut(&message.partition()) else {
+                continue;
+            };
             owned.applied = Some(owned.applied.map_or(message.offset(), |a| a.max(message.offset())));
             let end = starts.get(k + 1).copied().unwrap_or(pipeline.len());
             for index in starts[k]..end {
@@ -261,6 +269,30 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// Notes each owned partition's lag (messages behind its end; -1: not
+    /// known).
+    fn note_lags(&self, lags: impl Iterator<Item = (i32, i64)>) {
+        let mut parts = self.parts.lock();
+        for (partition, lag) in lags {
+            if let Some(owned) = parts.get_mut(&partition) {
+                owned.lag = lag;
+            }
+        }
+    }
+
+    /// Whether partition `partition` of the tick topic is this instance's
+    /// now. A message of a partition it does not hold (one fetched before
+    /// a revocation) is not applied: its instruments are the next owner's.
+    pub fn holds(&self, partition: i32) -> bool {
+        self.parts.lock().contains_key(&partition)
+    }
+
+    /// How many revocations this instance has had: a batch collected while
+    /// the count moved may hold messages of a partition it no longer owns.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
     }
 
     /// Writes the state of every owned partition that applied messages
@@ -405,15 +437,21 @@ impl Group {
     }
 
     /// The group took `partitions` away: each one's state is written, its
-    /// instruments forgotten here. Blocking.
-    fn hand_over<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) {
+    /// instruments forgotten here. When the assignment was `lost` (this
+    /// member missed its session timeout, so another may own them and
+    /// have written since) nothing is written: the next owner goes on
+    /// from the last record. Blocking.
+    fn hand_over<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32], lost: bool) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         for &partition in partitions {
             let due = self
                 .parts
                 .lock()
                 .get(&partition)
                 .is_some_and(|o| o.applied.is_some() && o.applied > o.written);
-            if due {
+            if due && lost {
+                warn!(source = %self.name, partition, "Assignment lost: the partition's state since its last record is not written; its next owner applies those messages again.");
+            } else if due {
                 self.write_one(consumer, partition);
             }
             let owned = self.parts.lock().remove(&partition);
@@ -431,10 +469,14 @@ impl Group {
 
     /// The group gave us `partitions`: each one's newest state record is
     /// restored, and the alerts the previous owner published after it are
-    /// expected. Blocking.
-    fn take_over(&self, partitions: &[i32]) {
+    /// expected. The offset each restored partition is fetched from: the
+    /// record's, not the committed one, which a member that has not yet
+    /// seen its revocation may have moved past the record read here.
+    /// Blocking.
+    fn take_over(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
         let started = Instant::now();
         let records = self.read_records(partitions);
+        let mut starts = BTreeMap::new();
         for &partition in partitions {
             let mut owned = Owned::default();
             let Some((head, checkpoint, bytes)) = records.get(&partition).and_then(|r| r.as_ref()) else {
@@ -447,6 +489,7 @@ impl Group {
                 owned.instruments.insert(Arc::from(instrument.symbol.as_str()));
             }
             owned.written = Some(head.next_offset - 1);
+            starts.insert(partition, head.next_offset);
             // The time the partition had no owner is not silence of its feed.
             match self.core.engine().restore_share(snapshot, self.core.clock().now_ns()) {
                 Ok(report) => {
@@ -480,6 +523,7 @@ impl Group {
         self.stats
             .last_restore_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        starts
     }
 
     /// The newest state record of each of `partitions`, read from the state
@@ -729,37 +773,88 @@ pub struct GroupContext {
     pub group: std::sync::OnceLock<Arc<Group>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of
+    /// each owned partition, from the high watermarks its fetches returned,
+    /// so knowing the lag costs the broker no request of its own.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(group) = self.group.get() {
+            if let Some(topic) = statistics.topics.get(&group.tick_topic) {
+                group.note_lags(topic.partitions.iter().map(|(&p, s)| (p, s.consumer_lag)));
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Some(group) = self.group.get() else {
-            return;
-        };
-        let partitions = |list: &TopicPartitionList| -> Vec<i32> {
-            list.elements()
-                .iter()
-                .filter(|e| e.topic() == group.tick_topic)
-                .map(|e| e.partition())
-                .collect()
-        };
-        group.stats.rebalances.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        match rebalance {
-            Rebalance::Revoke(list) => {
-                let revoked = partitions(list);
-                info!(source = %group.name, ?revoked, "Partitions revoked: handing their state over.");
-                blocking(|| group.hand_over(consumer, &revoked));
+    /// The rebalance itself (rdkafka's default, with the take-over's start
+    /// offsets set on the assignment before it is applied).
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(group) = self.group.get() {
+                    let assigned = group.partitions_of(tpl);
+                    info!(source = %group.name, ?assigned, "Partitions assigned: taking their state over.");
+                    let started = Instant::now();
+                    let starts = blocking(|| group.take_over(&assigned));
+                    for (partition, offset) in starts {
+                        if let Err(error) =
+                            tpl.set_partition_offset(&group.tick_topic, partition, Offset::Offset(offset))
+                        {
+                            warn!(source = %group.name, partition, %error, "The restored offset cannot be set: the partition is fetched from its committed offset.");
+                        }
+                    }
+                    group.rebalanced(started);
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
             }
-            Rebalance::Assign(list) => {
-                let assigned = partitions(list);
-                info!(source = %group.name, ?assigned, "Partitions assigned: taking their state over.");
-                blocking(|| group.take_over(&assigned));
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(group) = self.group.get() {
+                    let revoked = group.partitions_of(tpl);
+                    let lost = consumer.assignment_lost();
+                    info!(source = %group.name, ?revoked, lost, "Partitions revoked: handing their state over.");
+                    let started = Instant::now();
+                    blocking(|| group.hand_over(consumer, &revoked, lost));
+                    group.rebalanced(started);
+                }
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
             }
-            Rebalance::Error(error) => warn!(source = %group.name, %error, "Rebalance error."),
+            other => {
+                let code: rdkafka::error::RDKafkaErrorCode = other.into();
+                if let Some(group) = self.group.get() {
+                    warn!(source = %group.name, error = %code, "Rebalance error.");
+                }
+                Ok(())
+            }
+        };
+        if let (Err(error), Some(group)) = (outcome, self.group.get()) {
+            warn!(source = %group.name, %error, "The rebalance's assignment was not applied.");
         }
-        group
-            .stats
+    }
+}
+
+impl Group {
+    /// The tick topic's partitions in a rebalance's list.
+    fn partitions_of(&self, list: &TopicPartitionList) -> Vec<i32> {
+        list.elements()
+            .iter()
+            .filter(|e| e.topic() == self.tick_topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    fn rebalanced(&self, started: Instant) {
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        self.stats
             .last_rebalance_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }

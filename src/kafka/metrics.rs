@@ -16,6 +16,9 @@ pub struct KafkaMetrics {
     rejected: [AtomicU64; Reject::ALL.len()],
     /// Errors the consumers reported (broker down, partition errors).
     pub consumer_errors: AtomicU64,
+    /// Messages not applied: their partition was handed over after they
+    /// were fetched (several instances sharing a group).
+    pub not_owned: AtomicU64,
     /// Batches whose offsets were stored for commit.
     pub batches_stored: AtomicU64,
     pub sinks: Vec<(String, SinkMetrics)>,
@@ -76,6 +79,11 @@ impl KafkaMetrics {
             "airbag_kafka_consumer_errors_total",
             "Errors the Kafka consumers reported.",
             &mut std::iter::once((String::new(), load(&self.consumer_errors))),
+        );
+        counter(
+            "airbag_kafka_not_owned_total",
+            "Kafka messages fetched but not applied: their partition was handed over to another member first.",
+            &mut std::iter::once((String::new(), load(&self.not_owned))),
         );
         counter(
             "airbag_kafka_batches_stored_total",

@@ -30,7 +30,7 @@ use super::metrics::KafkaMetrics;
 use super::progress::Progress;
 use super::KafkaError;
 use crate::config::kafka::{KafkaSinkConfig, KafkaSourceConfig, SourcePartitions};
-use crate::service::{Core, IngestSession};
+use crate::service::{Core, IngestSession, Pipeline};
 
 /// Pause after a consumer error before reading on (the client reconnects
 /// by itself; this keeps a dead broker from spinning the task).
@@ -102,6 +102,10 @@ impl Source {
                 // unassigned: README "Running several instances".)
                 if !config.properties.contains_key("partition.assignment.strategy") {
                     client.set("partition.assignment.strategy", "cooperative-sticky");
+                }
+                // Each owned partition's lag comes from the statistics.
+                if !config.properties.contains_key("statistics.interval.ms") {
+                    client.set("statistics.interval.ms", "1000");
                 }
                 Some(Arc::new(Group::new(
                     core.clone(),
@@ -258,25 +262,20 @@ impl Source {
             };
             starts.clear();
             let pipeline = session.batch();
+            // A rebalance runs inside `recv`: one during the collection may
+            // take away a partition whose messages are already in the batch.
+            let revocations = self.group.as_ref().map(|g| g.revocations());
             let mut next = Some(first);
             // What is already fetched joins the batch, up to its limits;
             // nothing waits for more.
             while let Some(message) = next.take() {
-                starts.push(pipeline.len());
-                let payload = message.payload().unwrap_or_default();
-                if let Err(refusal) = self.decoder.push(payload, message.key(), message.offset(), pipeline) {
-                    metrics.reject(refusal.reason);
-                    warn!(
-                        source = %self.name,
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        reason = refusal.reason.as_str(),
-                        detail = %refusal.detail,
-                        "Kafka message skipped: it does not decode."
-                    );
+                if self.group.as_ref().is_some_and(|g| !g.holds(message.partition())) {
+                    metrics.not_owned.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    starts.push(pipeline.len());
+                    decode(&self.name, &mut self.decoder, &message, pipeline, &metrics, true);
+                    batch.push(message);
                 }
-                batch.push(message);
                 if batch.len() >= self.max_messages || pipeline.len() >= max_ticks {
                     break;
                 }
@@ -288,6 +287,25 @@ impl Source {
                     }
                     Err(_) => {}
                 }
+            }
+            if let (Some(group), Some(before)) = (&self.group, revocations) {
+                if group.revocations() != before {
+                    // The batch again, without the partitions handed over.
+                    let held = batch.len();
+                    batch.retain(|m| group.holds(m.partition()));
+                    metrics
+                        .not_owned
+                        .fetch_add((held - batch.len()) as u64, Ordering::Relaxed);
+                    starts.clear();
+                    let pipeline = session.batch();
+                    for message in &batch {
+                        starts.push(pipeline.len());
+                        decode(&self.name, &mut self.decoder, message, pipeline, &metrics, false);
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
             }
             metrics.messages.fetch_add(batch.len() as u64, Ordering::Relaxed);
             let applied = session.apply();
@@ -376,5 +394,32 @@ impl Source {
             self.consumer.unsubscribe();
         }
         info!(source = %self.name, "Kafka source stopped; applied offsets committed.");
+    }
+}
+
+/// Decodes `message`'s ticks into `pipeline`; a message that does not
+/// decode is skipped (counted and logged when `first_time`).
+fn decode(
+    name: &str,
+    decoder: &mut Decoder,
+    message: &BorrowedMessage<'_>,
+    pipeline: &mut Pipeline,
+    metrics: &KafkaMetrics,
+    first_time: bool,
+) {
+    let payload = message.payload().unwrap_or_default();
+    if let Err(refusal) = decoder.push(payload, message.key(), message.offset(), pipeline) {
+        if first_time {
+            metrics.reject(refusal.reason);
+            warn!(
+                source = %name,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                reason = refusal.reason.as_str(),
+                detail = %refusal.detail,
+                "Kafka message skipped: it does not decode."
+            );
+        }
     }
 }

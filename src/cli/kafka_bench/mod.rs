@@ -16,6 +16,10 @@
 //!    Latency is from handing the crash tick to the producer to reading
 //!    its alert from the alert topic: p50/p99/p99.9/max.
 //!
+//! 3. **Instances in a group** (with `--instances 1,2,3`): the throughput
+//!    topic read by that many services sharing it in one consumer group
+//!    ([`group`]).
+//!
 //! Topics are created with the run's own names (`airbag-bench-PID-...`).
 
 use std::collections::HashMap;
@@ -39,6 +43,8 @@ use crate::clock::{Clock as _, SystemClock};
 use crate::config::kafka::{KafkaConfig, KafkaSinkConfig, KafkaSourceConfig, SourceFormat, SourcePartitions};
 use crate::config::ServiceConfig;
 use crate::wire::proto;
+
+mod group;
 
 /// `airbag kafka bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -79,6 +85,10 @@ pub struct BenchArgs {
     /// Skip a phase: `throughput` or `latency`.
     #[arg(long, value_name = "PHASE")]
     pub skip: Vec<String>,
+    /// Also read the throughput topic with this many services in one
+    /// consumer group, each count in turn (e.g. `1,2,3`).
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pub instances: Vec<usize>,
 }
 
 const BASE_PRICE: f64 = 100.0;
@@ -271,25 +281,33 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    if !args.skip.iter().any(|s| s == "throughput") {
+    let skipped = |phase: &str| args.skip.iter().any(|s| s == phase);
+    if !skipped("throughput") || !args.instances.is_empty() {
+        let (brokers, t, ticks, instruments) =
+            (args.brokers.clone(), ticks_topic.clone(), args.ticks, args.instruments);
+        let produced = tokio::task::spawn_blocking(move || produce_calm(&brokers, &t, ticks, instruments)).await??;
+        println!(
+            "throughput: {} ticks over {} instruments, {} partitions, produced in {:.2} s",
+            args.ticks,
+            args.instruments,
+            args.partitions,
+            produced.as_secs_f64()
+        );
+    }
+    if !skipped("throughput") {
         throughput(args, &ticks_topic).await?;
     }
-    if !args.skip.iter().any(|s| s == "latency") {
+    if !args.instances.is_empty() {
+        group::instances(args, &ticks_topic).await?;
+    }
+    if !skipped("latency") {
         latency(args, &live_topic, &alerts_topic).await?;
     }
     Ok(())
 }
 
 async fn throughput(args: &BenchArgs, topic: &str) -> anyhow::Result<()> {
-    let (brokers, t, ticks, instruments) = (args.brokers.clone(), topic.to_string(), args.ticks, args.instruments);
-    let produced = tokio::task::spawn_blocking(move || produce_calm(&brokers, &t, ticks, instruments)).await??;
-    println!(
-        "throughput: {} ticks over {} instruments, {} partitions, produced in {:.2} s",
-        args.ticks,
-        args.instruments,
-        args.partitions,
-        produced.as_secs_f64()
-    );
+    let ticks = args.ticks;
     let (mut bare_rates, mut airbag_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let bare = bare_read(&args.brokers, topic, args.partitions, ticks, round).await?;
