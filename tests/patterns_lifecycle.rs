@@ -272,6 +272,25 @@ fn three_velocity_warnings_within_ten_minutes_halt_a_major() {
     assert_eq!(last_two, vec!["majors-velocity", "repeated-velocity-halt"]);
 }
 
+/// A pattern over other rules' alerts keeps reading them after a restart:
+/// two warnings before the checkpoint, the third after it, one halt.
+#[test]
+fn a_pattern_reads_other_rules_alerts_after_a_restart() {
+    let original = bundled();
+    let mut f = Feed::new(&original);
+    f.at(0, "100").at(500, "102.5").at(60_000, "102.5").at(61_000, "100");
+    let restored = bundled();
+    restored.restore(through_a_file(&original), i64::MIN).unwrap();
+    let mut g = Feed::new(&restored);
+    g.seq = f.seq;
+    g.at(120_000, "100").at(120_500, "102.5");
+    let warned = g.of("majors-velocity").len();
+    assert!(warned > 0, "the third warning after the restart: {:?}", g.alerts);
+    let halts = g.of("repeated-velocity-halt");
+    assert_eq!(halts.len(), 1, "{:?}", g.alerts);
+    assert_eq!(halts[0].event_time_ns, T0 + 120_500 * MS);
+}
+
 #[test]
 fn a_tier_three_halt_pages_after_fifteen_minutes_without_ticks() {
     let e = bundled();

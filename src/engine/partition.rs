@@ -31,6 +31,12 @@ pub struct BoundRule {
     pub state: RuleState,
 }
 
+/// Whether any of `rules` reads other rules' alerts: the partition then
+/// hands each alert it raises back to its rules.
+pub fn feeds_alerts(rules: &[BoundRule]) -> bool {
+    rules.iter().any(|b| b.rule.logic.watches_alerts())
+}
+
 /// What [`Partition::reset`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionReset {
@@ -393,7 +399,7 @@ impl Partition {
             .map(|key| groups.get_or_create(key))
             .collect();
         self.refdata = ruleset.refdata.clone();
-        self.feeds_alerts = rules.iter().any(|b: &BoundRule| b.rule.logic.watches_alerts());
+        self.feeds_alerts = feeds_alerts(&rules);
         self.rules = rules;
         state.windows = windows;
         self.ruleset_version = ruleset.version;

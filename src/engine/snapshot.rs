@@ -22,7 +22,7 @@ use crate::rules::{CompiledRule, RuleSet, RuleState};
 use crate::state::{LastValues, SymbolError, Window, WindowKey, WindowSet};
 
 use super::group::{groups_of, GroupKey, GroupKind};
-use super::partition::{BoundRule, BoundRules, Partition};
+use super::partition::{feeds_alerts, BoundRule, BoundRules, Partition};
 
 use super::Engine;
 
@@ -607,6 +607,7 @@ fn bind_saved(
         });
     }
     report.rule_states_dropped += saved_rules.iter().filter(|s| s.is_some()).count();
+    partition.feeds_alerts = feeds_alerts(&rules);
     partition.rules = rules;
     partition.reference = ruleset.refdata.instrument(&partition.instrument.symbol).cloned();
     partition.refdata = ruleset.refdata.clone();
