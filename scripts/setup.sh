@@ -9,9 +9,10 @@
 # - chromium, nodejs, npm (apt) and playwright-core (npm ci in
 #   tests/browser, committed package-lock.json; it downloads no browser):
 #   the console's browser test drives /usr/bin/chromium.
-# - tansu 0.6.0, a Kafka-protocol broker, for the Kafka tests: built once
-#   with cargo into ~/.cache/airbag-tools/tansu-0.6.0 and kept there
-#   (about 18 minutes on 2 cores the first time).
+# - tansu 0.6.0, a Kafka-protocol broker, for the Kafka tests, with the
+#   fixes in scripts/tansu/ (curl and patch from apt fetch and apply them):
+#   built once with cargo into ~/.cache/airbag-tools/tansu-0.6.0-fetchfix
+#   and kept there (about 18 minutes on 2 cores the first time).
 # - kubernetes-validate (PyPI, pinned; it carries the Kubernetes schemas) in
 #   a venv at ~/.cache/airbag-tools/venv, and systemd-analyze (apt
 #   `systemd`): tests/deploy_manifests.rs checks deploy/ with them.
@@ -29,6 +30,8 @@ if ! $build_only; then
   command -v npm >/dev/null 2>&1 || need+=(npm)
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+  command -v patch >/dev/null 2>&1 || need+=(patch)
   # The venv for kubernetes-validate, below: Debian's python3 may come
   # without venv and pip.
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -50,11 +53,23 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
-tansu_root="$HOME/.cache/airbag-tools/tansu-0.6.0"
+tansu_root="$HOME/.cache/airbag-tools/tansu-0.6.0-fetchfix"
 if [ ! -x "$tansu_root/bin/tansu" ]; then
+  # tansu 0.6.0 from crates.io with scripts/tansu/*.patch applied to its
+  # storage crate (see scripts/tansu/README.md), built once.
+  tansu_src="$HOME/.cache/airbag-tools/tansu-src"
+  rm -rf "$tansu_src" && mkdir -p "$tansu_src"
+  for crate in tansu tansu-storage; do
+    curl -sSfL --retry 3 "https://static.crates.io/crates/$crate/$crate-0.6.0.crate" | tar -xz -C "$tansu_src"
+  done
+  for fix in scripts/tansu/*.patch; do
+    patch -d "$tansu_src/tansu-storage-0.6.0" -p1 --quiet < "$fix"
+  done
+  printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-0.6.0" }\n' >> "$tansu_src/tansu-0.6.0/Cargo.toml"
   CARGO_TARGET_DIR="$HOME/.cache/airbag-tools/tansu-build" \
-    cargo install tansu --version 0.6.0 --locked --features dynostore --root "$tansu_root"
-  rm -rf "$HOME/.cache/airbag-tools/tansu-build"
+    cargo build --release --features dynostore --manifest-path "$tansu_src/tansu-0.6.0/Cargo.toml"
+  install -D "$HOME/.cache/airbag-tools/tansu-build/release/tansu" "$tansu_root/bin/tansu"
+  rm -rf "$HOME/.cache/airbag-tools/tansu-build" "$tansu_src"
 fi
 
 # --- deploy/ validation: kubernetes-validate in a cached venv ---------------

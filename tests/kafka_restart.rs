@@ -135,3 +135,49 @@ async fn restarts_resume_the_source_from_its_offsets_and_the_sink_from_its_posit
     let again = broker.read("alerts", 1, Duration::from_secs(2), |m| m.len() > 3).await;
     assert_eq!(again.len(), 3, "no alert delivered twice");
 }
+
+/// A restart or a take-over resumes from an offset that a producer's batch
+/// may straddle: a fetch from inside a batch must start at that offset (the
+/// client drops the batch's records before it), not at the next batch.
+/// This holds the broker of the tests to Kafka's behaviour
+/// (scripts/tansu/fetch-from-containing-batch.patch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_from_inside_a_batch_starts_at_the_offset_asked_for() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = Broker::start();
+    broker.create_topic("batched", 1).await;
+    // Sent together and lingering: one batch of ten on the broker.
+    let producer: FutureProducer = broker
+        .client()
+        .set("linger.ms", "500")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let payloads: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let sends: Vec<_> = payloads
+        .iter()
+        .map(|p| {
+            producer
+                .send_result(FutureRecord::to("batched").key("k").payload(p))
+                .expect("queued")
+        })
+        .collect();
+    for send in sends {
+        let offset = send.await.expect("delivery").expect("acknowledged").offset;
+        assert!(offset < 10, "one producer, one partition: offsets 0..10, got {offset}");
+    }
+    for from in [0, 4, 9] {
+        let read = broker
+            .read_from("batched", 0, from, Duration::from_secs(10), |m| {
+                m.iter().any(|m| rdkafka::Message::offset(m) == 9)
+            })
+            .await;
+        let offsets: Vec<i64> = read.iter().map(rdkafka::Message::offset).collect();
+        assert_eq!(
+            offsets,
+            (from..10).collect::<Vec<_>>(),
+            "a fetch from offset {from} of a batch of ten"
+        );
+    }
+}

@@ -19,9 +19,9 @@
 //! - **Take-over.** When the group assigns a partition (before it is
 //!   fetched from), the newest record for it is read and its instruments
 //!   restored in place ([`crate::engine::Engine::restore_share`]); the
-//!   consumer resumes from the committed offset, at or before the record's,
-//!   and ticks the state holds are refused as duplicates by sequence
-//!   number. The alert topic is read from the record's offsets: alerts
+//!   consumer resumes from the record's offset (a first message past it is
+//!   counted as skipped offsets). The alert topic is read from the
+//!   record's offsets: alerts
 //!   there for the partition's instruments were published by the previous
 //!   owner after its snapshot, and the same alerts raised again here are
 //!   recognised by identity and dropped ([`crate::alerts::AlertBus::expect_handed_over`]).
@@ -98,6 +98,9 @@ struct Owned {
     /// Messages behind the partition's end, as of the consumer's last
     /// statistics (-1: not known).
     lag: i64,
+    /// The offset a take-over fetches from, until the first message at or
+    /// past it is applied: one past it means messages went undelivered.
+    resume_at: Option<i64>,
 }
 
 impl Default for Owned {
@@ -107,6 +110,7 @@ impl Default for Owned {
             applied: None,
             written: None,
             lag: -1,
+            resume_at: None,
         }
     }
 }
@@ -259,7 +263,17 @@ impl Group {
             let Some(owned) = parts.get_mut(&message.partition()) else {
                 continue;
             };
-            owned.applied = Some(owned.applied.map_or(message.offset(), |a| a.max(message.offset())));
+            let offset = message.offset();
+            if let Some(resume_at) = owned.resume_at.filter(|&r| offset >= r) {
+                owned.resume_at = None;
+                if offset > resume_at {
+                    self.metrics
+                        .skipped_offsets
+                        .fetch_add((offset - resume_at) as u64, Ordering::Relaxed);
+                    warn!(source = %self.name, partition = message.partition(), from = resume_at, to = offset, "The first message after the take-over is past the offset its state was restored at: the messages between were not delivered (retention, transaction markers, or a broker that fetched from the next batch).");
+                }
+            }
+            owned.applied = Some(owned.applied.map_or(offset, |a| a.max(offset)));
             let end = starts.get(k + 1).copied().unwrap_or(pipeline.len());
             for index in starts[k]..end {
                 if let Some(symbol) = pipeline.symbol_at(index) {
@@ -489,6 +503,7 @@ impl Group {
                 owned.instruments.insert(Arc::from(instrument.symbol.as_str()));
             }
             owned.written = Some(head.next_offset - 1);
+            owned.resume_at = Some(head.next_offset);
             starts.insert(partition, head.next_offset);
             // The time the partition had no owner is not silence of its feed.
             match self.core.engine().restore_share(snapshot, self.core.clock().now_ns()) {

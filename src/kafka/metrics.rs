@@ -19,6 +19,9 @@ pub struct KafkaMetrics {
     /// Messages not applied: their partition was handed over after they
     /// were fetched (several instances sharing a group).
     pub not_owned: AtomicU64,
+    /// Offsets of a taken-over partition between its restored state and
+    /// the first message fetched after it: ticks never applied.
+    pub skipped_offsets: AtomicU64,
     /// Batches whose offsets were stored for commit.
     pub batches_stored: AtomicU64,
     pub sinks: Vec<(String, SinkMetrics)>,
@@ -84,6 +87,11 @@ impl KafkaMetrics {
             "airbag_kafka_not_owned_total",
             "Kafka messages fetched but not applied: their partition was handed over to another member first.",
             &mut std::iter::once((String::new(), load(&self.not_owned))),
+        );
+        counter(
+            "airbag_kafka_skipped_offsets_total",
+            "Offsets of a taken-over partition between its restored state and the first message fetched after it.",
+            &mut std::iter::once((String::new(), load(&self.skipped_offsets))),
         );
         counter(
             "airbag_kafka_batches_stored_total",

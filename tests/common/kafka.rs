@@ -3,7 +3,8 @@
 //! rdkafka clients to create topics, produce ticks and read alerts.
 //!
 //! The broker binary is `$AIRBAG_TANSU`, else
-//! `~/.cache/airbag-tools/tansu-0.6.0/bin/tansu` (what `.ci/run` builds).
+//! `~/.cache/airbag-tools/tansu-0.6.0-fetchfix/bin/tansu` (what
+//! `scripts/setup.sh` builds: tansu 0.6.0 with the fixes in `scripts/tansu/`).
 //! Without it the tests fail, saying how to build it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,8 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How to build the broker, for the failure message.
-pub const BUILD_TANSU: &str = "cargo install tansu --version 0.6.0 --locked --features dynostore \
-     --root $HOME/.cache/airbag-tools/tansu-0.6.0";
+pub const BUILD_TANSU: &str = "scripts/setup.sh (tansu 0.6.0 with the fixes in scripts/tansu/)";
 
 /// A tansu broker on 127.0.0.1, killed when dropped.
 ///
@@ -42,7 +42,7 @@ pub fn tansu_binary() -> PathBuf {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/root".into());
-            home.join(".cache/airbag-tools/tansu-0.6.0/bin/tansu")
+            home.join(".cache/airbag-tools/tansu-0.6.0-fetchfix/bin/tansu")
         }
     };
     assert!(
@@ -122,7 +122,8 @@ impl Broker {
         self.addr.to_string()
     }
 
-    fn client(&self) -> ClientConfig {
+    /// A client configuration that names the broker.
+    pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.bootstrap());
         c
@@ -186,8 +187,27 @@ impl Broker {
         want: impl Fn(&[OwnedMessage]) -> bool + Send + 'static,
     ) -> Vec<OwnedMessage> {
         let client = self.client();
+        let from: Vec<(i32, Offset)> = (0..partitions).map(|p| (p, Offset::Beginning)).collect();
         let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || read_blocking(client, &topic, partitions, wait, want))
+        tokio::task::spawn_blocking(move || read_blocking(client, &topic, &from, wait, want))
+            .await
+            .expect("reader thread")
+    }
+
+    /// Reads partition `partition` of `topic` from `offset`, as
+    /// [`Broker::read`] does.
+    pub async fn read_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        wait: Duration,
+        want: impl Fn(&[OwnedMessage]) -> bool + Send + 'static,
+    ) -> Vec<OwnedMessage> {
+        let client = self.client();
+        let from = [(partition, Offset::Offset(offset))];
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || read_blocking(client, &topic, &from, wait, want))
             .await
             .expect("reader thread")
     }
@@ -196,7 +216,7 @@ impl Broker {
 fn read_blocking(
     mut client: ClientConfig,
     topic: &str,
-    partitions: i32,
+    from: &[(i32, Offset)],
     wait: Duration,
     want: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
@@ -206,10 +226,8 @@ fn read_blocking(
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
+    for &(p, offset) in from {
+        assignment.add_partition_offset(topic, p, offset).expect("partition");
     }
     consumer.assign(&assignment).expect("assign");
     let deadline = Instant::now() + wait;
