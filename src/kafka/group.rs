@@ -21,10 +21,9 @@
 //!   restored in place ([`crate::engine::Engine::restore_share`]); the
 //!   consumer resumes from the record's offset (a first message past it is
 //!   counted as skipped offsets). The alert topic is read from the
-//!   record's offsets: alerts
-//!   there for the partition's instruments were published by the previous
-//!   owner after its snapshot, and the same alerts raised again here are
-//!   recognised by identity and dropped ([`crate::alerts::AlertBus::expect_handed_over`]).
+//!   record's offsets: alerts there for the partition's instruments were
+//!   published by the previous owner after its snapshot, and the same
+//!   alerts raised again here are recognised by identity and dropped ([`crate::alerts::AlertBus::expect_handed_over`]).
 //! - **Hand-over.** On revocation the state is written (as above), the
 //!   instruments are forgotten here (no timer of theirs fires any more) and
 //!   the partition's expected alerts dropped.

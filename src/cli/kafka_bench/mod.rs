@@ -500,15 +500,7 @@ fn read_alerts(
     sent: &Sent,
     stop: &AtomicBool,
 ) -> anyhow::Result<Latencies> {
-    let consumer: BaseConsumer = client(brokers)
-        .set("group.id", format!("airbag-bench-reader-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()
-        .context("alert consumer")?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
+    let consumer = reader(brokers, "reader", topic, 1, fetch_wait_ms).context("alert consumer")?;
     let mut histogram = Latencies {
         total: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?,
         to_bus: Histogram::new_with_bounds(1_000, 60_000_000_000, 3)?,
@@ -545,6 +537,22 @@ fn read_alerts(
     Ok(histogram)
 }
 
+/// A consumer of partitions 0..`partitions` of `topic`, from the start,
+/// committing nothing.
+fn reader(brokers: &str, name: &str, topic: &str, partitions: i32, fetch_wait_ms: u64) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", format!("airbag-bench-{name}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
 /// The baseline: a bare consumer of the tick topic (every partition, from
 /// the start) times each crash tick from its hand-over to the producer.
 fn read_ticks(
@@ -555,17 +563,7 @@ fn read_ticks(
     sent: &Sent,
     stop: &AtomicBool,
 ) -> anyhow::Result<Histogram<u64>> {
-    let consumer: BaseConsumer = client(brokers)
-        .set("group.id", format!("airbag-bench-ticks-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()
-        .context("tick consumer")?;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
+    let consumer = reader(brokers, "ticks", topic, partitions, fetch_wait_ms).context("tick consumer")?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)?;
     while !stop.load(Ordering::SeqCst) {
         let Some(message) = consumer.poll(Duration::from_millis(50)) else {
